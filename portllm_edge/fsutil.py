@@ -1,0 +1,102 @@
+"""Crash-safe file writes: write to a temporary sibling, fsync, then rename.
+
+Why: a laptop that sleeps or a process killed mid-write must never leave a
+half-written file or folder where a complete one is expected. ``os.replace`` is
+atomic on POSIX and Windows when source and destination share a file system, so
+every temporary lives next to its destination, under a name that starts with
+``.tmp-`` (readers skip such names).
+
+This module must not import torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+TMP_PREFIX = ".tmp-"
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(dest.parent)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    """Write ``obj`` as indented, key-sorted JSON to ``path`` atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_dir(dest: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
+    """Build a folder in a temporary sibling and rename it to ``dest`` on success.
+
+    Yields the temporary folder to fill. On an exception the temporary folder is
+    removed and ``dest`` is untouched. With ``overwrite=True`` an existing
+    ``dest`` is replaced only after the new folder is complete (the old one is
+    renamed aside first, then deleted).
+
+    Raises:
+        FileExistsError: ``dest`` exists and ``overwrite`` is false.
+    """
+    final = Path(dest)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.exists() and not overwrite:
+        raise FileExistsError(str(final))
+    tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=final.parent))
+    try:
+        yield tmp
+        for child in tmp.rglob("*"):
+            if child.is_file():
+                with open(child, "rb") as fh:
+                    os.fsync(fh.fileno())
+        if final.exists():
+            old = Path(tempfile.mkdtemp(prefix=TMP_PREFIX + "old-", dir=final.parent))
+            old.rmdir()
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        _fsync_dir(final.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def is_temporary(path: str | os.PathLike[str]) -> bool:
+    """True for the leftovers of an interrupted atomic write (names starting with ``.tmp-``)."""
+    return Path(path).name.startswith(TMP_PREFIX)

@@ -1,0 +1,1 @@
+"""portllm_edge.training"""
