@@ -18,6 +18,7 @@ from portllm_edge.errors import EXIT_USAGE, PortllmError
 
 # Each import registers its commands on ``app``.
 from portllm_edge.cli import (  # noqa: E402,F401  (registration side effect)
+    check_cmds,
     hardware_cmds,
     model_cmds,
     patch_cmds,
