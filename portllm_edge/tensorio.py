@@ -322,12 +322,20 @@ def read_safetensors_header(
     return SafetensorsHeader(tensors, path=p, metadata=metadata, header_size=n, file_size=size)
 
 
-def _pickle_hint(folder: Path) -> str:
-    return (
-        "convert it to safetensors: `portllm-edge patch convert "
-        f"{folder}` (uses torch.load(weights_only=True)), or re-save with "
-        "`save_pretrained(..., safe_serialization=True)` on a trusted machine"
+def pickle_hint(folder: Path, command: str | None = None) -> str:
+    """The fix for a folder holding only pickled weights.
+
+    Args:
+        folder: The folder with the pickled files.
+        command: A CLI command that converts the folder (e.g. ``"portllm-edge patch convert"``), if any.
+    """
+    how = (
+        f"convert it with `{command} {folder}` (uses torch.load(weights_only=True))"
+        if command
+        else "convert each file with portllm_edge.tensorio.convert_pickle_to_safetensors "
+        "(uses torch.load(weights_only=True))"
     )
+    return f"{how}, or re-save it with `save_pretrained(..., safe_serialization=True)` on a trusted machine"
 
 
 def pickled_files(folder: str | os.PathLike[str]) -> list[Path]:
@@ -406,7 +414,7 @@ def list_weight_files(
         raise error_cls(
             f"{d}: has only pickled weights ({names}); portllm-edge loads safetensors only, because "
             "unpickling can run arbitrary code",
-            hint=_pickle_hint(d),
+            hint=pickle_hint(d),
         )
     raise error_cls(
         f"{d}: no *.safetensors weight files found", hint="point to a folder saved with save_pretrained"
@@ -457,6 +465,71 @@ def iter_tensors(
         raise _fail(error_cls, header.path, f"could not be read by safetensors ({exc})") from None
 
 
+_FLOAT_BITS: dict[str, tuple[str, int, int]] = {
+    # dtype -> (numpy unsigned view, exponent mask, mantissa mask); IEEE-style layouts.
+    "F16": ("<u2", 0x7C00, 0x03FF),
+    "BF16": ("<u2", 0x7F80, 0x007F),
+    "F32": ("<u4", 0x7F800000, 0x007FFFFF),
+    "F64": ("<u8", 0x7FF0000000000000, 0x000FFFFFFFFFFFFF),
+    "F8_E5M2": ("<u1", 0x7C, 0x03),
+}
+_SCAN_CHUNK_BYTES = 64 * 1024 * 1024
+
+
+def find_nonfinite_in_file(
+    path: str | os.PathLike[str],
+    names: Iterable[str] | None = None,
+    *,
+    error_cls: type[PortllmError] = PatchError,
+) -> NonFiniteTensor | None:
+    """Return the first tensor (in payload order) of a safetensors file holding NaN or ±Inf.
+
+    Reads the raw bytes through a read-only memory map in chunks of at most
+    64 MiB and tests the bit patterns (all exponent bits set = non-finite;
+    non-zero mantissa = NaN), so it needs neither torch nor more memory than
+    one chunk. ``F8_E4M3`` (the ``fn`` variant) has no Inf; its NaN is
+    ``S.1111.111``. Integer and bool tensors are skipped.
+
+    Args:
+        path: The ``.safetensors`` file (its header is validated first).
+        names: Only these tensors; ``None`` for all.
+        error_cls: The error type to raise on an invalid header.
+
+    Returns:
+        A :class:`NonFiniteTensor` with exact counts, or ``None`` when all values are finite.
+    """
+    import numpy as np
+
+    header = read_safetensors_header(path, error_cls=error_cls)
+    wanted = set(header) if names is None else set(names)
+    infos = sorted((header[n] for n in wanted if n in header), key=lambda t: t.data_offsets)
+    with open(header.path, "rb") as fh:
+        for info in infos:
+            if info.nbytes == 0 or info.dtype not in (*_FLOAT_BITS, "F8_E4M3"):
+                continue
+            view, exp, man = _FLOAT_BITS.get(info.dtype, ("<u1", 0x7F, 0))
+            itemsize = np.dtype(view).itemsize
+            nan = inf = 0
+            step = max(itemsize, _SCAN_CHUNK_BYTES - _SCAN_CHUNK_BYTES % itemsize)
+            for start in range(0, info.nbytes, step):
+                length = min(step, info.nbytes - start)
+                fh.seek(header.payload_offset + info.data_offsets[0] + start)
+                raw = np.frombuffer(fh.read(length), dtype=view)
+                if info.dtype == "F8_E4M3":
+                    nan += int(np.count_nonzero((raw & 0x7F) == 0x7F))
+                    continue
+                bad = (raw & exp) == exp
+                if not bad.any():
+                    continue
+                is_nan = bad & ((raw & man) != 0)
+                n_nan = int(np.count_nonzero(is_nan))
+                nan += n_nan
+                inf += int(np.count_nonzero(bad)) - n_nan
+            if nan or inf:
+                return NonFiniteTensor(info.name, nan, inf, info.numel)
+    return None
+
+
 def first_nonfinite(items: Iterable[tuple[str, torch.Tensor]]) -> NonFiniteTensor | None:
     """Return the first floating-point tensor holding NaN or ±Inf, or ``None``.
 
@@ -491,7 +564,8 @@ def check_finite(
     """Raise if any tensor holds NaN or ±Inf, naming the first such tensor.
 
     Args:
-        source: A ``.safetensors`` path (read one tensor at a time) or ``(name, tensor)`` pairs.
+        source: A ``.safetensors`` path (scanned without torch by
+            :func:`find_nonfinite_in_file`) or ``(name, tensor)`` pairs.
         error_cls: The error type to raise.
         hint: The fix to suggest; default: retrain or re-export.
 
@@ -501,10 +575,9 @@ def check_finite(
     path: Path | None = None
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        items: Iterable[tuple[str, torch.Tensor]] = iter_tensors(path, error_cls=error_cls)
+        bad = find_nonfinite_in_file(path, error_cls=error_cls)
     else:
-        items = source
-    bad = first_nonfinite(items)
+        bad = first_nonfinite(source)
     if bad is None:
         return
     where = f"{path}, tensor `{bad.name}`" if path is not None else f"tensor `{bad.name}`"
@@ -599,9 +672,11 @@ __all__ = [
     "TensorInfo",
     "check_finite",
     "convert_pickle_to_safetensors",
+    "find_nonfinite_in_file",
     "first_nonfinite",
     "iter_tensors",
     "list_weight_files",
+    "pickle_hint",
     "pickled_files",
     "read_safetensors_header",
 ]

@@ -209,3 +209,36 @@ def test_convert_refuses_arbitrary_objects(tmp_path: Path) -> None:
         tensorio.convert_pickle_to_safetensors(src, tmp_path / "out.safetensors")
     assert not (tmp_path / "out.safetensors").exists()
     assert not list(tmp_path.glob(".tmp-*"))
+
+
+@pytest.mark.parametrize(
+    "dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.float8_e5m2]
+)
+def test_file_scan_counts_nan_and_inf_per_dtype(tmp_path: Path, dtype: torch.dtype) -> None:
+    bad = torch.zeros(7, dtype=torch.float32)
+    bad[[1, 4]] = float("nan")
+    bad[2] = float("-inf")
+    p = tmp_path / "s.safetensors"
+    save_file(
+        {"a.ok": torch.full((5,), 1000.0).to(dtype), "b.bad": bad.to(dtype), "c.int": torch.arange(3)},
+        str(p),
+    )
+    assert tensorio.find_nonfinite_in_file(p) == tensorio.NonFiniteTensor("b.bad", 2, 1, 7)
+    assert tensorio.find_nonfinite_in_file(p, ["a.ok", "c.int"]) is None
+
+
+def test_file_scan_e4m3_nan(tmp_path: Path) -> None:
+    t = torch.tensor([1.0, float("nan"), 448.0]).to(torch.float8_e4m3fn)
+    p = tmp_path / "f8.safetensors"
+    save_file({"w": t}, str(p))
+    assert tensorio.find_nonfinite_in_file(p) == tensorio.NonFiniteTensor("w", 1, 0, 3)
+
+
+def test_file_scan_chunks(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(tensorio, "_SCAN_CHUNK_BYTES", 64)
+    t = torch.zeros(100)
+    t[90] = float("inf")
+    t[3] = float("nan")
+    p = tmp_path / "c.safetensors"
+    save_file({"w": t}, str(p))
+    assert tensorio.find_nonfinite_in_file(p) == tensorio.NonFiniteTensor("w", 1, 1, 100)
