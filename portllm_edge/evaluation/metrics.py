@@ -1,0 +1,155 @@
+"""Evaluation metrics: accuracy, binary F1, the Wilson score interval, GSM8K answer matching.
+
+Why this module exists: the numbers a user compares across configurations (zero-shot,
+old base + patch, new base + ported patch) must be computed one way, in one place,
+with tests against hand-computed values. These are pure functions over plain Python
+values; they must not import torch or read files.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from decimal import Decimal, InvalidOperation
+
+Z_95 = 1.959963984540054
+"""The two-sided 95 % standard-normal quantile, Φ⁻¹(0.975)."""
+
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+
+
+def accuracy(predictions: Sequence[object], golds: Sequence[object]) -> float:
+    """Fraction of positions where ``predictions[i] == golds[i]``.
+
+    Args:
+        predictions: Predicted labels (any comparable values), length n.
+        golds: Gold labels, length n.
+
+    Returns:
+        Accuracy in [0, 1].
+
+    Raises:
+        ValueError: The sequences differ in length or are empty.
+    """
+    if len(predictions) != len(golds):
+        raise ValueError(f"`predictions` has {len(predictions)} items but `golds` has {len(golds)}")
+    if not golds:
+        raise ValueError("accuracy of zero examples is undefined; pass at least one example")
+    return sum(p == g for p, g in zip(predictions, golds, strict=True)) / len(golds)
+
+
+def binary_f1(predictions: Sequence[object], golds: Sequence[object], positive: object = 1) -> float:
+    """F1 of the ``positive`` class: 2·TP / (2·TP + FP + FN).
+
+    This is the GLUE MRPC F1 (positive = "paraphrase"), as in scikit-learn's
+    ``f1_score(average="binary")``. When there is no positive prediction and no
+    positive gold (TP + FP + FN = 0) it returns 0.0, like scikit-learn's
+    ``zero_division=0``.
+
+    Args:
+        predictions: Predicted labels, length n.
+        golds: Gold labels, length n.
+        positive: The label counted as positive.
+
+    Returns:
+        F1 in [0, 1].
+
+    Raises:
+        ValueError: The sequences differ in length.
+    """
+    if len(predictions) != len(golds):
+        raise ValueError(f"`predictions` has {len(predictions)} items but `golds` has {len(golds)}")
+    tp = sum(p == positive and g == positive for p, g in zip(predictions, golds, strict=True))
+    fp = sum(p == positive and g != positive for p, g in zip(predictions, golds, strict=True))
+    fn = sum(p != positive and g == positive for p, g in zip(predictions, golds, strict=True))
+    denom = 2 * tp + fp + fn
+    return 0.0 if denom == 0 else 2 * tp / denom
+
+
+def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (default 95 %).
+
+    Source: E. B. Wilson (1927), "Probable inference, the law of succession, and
+    statistical inference", JASA 22(158). With p̂ = k/n::
+
+        centre = (p̂ + z²/(2n)) / (1 + z²/n)
+        half   = z / (1 + z²/n) · sqrt(p̂(1-p̂)/n + z²/(4n²))
+
+    Unlike the normal (Wald) interval it stays inside [0, 1] and is not empty at
+    p̂ = 0 or 1, which matters for the short ``--limit`` runs.
+
+    Args:
+        successes: Number of correct examples k, 0 <= k <= n.
+        n: Number of examples, n >= 1.
+        z: Standard-normal quantile (1.96 for 95 %).
+
+    Returns:
+        ``(low, high)`` in [0, 1].
+
+    Raises:
+        ValueError: ``n < 1`` or ``successes`` outside [0, n].
+    """
+    if n < 1:
+        raise ValueError(f"`n` must be >= 1 for a confidence interval, got {n}")
+    if not 0 <= successes <= n:
+        raise ValueError(f"`successes` must be in [0, {n}], got {successes}")
+    p = successes / n
+    z2 = z * z
+    denom = 1.0 + z2 / n
+    centre = (p + z2 / (2 * n)) / denom
+    half = z / denom * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def extract_last_number(text: str) -> str | None:
+    """Return the last number written in ``text``, commas removed, or ``None``.
+
+    This is the GSM8K "flexible extract" rule: models often end with a sentence
+    such as "The answer is $1,234." — the last number (``"1234"``) is the answer.
+    A trailing sentence period is not part of the number.
+
+    Args:
+        text: Generated text.
+
+    Returns:
+        The number as a string without thousands separators (``"-3"``, ``"1234"``,
+        ``"2.5"``), or ``None`` when ``text`` holds no digit.
+    """
+    matches = _NUMBER.findall(text)
+    if not matches:
+        return None
+    return matches[-1].replace(",", "")
+
+
+def gsm8k_gold_answer(solution: str) -> str | None:
+    """Return the gold final answer of a GSM8K solution: the text after ``####``, commas removed.
+
+    Args:
+        solution: A GSM8K ``answer`` field (steps, then ``#### <number>``).
+
+    Returns:
+        The answer string, or ``None`` when there is no ``####`` marker.
+    """
+    if "####" not in solution:
+        return None
+    return solution.rsplit("####", 1)[1].strip().replace(",", "")
+
+
+def numbers_match(predicted: str | None, gold: str) -> bool:
+    """Exact numeric match of two number strings (``"18" == "18.00"``; commas ignored).
+
+    Args:
+        predicted: Extracted prediction or ``None`` (never matches).
+        gold: Gold answer string.
+
+    Returns:
+        True when both parse as decimals and are equal; otherwise a plain string comparison.
+    """
+    if predicted is None:
+        return False
+    a, b = predicted.replace(",", "").strip(), gold.replace(",", "").strip()
+    try:
+        return Decimal(a) == Decimal(b)
+    except InvalidOperation:
+        return a == b

@@ -1,0 +1,466 @@
+"""Score a loaded causal LM on task examples: choice log-likelihoods, partial scoring, greedy generation.
+
+Why this module exists: every accuracy number in a PortLLM comparison (new base
+zero-shot, old base + patch, new base + ported patch, new base + own LoRA) must come
+from the same scoring code, the way lm-eval-harness computes it:
+
+* classification: the summed log-probability of each verbalized choice
+  (``" yes"``) given the prompt; the prediction is the arg-max choice;
+* WinoGrande "partial" scoring (Sakaguchi et al., 2019; harness ``winogrande``): the
+  log-probability of the sentence *after* the blank, conditioned on the prefix with
+  each option filled in;
+* GSM8K: greedy generation, then exact match of the final number.
+
+It receives a model object (any ``transformers`` causal LM or ``peft`` model) and its
+tokenizer; it must not load models, read task files or print. torch is imported
+lazily inside functions, so that importing the evaluation package stays cheap.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from portllm_edge.errors import EvaluationError
+from portllm_edge.evaluation.metrics import extract_last_number, numbers_match
+from portllm_edge.evaluation.results import EvalResult, Prediction
+from portllm_edge.evaluation.tasks import ChoiceExample, Example, GenerationExample, TaskData
+
+if TYPE_CHECKING:
+    import torch
+
+Normalization = Literal["none", "tokens", "bytes"]
+Progress = Callable[[int, int], None]
+"""``progress(done, total)``: called after each batch; units are scored requests or prompts."""
+
+DEFAULT_STOP = ("Question:", "</s>", "<|im_end|>")
+"""GSM8K stop strings (lm-eval-harness ``gsm8k`` ``until``)."""
+
+
+@dataclass(frozen=True)
+class ContinuationScore:
+    """Log-likelihood of one continuation given its context.
+
+    Attributes:
+        logprob: Sum over continuation tokens of log p(token | preceding tokens), in nats.
+        n_tokens: Number of continuation tokens scored.
+        n_bytes: UTF-8 length of the continuation text, in bytes.
+        greedy: Whether every continuation token is the arg-max of its distribution.
+    """
+
+    logprob: float
+    n_tokens: int
+    n_bytes: int
+    greedy: bool
+
+
+@dataclass(frozen=True)
+class _Encoded:
+    tokens: list[int]
+    ctx_len: int
+    n_bytes: int
+
+
+def _model_device(model: Any) -> torch.device:
+    import torch
+
+    dev = getattr(model, "device", None)
+    if isinstance(dev, torch.device):
+        return dev
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def _special_prefix(tokenizer: Any) -> list[int]:
+    """Tokens the tokenizer puts before text by default (a BOS for Llama-style tokenizers; none for GPT-2/SmolLM2)."""
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    with_sp = tokenizer("a")["input_ids"]
+    for k in range(len(with_sp) - len(plain) + 1):
+        if with_sp[k : k + len(plain)] == plain:
+            return list(with_sp[:k])
+    return []
+
+
+def _pad_id(tokenizer: Any) -> int:
+    for attr in ("pad_token_id", "eos_token_id", "bos_token_id"):
+        value = getattr(tokenizer, attr, None)
+        if isinstance(value, int):
+            return value
+    return 0
+
+
+def _max_length(model: Any, tokenizer: Any, max_length: int | None) -> int:
+    if max_length is not None:
+        return max_length
+    cfg = getattr(model, "config", None)
+    limit = getattr(cfg, "max_position_embeddings", None)
+    if isinstance(limit, int) and limit > 0:
+        return limit
+    tml = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tml, int) and 0 < tml < 10**7:
+        return tml
+    return 2048
+
+
+def _encode_request(
+    tokenizer: Any, context: str, continuation: str, prefix: list[int], max_len: int
+) -> _Encoded:
+    """Tokenize ``context + continuation`` so that the continuation's tokens are known.
+
+    As lm-eval-harness does: trailing spaces of the context move to the continuation,
+    the pair is encoded as one string, and the continuation is what follows the
+    context's own encoding (falling back to encoding it alone when a token straddles
+    the boundary). Long inputs lose tokens on the left; the continuation is kept whole.
+    """
+    n_space = len(context) - len(context.rstrip(" "))
+    if n_space:
+        continuation = context[-n_space:] + continuation
+        context = context[:-n_space]
+    whole = list(tokenizer(context + continuation, add_special_tokens=False)["input_ids"])
+    ctx = list(tokenizer(context, add_special_tokens=False)["input_ids"]) if context else []
+    if len(whole) > len(ctx) and whole[: len(ctx)] == ctx:
+        cont = whole[len(ctx) :]
+    else:
+        cont = list(tokenizer(continuation, add_special_tokens=False)["input_ids"])
+    if not cont:
+        raise EvaluationError(
+            f"continuation {continuation!r} encodes to zero tokens", hint="Use a non-empty verbalizer."
+        )
+    ctx = prefix + ctx
+    if not ctx:  # an unconditional score still needs one token to predict from
+        ctx = [
+            _pad_id(tokenizer) if getattr(tokenizer, "bos_token_id", None) is None else tokenizer.bos_token_id
+        ]
+    if len(cont) >= max_len:
+        raise EvaluationError(
+            f"continuation {continuation[:40]!r}... is {len(cont)} tokens, over the model's {max_len}-token window",
+            hint="Shorten the verbalizer or pass a larger max_length.",
+        )
+    tokens = ctx + cont
+    if len(tokens) > max_len:
+        tokens = tokens[-max_len:]
+    return _Encoded(tokens, len(tokens) - len(cont), len(continuation.encode("utf-8")))
+
+
+def _supports_logits_to_keep(model: Any) -> bool:
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        return "logits_to_keep" in inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+class _EvalMode:
+    """Put the model in eval mode for the block and restore its previous mode after."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.was_training = bool(getattr(model, "training", False))
+
+    def __enter__(self) -> None:
+        self.model.eval()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.was_training:
+            self.model.train()
+
+
+def score_continuations(
+    model: Any,
+    tokenizer: Any,
+    requests: Sequence[tuple[str, str]],
+    *,
+    batch_size: int = 8,
+    max_length: int | None = None,
+    progress: Progress | None = None,
+) -> tuple[list[ContinuationScore], int]:
+    """Log-likelihood of each ``(context, continuation)`` pair under a causal LM.
+
+    Requests are sorted longest first and batched with right padding; each item's
+    score is ``sum_t log_softmax(logits[t-1])[token_t]`` over its continuation tokens,
+    computed in float32 from the model's logits. Only the logit rows that some item in
+    the batch needs are materialized (``logits_to_keep``) when the model supports it,
+    which bounds memory for long BoolQ passages.
+
+    Args:
+        model: A causal LM (``transformers`` or ``peft``), already on its device.
+        tokenizer: Its tokenizer.
+        requests: ``(context, continuation)`` pairs; the continuation normally starts
+            with a space (``"...Answer:"``, ``" yes"``).
+        batch_size: Requests per forward pass (>= 1).
+        max_length: Token window; default the model's ``max_position_embeddings``.
+        progress: Called with ``(done, total)`` after each batch.
+
+    Returns:
+        ``(scores in request order, tokens processed)``; tokens counts non-padding input tokens.
+
+    Raises:
+        EvaluationError: ``batch_size < 1`` or a continuation that can't be scored.
+    """
+    import torch
+
+    if batch_size < 1:
+        raise EvaluationError(
+            f"`batch_size` must be at least 1, got {batch_size}", hint="Pass --batch-size 1 or more."
+        )
+    prefix = _special_prefix(tokenizer)
+    max_len = _max_length(model, tokenizer, max_length)
+    encoded = [_encode_request(tokenizer, c, x, prefix, max_len) for c, x in requests]
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i].tokens))
+    device = _model_device(model)
+    pad = _pad_id(tokenizer)
+    keep_ok = _supports_logits_to_keep(model)
+    results: list[ContinuationScore | None] = [None] * len(encoded)
+    n_tokens = 0
+    with _EvalMode(model), torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            items = [encoded[i] for i in batch]
+            width = max(len(e.tokens) for e in items)
+            ids = torch.full((len(items), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(items), width), dtype=torch.long)
+            for row, e in enumerate(items):
+                ids[row, : len(e.tokens)] = torch.tensor(e.tokens, dtype=torch.long)
+                mask[row, : len(e.tokens)] = 1
+            first = min(e.ctx_len - 1 for e in items)  # earliest logit row any item needs
+            kwargs: dict[str, Any] = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+            if keep_ok:
+                kwargs["logits_to_keep"] = width - first
+            logits = model(**kwargs).logits
+            offset = width - logits.shape[1]  # 0 without logits_to_keep
+            for row, (i, e) in enumerate(zip(batch, items, strict=True)):
+                rows = logits[row, e.ctx_len - 1 - offset : len(e.tokens) - 1 - offset].float()
+                target = ids[row, e.ctx_len : len(e.tokens)].to(rows.device)
+                logp = torch.log_softmax(rows, dim=-1)
+                token_lp = logp.gather(1, target.unsqueeze(1)).squeeze(1)
+                greedy = bool((rows.argmax(dim=-1) == target).all())
+                results[i] = ContinuationScore(float(token_lp.sum()), int(target.numel()), e.n_bytes, greedy)
+            n_tokens += int(mask.sum())
+            if progress is not None:
+                progress(min(start + batch_size, len(order)), len(order))
+    return [r for r in results if r is not None], n_tokens
+
+
+class _StopOnStrings:
+    """A ``transformers`` stopping criterion: a row is done once its new text holds a stop string."""
+
+    def __init__(self, tokenizer: Any, stops: Sequence[str], prompt_width: int, window: int = 24) -> None:
+        self.tokenizer = tokenizer
+        self.stops = tuple(stops)
+        self.prompt_width = prompt_width
+        self.window = window
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        import torch
+
+        new = input_ids[:, self.prompt_width :]
+        done = []
+        for row in new:
+            tail = self.tokenizer.decode(row[-self.window :], skip_special_tokens=False)
+            done.append(any(s in tail for s in self.stops))
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+def _truncate_at_stop(text: str, stops: Sequence[str]) -> str:
+    cut = len(text)
+    for s in stops:
+        pos = text.find(s)
+        if pos != -1:
+            cut = min(cut, pos)
+    return text[:cut]
+
+
+def generate_greedy(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int = 256,
+    batch_size: int = 8,
+    stop: Sequence[str] = DEFAULT_STOP,
+    progress: Progress | None = None,
+) -> tuple[list[str], int]:
+    """Greedy continuations of ``prompts``, cut at the first stop string.
+
+    Prompts are batched with **left** padding (decoder-only generation needs the last
+    real token at the same position in every row).
+
+    Args:
+        model: A causal LM or peft model.
+        tokenizer: Its tokenizer.
+        prompts: Texts to continue.
+        max_new_tokens: Generation budget per prompt (>= 1).
+        batch_size: Prompts per ``generate`` call (>= 1).
+        stop: Strings that end an answer (kept out of the returned text).
+        progress: Called with ``(done, total)`` after each batch.
+
+    Returns:
+        ``(continuations in prompt order, tokens processed)``; tokens counts non-padding
+        prompt tokens plus generated tokens.
+
+    Raises:
+        EvaluationError: ``batch_size`` or ``max_new_tokens`` below 1.
+    """
+    import torch
+    from transformers import GenerationConfig, StoppingCriteriaList
+
+    if batch_size < 1 or max_new_tokens < 1:
+        raise EvaluationError(
+            f"`batch_size` ({batch_size}) and `max_new_tokens` ({max_new_tokens}) must be at least 1",
+            hint="Pass positive values.",
+        )
+    prefix = _special_prefix(tokenizer)
+    pad = _pad_id(tokenizer)
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if eos is None:
+        eos = getattr(tokenizer, "eos_token_id", None)
+    device = _model_device(model)
+    max_len = _max_length(model, tokenizer, None)
+    encoded = [prefix + list(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+    encoded = [e[-max(1, max_len - max_new_tokens) :] for e in encoded]
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
+    outputs: list[str] = [""] * len(encoded)
+    n_tokens = 0
+    gen_cfg = GenerationConfig(
+        max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=pad, eos_token_id=eos
+    )
+    with _EvalMode(model), torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            width = max(len(encoded[i]) for i in batch)
+            ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, i in enumerate(batch):
+                e = encoded[i]
+                ids[row, width - len(e) :] = torch.tensor(e, dtype=torch.long)
+                mask[row, width - len(e) :] = 1
+            out = model.generate(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                generation_config=gen_cfg,
+                stopping_criteria=StoppingCriteriaList([_StopOnStrings(tokenizer, stop, width)]),
+            )
+            n_tokens += int(mask.sum())
+            for row, i in enumerate(batch):
+                new = out[row, width:].tolist()
+                if eos is not None:
+                    eos_ids = set(eos) if isinstance(eos, list) else {eos}
+                    for k, tok in enumerate(new):
+                        if tok in eos_ids:
+                            new = new[: k + 1]
+                            break
+                n_tokens += len(new)
+                text = tokenizer.decode(new, skip_special_tokens=True)
+                outputs[i] = _truncate_at_stop(text, stop).strip()
+            if progress is not None:
+                progress(min(start + batch_size, len(order)), len(order))
+    return outputs, n_tokens
+
+
+def extract_answer(output: str) -> str | None:
+    """The final number of a GSM8K answer: the number after ``####`` when the model wrote one,
+    else the last number in the output (commas removed)."""
+    if "####" in output:
+        found = extract_last_number(output.split("####", 1)[1].split("\n", 1)[0])
+        if found is not None:
+            return found
+    return extract_last_number(output)
+
+
+def _normalized(score: ContinuationScore, normalization: Normalization) -> float:
+    if normalization == "tokens":
+        return score.logprob / max(1, score.n_tokens)
+    if normalization == "bytes":
+        return score.logprob / max(1, score.n_bytes)
+    return score.logprob
+
+
+def evaluate(
+    model: Any,
+    tokenizer: Any,
+    data: TaskData | Sequence[Example],
+    *,
+    task: str | None = None,
+    batch_size: int = 8,
+    normalization: Normalization = "none",
+    max_new_tokens: int = 256,
+    keep_predictions: bool = False,
+    progress: Progress | None = None,
+) -> EvalResult:
+    """Score ``model`` on the examples of one task and summarize as an :class:`EvalResult`.
+
+    Args:
+        model: A causal LM or peft model, on its device.
+        tokenizer: Its tokenizer.
+        data: Loaded task data (:func:`~portllm_edge.evaluation.tasks.load_task`) or a
+            list of examples of one kind.
+        task: Task name for the record; default taken from ``data``.
+        batch_size: Forward-pass batch size.
+        normalization: Choice scores as summed log-probability (``"none"``, the
+            harness's ``acc``), per token (``"tokens"``), or per UTF-8 byte of the
+            continuation (``"bytes"``, the harness's ``acc_norm``).
+        max_new_tokens: Generation budget (GSM8K).
+        keep_predictions: Keep per-example predictions in the result.
+        progress: ``(done, total)`` callback.
+
+    Returns:
+        The result: accuracy, Wilson 95 % interval, F1 (MRPC), seconds, tokens/s.
+
+    Raises:
+        EvaluationError: No examples, mixed example kinds, or bad options.
+    """
+    examples = list(data.examples if isinstance(data, TaskData) else data)
+    if not examples:
+        raise EvaluationError("no examples to evaluate", hint="Check the data file and --limit.")
+    positive = data.task.positive_index if isinstance(data, TaskData) else None
+    name = task or (data.task.name if isinstance(data, TaskData) else examples[0].task)
+    if normalization not in ("none", "tokens", "bytes"):
+        raise EvaluationError(f"unknown normalization `{normalization}`", hint="Use none, tokens or bytes.")
+    options: dict[str, Any] = {"batch_size": batch_size}
+    t0 = time.perf_counter()
+    predictions: list[Prediction] = []
+    if all(isinstance(e, GenerationExample) for e in examples):
+        gen = [e for e in examples if isinstance(e, GenerationExample)]
+        outputs, tokens = generate_greedy(
+            model,
+            tokenizer,
+            [e.prompt for e in gen],
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            progress=progress,
+        )
+        for e, out in zip(gen, outputs, strict=True):
+            answer = extract_answer(out)
+            predictions.append(Prediction(e.id, answer, e.answer, numbers_match(answer, e.answer), None, out))
+        options["max_new_tokens"] = max_new_tokens
+    elif all(isinstance(e, ChoiceExample) for e in examples):
+        choice = [e for e in examples if isinstance(e, ChoiceExample)]
+        flat: list[tuple[str, str]] = []
+        for e in choice:
+            flat.extend(e.requests())
+        scores, tokens = score_continuations(model, tokenizer, flat, batch_size=batch_size, progress=progress)
+        pos = 0
+        for e in choice:
+            k = len(e.choices)
+            values = tuple(_normalized(s, normalization) for s in scores[pos : pos + k])
+            pos += k
+            pred = max(range(k), key=lambda j: values[j])
+            predictions.append(Prediction(e.id, pred, e.gold, pred == e.gold, values, None))
+        options["normalization"] = normalization
+    else:
+        raise EvaluationError("examples mix generation and choice tasks", hint="Evaluate one task at a time.")
+    seconds = time.perf_counter() - t0
+    return EvalResult.from_predictions(
+        name,
+        predictions,
+        seconds=seconds,
+        tokens=tokens,
+        positive=positive,
+        options=options,
+        keep_predictions=keep_predictions,
+    )
