@@ -1,0 +1,914 @@
+"""Compatibility preflight: does a patch fit a (new) base model, and if not, exactly why?
+
+Why this module exists: loading a 7B base to find out that a patch does not fit
+costs minutes and gigabytes, and peft's own failures are a wall of "missing keys"
+warnings, a size-mismatch traceback, or a patch that silently did nothing. The
+preflight answers before any weight is loaded, from ``config.json``, the tokenizer
+files, ``adapter_config.json`` and safetensors *headers* only. Every check yields a
+:class:`CheckResult` (pass / warn / fail, a one-line reason, details and a fix);
+``port`` refuses to continue on a fail unless forced.
+
+What it must not do: read tensor data (of the base or the patch), import torch at
+module import, or print. The CLI formats the report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from portllm_edge.errors import CompatibilityError
+from portllm_edge.porting.adapter_io import (
+    AdapterLayout,
+    BaseIndex,
+    lora_rank_alpha,
+    read_adapter_config,
+    read_adapter_layout,
+    read_base_index,
+    read_json,
+    resolve_module,
+)
+from portllm_edge.porting.vocab import (
+    base_tensor_shape,
+    compare_vocabs,
+    is_vocab_tensor,
+    old_vocab_source,
+    read_vocab,
+    resolve_saved_name,
+    unknown_config_keys,
+)
+
+Status = Literal["pass", "warn", "fail"]
+
+MIN_SHARED_VOCAB = 0.5
+"""Below this fraction of the old vocabulary found in the new one, the tokenizers are
+different families (the patch was learned on another tokenization): fail."""
+
+NON_ADDITIVE_INITS = ("pissa", "olora", "corda", "loftq")
+"""``init_lora_weights`` values that rewrite the base weights at init (a residual base),
+so the saved A/B only make sense against that modified old base."""
+
+MAX_LISTED = 10
+
+CHECK_NAMES = (
+    "architecture",
+    "hidden_size",
+    "target_modules",
+    "rank",
+    "modules_to_save",
+    "tied_embeddings",
+    "adapter_keys",
+    "adapter_config",
+    "additive",
+    "tokenizer",
+)
+"""Every check, in the order the report lists them."""
+
+_CONFIG_FIELDS_OF_INTEREST = (
+    "rope_parameters",
+    "rope_scaling",
+    "rope_theta",
+    "vocab_size",
+    "max_position_embeddings",
+    "sliding_window",
+    "final_logit_softcapping",
+    "attn_logit_softcapping",
+    "num_key_value_heads",
+    "num_attention_heads",
+    "intermediate_size",
+    "num_hidden_layers",
+    "tie_word_embeddings",
+)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One preflight check's outcome.
+
+    Attributes:
+        name: One of :data:`CHECK_NAMES`.
+        status: ``"pass"``, ``"warn"`` (portable, but read this) or ``"fail"`` (will not port).
+        reason: One line naming the tensor/field at fault.
+        details: JSON-ready facts behind the verdict.
+        hint: How to fix a fail or a warn, or ``None``.
+    """
+
+    name: str
+    status: Status
+    reason: str
+    details: dict[str, Any] = field(default_factory=dict)
+    hint: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "name": self.name,
+            "status": self.status,
+            "reason": self.reason,
+            "details": self.details,
+            "hint": self.hint,
+        }
+
+
+@dataclass
+class PreflightReport:
+    """All checks of a patch against a base.
+
+    Attributes:
+        adapter_dir / base_dir / old_base_dir: The inputs.
+        checks: In :data:`CHECK_NAMES` order.
+        needs_rewrite: True when the patch must be rewritten (keys renamed, rows
+            carried, config keys dropped) by :func:`portllm_edge.porting.vocab.port_adapter`
+            before peft can attach it to the base.
+    """
+
+    adapter_dir: Path
+    base_dir: Path
+    old_base_dir: Path | None
+    checks: list[CheckResult]
+    needs_rewrite: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """True when no check failed."""
+        return not self.failures
+
+    @property
+    def failures(self) -> list[CheckResult]:
+        """The failed checks."""
+        return [c for c in self.checks if c.status == "fail"]
+
+    @property
+    def warnings(self) -> list[CheckResult]:
+        """The checks that warned."""
+        return [c for c in self.checks if c.status == "warn"]
+
+    def get(self, name: str) -> CheckResult:
+        """The check called ``name``.
+
+        Raises:
+            KeyError: no such check.
+        """
+        for c in self.checks:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (what ``check --json`` prints)."""
+        return {
+            "adapter": str(self.adapter_dir),
+            "base": str(self.base_dir),
+            "old_base": None if self.old_base_dir is None else str(self.old_base_dir),
+            "ok": self.ok,
+            "needs_rewrite": self.needs_rewrite,
+            "counts": {s: sum(c.status == s for c in self.checks) for s in ("pass", "warn", "fail")},
+            "checks": [c.to_dict() for c in self.checks],
+        }
+
+    def raise_on_failure(self) -> None:
+        """Raise a :class:`CompatibilityError` for the first failed check (for ``port`` without ``--force``).
+
+        Raises:
+            CompatibilityError: naming the check, its reason and fix.
+        """
+        if self.ok:
+            return
+        first = self.failures[0]
+        more = f" (and {len(self.failures) - 1} more failed checks)" if len(self.failures) > 1 else ""
+        raise CompatibilityError(
+            f"preflight check `{first.name}` failed: {first.reason}{more}",
+            hint=(first.hint or "run `portllm-edge check` for the full report")
+            + "; or pass --force to port anyway",
+        )
+
+
+# --------------------------------------------------------------------------- context
+
+
+@dataclass
+class _Ctx:
+    adapter_dir: Path
+    base_dir: Path
+    old_base_dir: Path | None
+    config: dict[str, Any]
+    layout: AdapterLayout
+    base: BaseIndex
+    old_config: dict[str, Any] | None
+    old_config_source: str | None
+    resolved: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+
+
+def _text(cfg: dict[str, Any]) -> dict[str, Any]:
+    tc = cfg.get("text_config")
+    return tc if isinstance(tc, dict) else cfg
+
+
+def _model_types(cfg: dict[str, Any]) -> set[str]:
+    out = {str(cfg.get("model_type", ""))}
+    tc = cfg.get("text_config")
+    if isinstance(tc, dict) and tc.get("model_type"):
+        out.add(str(tc["model_type"]))
+    out.discard("")
+    return out
+
+
+def _old_config(
+    adapter_config: dict[str, Any], old_base_dir: Path | None
+) -> tuple[dict[str, Any] | None, str | None]:
+    if old_base_dir is not None:
+        path = Path(old_base_dir) / "config.json"
+        return read_json(path), str(path)
+    ref = adapter_config.get("base_model_name_or_path")
+    if isinstance(ref, str) and ref:
+        with contextlib.suppress(OSError, ValueError):
+            path = Path(ref) / "config.json"
+            if path.is_file():
+                with contextlib.suppress(Exception):
+                    return read_json(path), str(path)
+    return None, None
+
+
+def _norm(s: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", s.lower())
+
+
+def _shape(s: tuple[int, ...] | list[int]) -> str:
+    return "[" + ", ".join(str(x) for x in s) + "]"
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def check_architecture(ctx: _Ctx) -> CheckResult:
+    """The patch's base and the new base share a model type (``config.json`` ``model_type``)."""
+    new_types = _model_types(ctx.base.config)
+    details: dict[str, Any] = {"base_model_type": sorted(new_types)}
+    if not new_types:
+        return CheckResult(
+            "architecture",
+            "warn",
+            f"{ctx.base_dir / 'config.json'} has no `model_type`",
+            details,
+            hint="add the model_type to config.json",
+        )
+    if ctx.old_config is not None:
+        old_types = _model_types(ctx.old_config)
+        details.update({"patch_model_type": sorted(old_types), "source": ctx.old_config_source})
+        old_t, new_t = _text(ctx.old_config), _text(ctx.base.config)
+        changed = {
+            k: {"old": old_t.get(k), "new": new_t.get(k)}
+            for k in _CONFIG_FIELDS_OF_INTEREST
+            if old_t.get(k) != new_t.get(k)
+        }
+        details["config_changes"] = changed
+        if not old_types & new_types:
+            return CheckResult(
+                "architecture",
+                "fail",
+                f"the patch was trained on a `{'/'.join(sorted(old_types))}` model ({ctx.old_config_source}) "
+                f"but the base is `{'/'.join(sorted(new_types))}` (field `model_type`)",
+                details,
+                hint="port onto a newer version of the same model family",
+            )
+        note = f"; changed: {', '.join(changed)}" if changed else ""
+        return CheckResult("architecture", "pass", f"`{'/'.join(sorted(new_types))}` on both{note}", details)
+    ref = str(ctx.config.get("base_model_name_or_path") or "")
+    details["patch_base_ref"] = ref
+    if ref and any(_norm(t) in _norm(ref) for t in new_types):
+        return CheckResult(
+            "architecture",
+            "pass",
+            f"patch base `{ref}` names the base's model type `{'/'.join(sorted(new_types))}` (config not available)",
+            details,
+        )
+    return CheckResult(
+        "architecture",
+        "warn",
+        f"cannot verify: the patch's base `{ref or '?'}` is not a local folder and its name does not mention "
+        f"`{'/'.join(sorted(new_types))}`",
+        details,
+        hint="pass --old OLD_BASE_FOLDER so the model types can be compared",
+    )
+
+
+_HIDDEN_INPUT = re.compile(r"(q_proj|k_proj|v_proj|gate_proj|up_proj|qkv_proj|gate_up_proj)$")
+
+
+def check_hidden_size(ctx: _Ctx) -> CheckResult:
+    """The patch's hidden size (old config, or lora_A's in-features) equals the base's ``hidden_size``."""
+    new_h = _text(ctx.base.config).get("hidden_size")
+    details: dict[str, Any] = {"base_hidden_size": new_h}
+    if not isinstance(new_h, int):
+        return CheckResult(
+            "hidden_size", "warn", f"{ctx.base_dir / 'config.json'} has no integer `hidden_size`", details
+        )
+    if ctx.old_config is not None and isinstance(_text(ctx.old_config).get("hidden_size"), int):
+        old_h, source = int(_text(ctx.old_config)["hidden_size"]), f"`hidden_size` in {ctx.old_config_source}"
+    else:
+        widths = {
+            (lm.a_shape[1] if not ctx.config.get("fan_in_fan_out") else lm.b_shape[0]): lm.a_key
+            for m, lm in ctx.layout.lora.items()
+            if lm.kind == "linear" and _HIDDEN_INPUT.search(m)
+        }
+        widths.update(
+            {
+                st.shape[1]: st.key
+                for name, st in ctx.layout.saved.items()
+                if name.endswith("embed_tokens.weight") and len(st.shape) == 2
+            }
+        )
+        if not widths:
+            return CheckResult(
+                "hidden_size",
+                "pass",
+                f"base hidden size {new_h}; the patch has no tensor that reveals its own",
+                details,
+            )
+        if len(widths) > 1:
+            return CheckResult(
+                "hidden_size",
+                "fail",
+                f"the patch's tensors disagree on the hidden size: {sorted(widths)}",
+                details,
+                hint="the adapter file is inconsistent; re-export it",
+            )
+        old_h = next(iter(widths))
+        source = f"in-features of `{widths[old_h]}`"
+    details.update({"patch_hidden_size": old_h, "source": source})
+    if old_h != new_h:
+        return CheckResult(
+            "hidden_size",
+            "fail",
+            f"the patch's hidden size is {old_h} ({source}) but the base's `hidden_size` is {new_h}",
+            details,
+            hint="a patch only ports between versions of the same model size; pick the matching base",
+        )
+    return CheckResult("hidden_size", "pass", f"hidden size {new_h} on both", details)
+
+
+def check_target_modules(ctx: _Ctx) -> CheckResult:
+    """Every LoRA module maps onto a base weight with matching ``[out_features, in_features]``."""
+    base_modules = ctx.base.modules
+    quant = ctx.base.quantized_storage()
+    fifo = bool(ctx.config.get("fan_in_fan_out"))
+    missing: list[str] = []
+    mismatched: list[str] = []
+    for module, lm in ctx.layout.lora.items():
+        target, _ = ctx.resolved[module]
+        if target is None:
+            missing.append(module)
+            continue
+        want = lm.delta_shape
+        if fifo and lm.kind == "linear":
+            want = (want[1], want[0])
+        have = tuple(base_modules[target])
+        if quant is None and have != want:
+            mismatched.append(
+                f"`{target}.weight` is {_shape(have)} but the patch's ΔW is {_shape(want)} "
+                f"(`{lm.b_key}` {_shape(lm.b_shape)} · `{lm.a_key}` {_shape(lm.a_shape)})"
+            )
+    details: dict[str, Any] = {
+        "lora_modules": len(ctx.layout.lora),
+        "matched": len(ctx.layout.lora) - len(missing),
+        "missing": missing[:MAX_LISTED],
+        "missing_count": len(missing),
+        "shape_mismatches": mismatched[:MAX_LISTED],
+        "shape_mismatch_count": len(mismatched),
+        "target_modules": ctx.config.get("target_modules"),
+    }
+    if not ctx.layout.lora and not ctx.layout.saved:
+        return CheckResult(
+            "target_modules",
+            "fail",
+            f"{ctx.layout.path} holds no LoRA factors and no saved modules: the patch would do nothing",
+            details,
+            hint="check that the adapter was saved after training (peft save_pretrained)",
+        )
+    if missing:
+        return CheckResult(
+            "target_modules",
+            "fail",
+            f"{len(missing)} of {len(ctx.layout.lora)} target modules are absent from the base, e.g. `{missing[0]}`",
+            details,
+            hint="the patch targets modules this base does not have; port onto the same architecture",
+        )
+    if mismatched:
+        return CheckResult(
+            "target_modules",
+            "fail",
+            f"{len(mismatched)} target modules have other shapes: {mismatched[0]}",
+            details,
+            hint="port onto a base of the same size (in_features/out_features must match)",
+        )
+    if quant is not None:
+        return CheckResult(
+            "target_modules",
+            "warn",
+            f"all {len(ctx.layout.lora)} target modules exist; shapes not compared because {quant}",
+            details,
+            hint="use the unquantized (bf16/fp32) release of the base for exact checks and merges",
+        )
+    return CheckResult(
+        "target_modules",
+        "pass",
+        f"all {len(ctx.layout.lora)} target modules exist with matching shapes",
+        details,
+    )
+
+
+def check_rank(ctx: _Ctx) -> CheckResult:
+    """Each module's stored rank equals ``r`` (or its ``rank_pattern`` entry) on both factors."""
+    bad: list[str] = []
+    ranks: set[int] = set()
+    for module, lm in ctx.layout.lora.items():
+        r_cfg, _ = lora_rank_alpha(ctx.config, module)
+        ranks.add(lm.rank)
+        if lm.a_shape[0] != lm.b_shape[-1]:
+            bad.append(f"`{lm.a_key}` has rank {lm.a_shape[0]} but `{lm.b_key}` has {lm.b_shape[-1]}")
+        elif lm.rank != r_cfg:
+            bad.append(
+                f"`{lm.a_key}` has rank {lm.rank} but adapter_config.json gives r={r_cfg} for `{module}`"
+            )
+    details: dict[str, Any] = {
+        "r": ctx.config.get("r"),
+        "rank_pattern": ctx.config.get("rank_pattern") or {},
+        "stored_ranks": sorted(ranks),
+        "mismatches": bad[:MAX_LISTED],
+    }
+    if bad:
+        return CheckResult(
+            "rank",
+            "fail",
+            f"{len(bad)} modules disagree with the configured rank: {bad[0]}",
+            details,
+            hint="set `r` (or `rank_pattern`) in adapter_config.json to the rank the tensors were saved with",
+        )
+    if ctx.layout.lora and "lora_alpha" not in ctx.config:
+        return CheckResult(
+            "rank",
+            "warn",
+            "adapter_config.json has no `lora_alpha`; peft will assume 8",
+            details,
+            hint="add the `lora_alpha` used in training, or the patch's scale will be wrong",
+        )
+    return CheckResult(
+        "rank", "pass", f"ranks {sorted(ranks) or [ctx.config.get('r')]} match the config", details
+    )
+
+
+def check_modules_to_save(ctx: _Ctx) -> tuple[CheckResult, bool]:
+    """Full saved tensors match the base; vocabulary rows may grow (carried over) but never shrink.
+
+    Returns:
+        The result and whether rows must be carried over (a rewrite).
+    """
+    listed = ctx.config.get("modules_to_save") or []
+    details: dict[str, Any] = {"modules_to_save": listed, "tensors": {}}
+    fails: list[tuple[str, str]] = []
+    warns: list[str] = []
+    carry = False
+    new_vocab = read_vocab(ctx.base_dir)
+    src = old_vocab_source(ctx.adapter_dir, ctx.config, ctx.old_base_dir)
+    old_vocab = read_vocab(src) if src is not None else None
+    for name, st in ctx.layout.saved.items():
+        target = resolve_saved_name(name, ctx.base)
+        shape = base_tensor_shape(ctx.base, target) if target else None
+        details["tensors"][st.key] = {
+            "patch": list(st.shape),
+            "base": None if shape is None else list(shape),
+            "base_name": target,
+        }
+        if target is None or shape is None:
+            fails.append(
+                (
+                    f"saved tensor `{st.key}` has no counterpart in the base",
+                    "port onto a base that has this module",
+                )
+            )
+            continue
+        vocab_like = is_vocab_tensor(target, ctx.base)
+        if tuple(st.shape) == tuple(shape):
+            if vocab_like and old_vocab is not None and new_vocab is not None and old_vocab != new_vocab:
+                carry = True
+                warns.append(
+                    f"`{st.key}`: same row count but the vocabulary changed; rows are re-mapped by token string"
+                )
+            continue
+        if not vocab_like or tuple(st.shape[1:]) != tuple(shape[1:]):
+            fails.append(
+                (
+                    f"saved tensor `{st.key}` is {_shape(st.shape)} but the base's `{target}` is {_shape(shape)}",
+                    "this tensor cannot be ported onto this base; retrain the patch on it",
+                )
+            )
+        elif shape[0] < st.shape[0]:
+            fails.append(
+                (
+                    f"saved tensor `{st.key}` has {st.shape[0]} vocabulary rows but the base's `{target}` has only "
+                    f"{shape[0]}: the vocabulary would shrink",
+                    "port onto a base whose vocabulary contains the patch's (a newer version), never a smaller one",
+                )
+            )
+        elif old_vocab is None or new_vocab is None:
+            fails.append(
+                (
+                    f"saved tensor `{st.key}` has {st.shape[0]} rows, the base's `{target}` {shape[0]}, and the "
+                    f"{'old' if old_vocab is None else 'new'} tokenizer is not available to map rows by token",
+                    "pass --old OLD_BASE (or copy the old tokenizer files into the patch folder)",
+                )
+            )
+        else:
+            carry = True
+            warns.append(
+                f"`{st.key}`: vocabulary grew {st.shape[0]} → {shape[0]} rows; shared tokens' rows are carried over"
+            )
+    saved_modules = {n.rpartition(".")[0].rpartition(".")[2] for n in ctx.layout.saved}
+    absent = [m for m in listed if m.rpartition(".")[2] not in saved_modules]
+    if absent:
+        warns.append(f"modules_to_save lists {absent} but the adapter file holds no tensor for them")
+    details["old_tokenizer"] = None if src is None else str(src)
+    if fails:
+        return CheckResult(
+            "modules_to_save",
+            "fail",
+            fails[0][0] + (f" (+{len(fails) - 1} more)" if len(fails) > 1 else ""),
+            details,
+            hint=fails[0][1],
+        ), carry
+    if warns:
+        return CheckResult(
+            "modules_to_save",
+            "warn",
+            "; ".join(warns),
+            details,
+            hint="portable: `port` rewrites the patch with the rows carried over",
+        ), carry
+    if not ctx.layout.saved:
+        return CheckResult("modules_to_save", "pass", "the patch saves no full modules", details), carry
+    return CheckResult(
+        "modules_to_save", "pass", f"{len(ctx.layout.saved)} saved tensors match the base's shapes", details
+    ), carry
+
+
+def check_tied_embeddings(ctx: _Ctx) -> CheckResult:
+    """``tie_word_embeddings`` agrees with the shards (is ``lm_head.weight`` stored?), and the patch keeps tying sound."""
+    tied = ctx.base.tied
+    stored = any(n.endswith("lm_head.weight") for n in ctx.base.tensors)
+    embed = ctx.base.embedding_name()
+    details: dict[str, Any] = {"tie_word_embeddings": tied, "lm_head_stored": stored, "embedding": embed}
+    if not tied and not stored:
+        return CheckResult(
+            "tied_embeddings",
+            "fail",
+            f"config.json says `tie_word_embeddings: false` but no shard of {ctx.base_dir} holds `lm_head.weight`: "
+            "transformers would initialize the output layer randomly",
+            details,
+            hint="set `tie_word_embeddings: true` in config.json if the model ties its embeddings, or restore lm_head.weight",
+        )
+    touches = [
+        m
+        for m in (*ctx.layout.lora, *(n.rpartition(".")[0] for n in ctx.layout.saved))
+        if m.endswith(("embed_tokens", "lm_head"))
+    ]
+    details["patch_touches"] = touches
+    if tied and touches:
+        keep = bool(ctx.config.get("ensure_weight_tying"))
+        how = (
+            "keeps them tied (ensure_weight_tying)"
+            if keep
+            else "unties them (lm_head keeps the base rows, as peft does unmerged)"
+        )
+        return CheckResult(
+            "tied_embeddings",
+            "warn",
+            f"the base ties its embeddings and the patch modifies {', '.join(f'`{t}`' for t in touches)}; a merge {how}",
+            details,
+            hint="expected for patches that train the embeddings; the merged model's config says what it did",
+        )
+    if tied and stored:
+        return CheckResult(
+            "tied_embeddings",
+            "pass",
+            "tied; a stored `lm_head.weight` is ignored by transformers (tied to the embedding)",
+            details,
+        )
+    return CheckResult(
+        "tied_embeddings", "pass", "tied, lm_head not stored" if tied else "untied, lm_head stored", details
+    )
+
+
+def check_adapter_keys(ctx: _Ctx) -> tuple[CheckResult, bool]:
+    """Adapter keys are understood and normalize onto the base (prefix, ``.default`` infix, ``language_model.``)."""
+    lay = ctx.layout
+    total = len(lay.lora) * 2 + len(lay.saved)
+    rewrites = sorted({rw for _, rw in ctx.resolved.values() if rw})
+    renamed = sum(1 for m, (t, _) in ctx.resolved.items() if t is not None and t != m)
+    details: dict[str, Any] = {
+        "keys": total + len(lay.unknown),
+        "with_peft_prefix": lay.prefixed,
+        "with_adapter_infix": lay.infixed,
+        "adapter_names": sorted(lay.adapter_names),
+        "wrapper_rewrites": rewrites,
+        "renamed_modules": renamed,
+        "unknown": lay.unknown[:MAX_LISTED],
+        "incomplete": lay.incomplete[:MAX_LISTED],
+    }
+    if lay.unknown:
+        return CheckResult(
+            "adapter_keys",
+            "fail",
+            f"{len(lay.unknown)} adapter tensors are not LoRA factors or saved modules, e.g. `{lay.unknown[0]}`",
+            details,
+            hint="only plain LoRA adapters can be ported; re-export the patch with peft (peft_type LORA)",
+        ), False
+    if lay.incomplete:
+        return CheckResult(
+            "adapter_keys",
+            "fail",
+            f"module `{lay.incomplete[0]}` has only one of its LoRA factors (lora_A without lora_B or the reverse)",
+            details,
+            hint="the adapter file is truncated or mis-exported; re-save it",
+        ), False
+    if len(lay.adapter_names) > 1:
+        return CheckResult(
+            "adapter_keys",
+            "fail",
+            f"the adapter file mixes several adapters ({', '.join(sorted(lay.adapter_names))})",
+            details,
+            hint="save one adapter per folder (peft save_pretrained(selected_adapters=[...]))",
+        ), False
+    unprefixed = total - lay.prefixed
+    rewrite = bool(rewrites) or lay.infixed > 0 or unprefixed > 0
+    if rewrite:
+        parts = []
+        if unprefixed:
+            parts.append(f"{unprefixed} keys lack `base_model.model.`")
+        if lay.infixed:
+            parts.append(f"{lay.infixed} keys carry the `.{next(iter(lay.adapter_names))}` adapter infix")
+        parts.extend(rewrites)
+        return CheckResult(
+            "adapter_keys",
+            "warn",
+            "keys normalized: " + "; ".join(parts),
+            details,
+            hint="portable: `port` writes a copy with peft's canonical key names",
+        ), True
+    return CheckResult("adapter_keys", "pass", f"{total} keys in peft's canonical form", details), False
+
+
+_DEFAULTISH = (None, False, "", 0)
+
+
+def check_adapter_config(ctx: _Ctx) -> tuple[CheckResult, bool]:
+    """``adapter_config.json`` keys unknown to the installed peft: dropped if null/default, refused otherwise."""
+    import peft
+
+    unknown = unknown_config_keys(ctx.config)
+    dropped = [k for k in unknown if ctx.config[k] in _DEFAULTISH or ctx.config[k] in ({}, [])]
+    refused = [k for k in unknown if k not in dropped]
+    details: dict[str, Any] = {
+        "peft_version": peft.__version__,
+        "written_by_peft": ctx.config.get("peft_version"),
+        "dropped": dropped,
+        "refused": {k: ctx.config[k] for k in refused},
+    }
+    if refused:
+        return CheckResult(
+            "adapter_config",
+            "fail",
+            f"adapter_config.json sets {', '.join(f'`{k}`={ctx.config[k]!r}' for k in refused)}, unknown to peft "
+            f"{peft.__version__}; it may change the adapter's math",
+            details,
+            hint="upgrade peft to the version that wrote the patch, or remove the key if it does not change ΔW",
+        ), False
+    if dropped:
+        return CheckResult(
+            "adapter_config",
+            "warn",
+            f"dropped {', '.join(f'`{k}`' for k in dropped)} (unknown to peft {peft.__version__}, null/default)",
+            details,
+            hint="harmless; the ported copy omits these keys",
+        ), True
+    return CheckResult("adapter_config", "pass", f"all keys known to peft {peft.__version__}", details), False
+
+
+def check_additive(ctx: _Ctx) -> CheckResult:
+    """The patch is a plain additive ΔW = scale·B·A (PortLLM's assumption), not DoRA/PiSSA/LoftQ/...."""
+    cfg = ctx.config
+    details: dict[str, Any] = {
+        "peft_type": cfg.get("peft_type"),
+        "use_dora": bool(cfg.get("use_dora")),
+        "init_lora_weights": cfg.get("init_lora_weights"),
+    }
+    fails: list[tuple[str, str]] = []
+    warns: list[str] = []
+    ptype = str(cfg.get("peft_type") or "LORA").upper()
+    if ptype != "LORA":
+        fails.append(
+            (
+                f"`peft_type` is {ptype}: only LoRA patches are additive weight updates we can port",
+                "train a LoRA patch (peft LoraConfig)",
+            )
+        )
+    if cfg.get("use_dora") or ctx.layout.dora:
+        fails.append(
+            (
+                "DoRA patch (`use_dora: true`): it rescales each column by the old base's weight norm ‖W_old + BA‖, "
+                "so its effect on a new base is not W_new + ΔW",
+                "retrain as plain LoRA, or pass --force to attach it anyway (DoRA then uses the new base's norms)",
+            )
+        )
+    init = cfg.get("init_lora_weights")
+    if isinstance(init, str) and init.lower().startswith(NON_ADDITIVE_INITS):
+        fails.append(
+            (
+                f"`init_lora_weights: {init}` rewrote the old base's weights at init (residual base); A and B only make "
+                "sense against that modified old base",
+                "convert the patch to a plain LoRA with peft's `path_initial_model_for_weight_conversion` before porting",
+            )
+        )
+    if cfg.get("layer_replication"):
+        fails.append(
+            (
+                "`layer_replication` changes the model's layer stack; not a weight update",
+                "retrain without layer_replication",
+            )
+        )
+    if cfg.get("target_parameters"):
+        fails.append(
+            (
+                "`target_parameters` (LoRA on raw parameters, e.g. MoE experts) is not supported",
+                "retrain with target_modules on nn.Linear layers",
+            )
+        )
+    if cfg.get("trainable_token_indices"):
+        fails.append(
+            (
+                "`trainable_token_indices` stores per-token-id deltas that are not ported across vocabularies",
+                "retrain with modules_to_save=['embed_tokens'] instead, which ports by token string",
+            )
+        )
+    if cfg.get("lora_bias"):
+        warns.append(
+            "`lora_bias: true` adds a trained bias; attach handles it, the streaming merge refuses it"
+        )
+    if str(cfg.get("bias", "none")) != "none":
+        warns.append(f"`bias: {cfg.get('bias')}` saves trained biases that replace the new base's biases")
+    if cfg.get("alora_invocation_tokens"):
+        warns.append(
+            "aLoRA (`alora_invocation_tokens`) activates after token ids of the old tokenizer; check they still exist"
+        )
+    if fails:
+        return CheckResult("additive", "fail", fails[0][0], details, hint=fails[0][1])
+    if warns:
+        return CheckResult("additive", "warn", "; ".join(warns), details)
+    scale = "lora_alpha/sqrt(r)" if cfg.get("use_rslora") else "lora_alpha/r"
+    return CheckResult("additive", "pass", f"plain LoRA: ΔW = ({scale})·B·A, portable as W_new + ΔW", details)
+
+
+def check_tokenizer(ctx: _Ctx) -> CheckResult:
+    """Compare the patch's tokenizer (patch folder, --old, or its base folder) with the base's, by token string."""
+    new_vocab = read_vocab(ctx.base_dir)
+    src = old_vocab_source(ctx.adapter_dir, ctx.config, ctx.old_base_dir)
+    details: dict[str, Any] = {"old_tokenizer": None if src is None else str(src)}
+    if new_vocab is None:
+        return CheckResult(
+            "tokenizer",
+            "warn",
+            f"{ctx.base_dir} has no tokenizer files",
+            details,
+            hint="copy tokenizer.json (or tokenizer.model) into the base folder",
+        )
+    if src is None:
+        details["new_size"] = len(new_vocab)
+        return CheckResult(
+            "tokenizer",
+            "warn",
+            "the patch's tokenizer is unknown; vocabularies not compared",
+            details,
+            hint="pass --old OLD_BASE to compare the vocabularies",
+        )
+    old_vocab = read_vocab(src) or {}
+    diff = compare_vocabs(old_vocab, new_vocab)
+    details.update(diff.to_dict())
+    if diff.same:
+        return CheckResult("tokenizer", "pass", f"same vocabulary ({diff.new_size} tokens)", details)
+    shared_frac = diff.shared / max(diff.old_size, 1)
+    summary = (
+        f"vocabulary changed {diff.old_size} → {diff.new_size}: {diff.added_count} added, "
+        f"{diff.removed_count} removed, {diff.remapped_count} re-mapped"
+    )
+    if shared_frac < MIN_SHARED_VOCAB:
+        return CheckResult(
+            "tokenizer",
+            "fail",
+            f"{summary}; only {shared_frac:.0%} of the patch's tokens exist in the base: a different tokenizer",
+            details,
+            hint="port onto a newer version of the same model (same tokenizer family)",
+        )
+    return CheckResult(
+        "tokenizer",
+        "warn",
+        summary,
+        details,
+        hint="shared tokens keep their meaning; saved embedding rows are carried over by token string",
+    )
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def run_preflight(adapter_dir: Path, base_dir: Path, *, old_base_dir: Path | None = None) -> PreflightReport:
+    """Check whether a patch fits a base, reading only configs, tokenizer files and safetensors headers.
+
+    Args:
+        adapter_dir: The patch (peft adapter folder with ``adapter_config.json`` and
+            ``adapter_model.safetensors``).
+        base_dir: The new base model folder (``config.json`` + safetensors + tokenizer).
+        old_base_dir: The base the patch was trained on, when available (sharper
+            architecture/hidden-size/tokenizer checks).
+
+    Returns:
+        A :class:`PreflightReport` with one :class:`CheckResult` per name in :data:`CHECK_NAMES`.
+
+    Raises:
+        PatchError: the adapter folder is unreadable (missing/invalid config or weights).
+        BaseModelError: a base folder is unreadable (missing config, invalid headers, pickled weights).
+    """
+    adapter_dir, base_dir = Path(adapter_dir), Path(base_dir)
+    old_base_dir = Path(old_base_dir) if old_base_dir is not None else None
+    config = read_adapter_config(adapter_dir)
+    layout = read_adapter_layout(adapter_dir)
+    base = read_base_index(base_dir)
+    if old_base_dir is not None and not old_base_dir.is_dir():
+        from portllm_edge.errors import BaseModelError
+
+        raise BaseModelError(
+            f"{old_base_dir}: old base folder not found",
+            hint="pass the folder of the base the patch was trained on",
+        )
+    old_config, old_source = _old_config(config, old_base_dir)
+    ctx = _Ctx(adapter_dir, base_dir, old_base_dir, config, layout, base, old_config, old_source)
+    base_modules = base.modules
+    ctx.resolved = {m: resolve_module(m, base_modules) for m in layout.lora}
+
+    mts, carry = check_modules_to_save(ctx)
+    keys, renames = check_adapter_keys(ctx)
+    cfg_check, drops = check_adapter_config(ctx)
+    checks = [
+        check_architecture(ctx),
+        check_hidden_size(ctx),
+        check_target_modules(ctx),
+        check_rank(ctx),
+        mts,
+        check_tied_embeddings(ctx),
+        keys,
+        cfg_check,
+        check_additive(ctx),
+        check_tokenizer(ctx),
+    ]
+    return PreflightReport(
+        adapter_dir, base_dir, old_base_dir, checks, needs_rewrite=carry or renames or drops
+    )
+
+
+def prepare_adapter(
+    adapter_dir: Path,
+    base_dir: Path,
+    work_dir: Path,
+    *,
+    old_base_dir: Path | None = None,
+    report: PreflightReport | None = None,
+) -> Path:
+    """Return an adapter folder peft can attach to ``base_dir``: the patch itself, or a rewritten copy.
+
+    A copy (keys normalized, vocabulary rows carried over, unknown null config keys
+    dropped; see :func:`portllm_edge.porting.vocab.port_adapter`) is written to
+    ``work_dir / "ported-adapter"`` when the report says ``needs_rewrite``.
+
+    Args:
+        adapter_dir: The patch.
+        base_dir: The new base.
+        work_dir: A scratch folder for the copy (created).
+        old_base_dir: The old base (for the old tokenizer).
+        report: A report from :func:`run_preflight` (computed when ``None``).
+
+    Returns:
+        The adapter folder to attach.
+    """
+    from portllm_edge.porting.vocab import port_adapter
+
+    rep = report if report is not None else run_preflight(adapter_dir, base_dir, old_base_dir=old_base_dir)
+    if not rep.needs_rewrite:
+        return Path(adapter_dir)
+    old_vocab_dir = old_vocab_source(Path(adapter_dir), read_adapter_config(Path(adapter_dir)), old_base_dir)
+    out = Path(work_dir) / "ported-adapter"
+    port_adapter(adapter_dir, base_dir, out, old_vocab_dir=old_vocab_dir, overwrite=True)
+    return out
+
+
+__all__ = ["CHECK_NAMES", "CheckResult", "PreflightReport", "Status", "prepare_adapter", "run_preflight"]
