@@ -1,0 +1,243 @@
+"""Simulate a base-model update by full-parameter continued pretraining on plain text.
+
+PortLLM (Khan et al., ICLR 2025, §4.1) builds "updated" base versions by continued
+pretraining of the original model on new data; users run the same to stress-test
+a patch before a real update arrives. We train every parameter with AdamW on
+next-token prediction over ``seq_len``-token blocks of the corpus, save the
+result as a new safetensors folder (with the tokenizer), and record the relative
+weight drift ‖W_new − W_old‖_F / ‖W_old‖_F of every linear module, plus
+held-out perplexity before and after (the last 10 % of blocks, at most 16).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from portllm_edge.errors import DataError, TrainingError
+from portllm_edge.fsutil import atomic_dir
+
+DRIFT_FILE = "portllm_update.json"
+TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text")
+
+
+@dataclass
+class UpdateResult:
+    """A finished continued-pretraining run.
+
+    Attributes:
+        out_dir: the updated base model folder.
+        steps: optimizer steps.
+        seconds: training wall time, seconds.
+        losses: loss per step.
+        perplexity_before: held-out perplexity of the old base.
+        perplexity_after: held-out perplexity of the new base.
+        drift: ``{module name: ‖W_new − W_old‖_F / ‖W_old‖_F}`` for every 2-D weight.
+        mean_linear_drift: the mean of ``drift`` over linear (``*_proj``) modules.
+    """
+
+    out_dir: Path
+    steps: int
+    seconds: float
+    losses: list[float]
+    perplexity_before: float
+    perplexity_after: float
+    drift: dict[str, float] = field(default_factory=dict)
+    mean_linear_drift: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["out_dir"] = str(self.out_dir)
+        return d
+
+
+def read_corpus(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """Read plain-text documents from files and folders (``*.txt``, ``*.md``, ``*.rst``, recursively).
+
+    Raises:
+        DataError: a path does not exist, or no text was found.
+    """
+    docs: list[str] = []
+    for raw in paths:
+        p = Path(raw).expanduser()
+        if not p.exists():
+            raise DataError(
+                f"corpus {p}: no such file or folder.", hint="pass plain-text files or a folder of them"
+            )
+        files = sorted(f for f in p.rglob("*") if f.suffix.lower() in TEXT_SUFFIXES) if p.is_dir() else [p]
+        for f in files:
+            try:
+                text = f.read_text(encoding="utf-8", errors="replace")
+            except OSError as exc:
+                raise DataError(
+                    f"corpus {f}: cannot read ({exc.strerror}).", hint="check permissions"
+                ) from exc
+            if text.strip():
+                docs.append(text)
+    if not docs:
+        raise DataError(
+            f"corpus {', '.join(map(str, paths))}: no text found.",
+            hint="pass UTF-8 plain-text files (.txt, .md, .rst) or a folder of them",
+        )
+    return docs
+
+
+def _perplexity(model: Any, blocks: list[list[int]], device: Any) -> float:
+    import torch
+
+    if not blocks:
+        return float("nan")
+    total, count = 0.0, 0
+    model.eval()
+    with torch.inference_mode():
+        for b in blocks:
+            ids = torch.tensor([b], device=device)
+            out = model(input_ids=ids, labels=ids)
+            total += float(out.loss) * (len(b) - 1)
+            count += len(b) - 1
+    return math.exp(total / count)
+
+
+def relative_drift(old_state: dict[str, Any], new_model: Any) -> dict[str, float]:
+    """``{name: ‖W_new − W_old‖_F / ‖W_old‖_F}`` for every 2-D parameter (embeddings and linears)."""
+    import torch
+
+    out: dict[str, float] = {}
+    with torch.no_grad():
+        for name, p in new_model.named_parameters():
+            old = old_state.get(name)
+            if old is None or p.dim() != 2 or old.shape != p.shape:
+                continue
+            denom = float(old.float().norm())
+            if denom > 0:
+                out[name.removesuffix(".weight")] = float((p.float() - old.float()).norm()) / denom
+    return out
+
+
+def simulate_update(
+    base_dir: str | Path,
+    corpus: Sequence[str | os.PathLike[str]],
+    out_dir: str | Path,
+    *,
+    steps: int = 50,
+    seq_len: int = 256,
+    batch_size: int = 4,
+    learning_rate: float = 2e-5,
+    seed: int = 0,
+    force: bool = False,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> UpdateResult:
+    """Continue pretraining all parameters of ``base_dir`` on ``corpus``; save the updated base.
+
+    Args:
+        base_dir: a local model folder (fp32/bf16 safetensors).
+        corpus: plain-text files or folders.
+        out_dir: the new model folder (written atomically; refused if it exists unless ``force``).
+        steps: optimizer steps (each ``batch_size × seq_len`` tokens).
+        seq_len: tokens per block.
+        batch_size: blocks per step.
+        learning_rate: AdamW learning rate (constant after a 10 % linear warm-up).
+        seed: shuffling seed.
+        force: replace an existing ``out_dir``.
+        progress: called after each step with (step, total, loss).
+
+    Returns:
+        An :class:`UpdateResult`; the same data is saved as ``out_dir/portllm_update.json``.
+
+    Raises:
+        DataError: the corpus is missing or too short for one batch.
+        TrainingError: the loss became NaN/Inf.
+        FileExistsError: ``out_dir`` exists and ``force`` is false.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from portllm_edge.training.batches import chunk_text
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not force:
+        raise FileExistsError(str(out_dir))
+    base_dir = Path(base_dir)
+    tok = AutoTokenizer.from_pretrained(base_dir)
+    blocks = chunk_text(tok, read_corpus(corpus), seq_len, max_blocks=steps * batch_size * 4 + 32)
+    if len(blocks) < batch_size + 1:
+        raise DataError(
+            f"corpus has {len(blocks)} blocks of {seq_len} tokens; need at least {batch_size + 1}.",
+            hint="pass more text, or lower --seq-len",
+        )
+    rng = random.Random(seed)
+    rng.shuffle(blocks)
+    n_held = min(16, max(1, len(blocks) // 10))
+    held, train = blocks[:n_held], blocks[n_held:]
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    old_state = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
+    ppl_before = _perplexity(model, held, device)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
+    warmup = max(1, steps // 10)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
+    losses: list[float] = []
+    start = time.perf_counter()
+    cursor = 0
+    for step in range(steps):
+        batch = []
+        for _ in range(batch_size):
+            batch.append(train[cursor % len(train)])
+            cursor += 1
+        ids = torch.tensor(batch, device=device)
+        loss = model(input_ids=ids, labels=ids).loss
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"continued pretraining loss became {float(loss)} at step {step + 1}.", hint="lower --lr"
+            )
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        value = loss.item()
+        losses.append(value)
+        if progress is not None:
+            progress(step + 1, steps, value)
+    seconds = time.perf_counter() - start
+    ppl_after = _perplexity(model, held, device)
+    drift = relative_drift(old_state, model)
+    linear = [v for k, v in drift.items() if k.endswith("proj")]
+    result = UpdateResult(
+        out_dir=out_dir,
+        steps=steps,
+        seconds=seconds,
+        losses=losses,
+        perplexity_before=ppl_before,
+        perplexity_after=ppl_after,
+        drift=drift,
+        mean_linear_drift=sum(linear) / len(linear) if linear else 0.0,
+    )
+    del old_state
+    model.eval()
+    with atomic_dir(out_dir, overwrite=force) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        record = result.to_dict()
+        record.update(
+            {
+                "base": str(base_dir),
+                "corpus": [str(c) for c in corpus],
+                "seq_len": seq_len,
+                "batch_size": batch_size,
+                "learning_rate": learning_rate,
+                "seed": seed,
+            }
+        )
+        (tmp / DRIFT_FILE).write_text(json.dumps(record, indent=2))
+    return result
