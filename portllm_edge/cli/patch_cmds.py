@@ -1,5 +1,316 @@
-"""CLI commands: patch (placeholder; filled by the owner of this area)."""
+"""CLI commands: ``portllm-edge patch import|list|show|verify|export|remove|convert``.
+
+Thin: parse arguments, call :class:`portllm_edge.patches.PatchStore`, print.
+Expected failures are :class:`~portllm_edge.errors.PortllmError`s that
+:func:`portllm_edge.cli.main` prints as one line (exit 2). ``patch verify``
+prints every entry, then fails with exit 2 when any entry is inconsistent.
+"""
 
 from __future__ import annotations
 
-from portllm_edge.cli.app import app  # noqa: F401
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from portllm_edge.cli.app import app
+from portllm_edge.errors import PatchError, StoreError
+
+patch_app = typer.Typer(
+    name="patch",
+    help="Import, inspect, verify, export and remove LoRA patches in the local store.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+app.add_typer(patch_app, name="patch")
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    # Off a terminal (pipes, CI logs) rich would wrap tables at 80 columns; give it room instead.
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+
+
+def _store() -> Any:
+    from portllm_edge.patches import PatchStore
+
+    return PatchStore()
+
+
+def _targets(m: Any) -> str:
+    t = m.adapter.target_modules
+    return t if isinstance(t, str) else ",".join(t)
+
+
+@patch_app.command("import")
+def import_cmd(
+    src: Annotated[
+        Path,
+        typer.Argument(help="A peft LoRA adapter folder (adapter_config.json + adapter_model.safetensors)."),
+    ],
+    name: Annotated[
+        Optional[str], typer.Option("--name", help="Store name (default: the folder's name).")
+    ] = None,
+    task: Annotated[
+        Optional[str], typer.Option("--task", help="Task the patch was trained for (e.g. sst2).")
+    ] = None,
+    base_id: Annotated[
+        Optional[str],
+        typer.Option(
+            "--base-id",
+            help="Base the patch was learned on (default: the adapter config's base_model_name_or_path).",
+        ),
+    ] = None,
+    base_fingerprint: Annotated[
+        Optional[str],
+        typer.Option(
+            "--base-fingerprint",
+            help="Weight fingerprint of that base (computed when --base-id is a local folder).",
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace a stored patch of the same name.")] = False,
+) -> None:
+    """Validate an adapter folder and copy it into the store (atomic, checksummed)."""
+    manifest = _store().import_dir(
+        src,
+        name=name,
+        task=task,
+        source_base_id=base_id,
+        source_base_fingerprint=base_fingerprint,
+        force=force,
+    )
+    typer.echo(
+        f"imported '{manifest.name}': LoRA r={manifest.adapter.r} alpha={manifest.adapter.lora_alpha:g} "
+        f"targets={_targets(manifest)} ({len(manifest.files)} files)"
+    )
+
+
+@patch_app.command("list")
+def list_cmd(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (a list of manifests).")] = False,
+) -> None:
+    """List stored patches."""
+    store = _store()
+    manifests = store.list()
+    if as_json:
+        typer.echo(json.dumps([m.to_json_dict() for m in manifests], indent=2))
+        return
+    unreadable = len(store.names()) - len(manifests)
+    if not manifests:
+        typer.echo(
+            f"no patches in {store.root}" + (f" ({unreadable} unreadable entries)" if unreadable else "")
+        )
+    else:
+        from rich.table import Table
+
+        table = Table(title=f"Patches in {store.root}")
+        for col in ("name", "task", "r", "alpha", "targets", "source base", "ports", "created"):
+            table.add_column(col)
+        for m in manifests:
+            ports = sum(1 for e in m.lineage if e.kind == "port")
+            table.add_row(
+                m.name,
+                m.task or "-",
+                str(m.adapter.r),
+                f"{m.adapter.lora_alpha:g}",
+                _targets(m),
+                m.source_base.id or "-",
+                str(ports),
+                m.created_at.strftime("%Y-%m-%d %H:%M"),
+            )
+        _console().print(table)
+    if unreadable:
+        print(
+            f"warning: {unreadable} store entries could not be read; run `portllm-edge patch verify --all`",
+            file=sys.stderr,
+        )
+
+
+@patch_app.command("show")
+def show_cmd(
+    name: Annotated[str, typer.Argument(help="Store name.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+) -> None:
+    """Show one patch's manifest (checksums verified)."""
+    patch = _store().get(name)
+    m = patch.manifest
+    if as_json:
+        data = m.to_json_dict()
+        data["path"] = str(patch.path)
+        data["adapter_dir"] = str(patch.adapter_dir)
+        typer.echo(json.dumps(data, indent=2))
+        return
+    lines = [
+        f"name:          {m.name}",
+        f"task:          {m.task or '-'}",
+        f"created:       {m.created_at.isoformat()}",
+        f"adapter dir:   {patch.adapter_dir}",
+        f"source base:   {m.source_base.id or '-'} (model_type {m.source_base.model_type or '-'})",
+        f"fingerprint:   {m.source_base.fingerprint or '-'}",
+        f"LoRA:          r={m.adapter.r} alpha={m.adapter.lora_alpha:g} dora={m.adapter.use_dora} "
+        f"peft={m.adapter.peft_version or '-'}",
+        f"targets:       {_targets(m)}",
+        f"save modules:  {','.join(m.adapter.modules_to_save) if m.adapter.modules_to_save else '-'}",
+        "files:",
+        *(f"  {rel}  sha256:{digest[:16]}…" for rel, digest in sorted(m.files.items())),
+        "lineage:",
+        *(
+            f"  {e.at.isoformat()}  {e.kind:<6} base={e.base_id or '-'}"
+            + (f" precision={e.precision}" if e.precision else "")
+            + (f" parent={e.parent}" if e.parent else "")
+            + (f" run={e.run_id}" if e.run_id else "")
+            + (f"  {e.note}" if e.note else "")
+            for e in m.lineage
+        ),
+    ]
+    typer.echo("\n".join(lines))
+
+
+@patch_app.command("verify")
+def verify_cmd(
+    name: Annotated[
+        Optional[str], typer.Argument(help="Store name (omit, or pass --all, for every entry).")
+    ] = None,
+    all_: Annotated[
+        bool, typer.Option("--all", help="Verify every entry and report leftovers of interrupted writes.")
+    ] = False,
+    clean: Annotated[
+        bool, typer.Option("--clean", help="First restore or remove leftovers of interrupted writes.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
+) -> None:
+    """Check checksums and completeness; exit 2 if any entry is inconsistent."""
+    if name is not None and all_:
+        raise StoreError(
+            "pass either a patch name or --all, not both", hint="e.g. `portllm-edge patch verify --all`"
+        )
+    store = _store()
+    if clean:
+        for action in store.recover():
+            typer.echo(f"clean: {action}")
+    results = store.verify(name)
+    bad = [r for r in results if r.kind == "entry" and not r.ok]
+    entries = [r for r in results if r.kind == "entry"]
+    if as_json:
+        typer.echo(
+            json.dumps(
+                [
+                    {
+                        "name": r.name,
+                        "path": str(r.path),
+                        "kind": r.kind,
+                        "ok": r.ok,
+                        "problems": list(r.problems),
+                    }
+                    for r in results
+                ],
+                indent=2,
+            )
+        )
+    else:
+        for r in results:
+            status = "ok" if r.ok else "INCONSISTENT"
+            if r.kind == "leftover":
+                status = "leftover"
+            typer.echo(f"{status:<13} {r.name}")
+            for p in r.problems:
+                typer.echo(f"              {p}")
+        if not results:
+            typer.echo(f"store at {store.root} is empty")
+    if bad:
+        raise StoreError(
+            f"{len(bad)} of {len(entries)} store entries are inconsistent ({', '.join(r.name for r in bad)}): "
+            f"{bad[0].problems[0]}",
+            hint="re-import each damaged patch with `portllm-edge patch import SRC --name NAME --force`, "
+            "or remove it with `portllm-edge patch remove NAME`",
+        )
+    if not as_json:
+        typer.echo(f"{len(entries)} entries consistent")
+
+
+@patch_app.command("export")
+def export_cmd(
+    name: Annotated[str, typer.Argument(help="Store name.")],
+    dest: Annotated[Path, typer.Argument(help="Destination folder (adapter files + manifest.json).")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace DEST if it is an existing adapter folder.")
+    ] = False,
+) -> None:
+    """Copy a stored patch to a plain peft adapter folder (with its manifest)."""
+    out = _store().export(name, dest, force=force)
+    typer.echo(f"exported '{name}' to {out}")
+
+
+@patch_app.command("remove")
+def remove_cmd(
+    name: Annotated[str, typer.Argument(help="Store name.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete a stored patch."""
+    store = _store()
+    store.path_of(name)  # unknown or invalid names fail here, before any prompt (damaged entries can go)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise StoreError(
+                f"refusing to remove patch '{name}' without confirmation in a non-interactive session",
+                hint=f"pass --yes: `portllm-edge patch remove {name} --yes`",
+            )
+        if not typer.confirm(f"Remove patch '{name}' from {store.root}?", default=False):
+            typer.echo("not removed")
+            raise typer.Exit(1)
+    store.remove(name)
+    typer.echo(f"removed '{name}'")
+
+
+@patch_app.command("convert")
+def convert_cmd(
+    src: Annotated[
+        Path, typer.Argument(help="Adapter folder holding a pickled adapter_model.bin (or .pt/.pth).")
+    ],
+    out: Annotated[
+        Optional[Path],
+        typer.Option("--out", help="Write a converted copy of the folder here instead of in place."),
+    ] = None,
+) -> None:
+    """Convert a pickled adapter to safetensors with torch.load(weights_only=True), then validate it."""
+    import shutil
+
+    from portllm_edge.fsutil import atomic_dir
+    from portllm_edge.patches import WEIGHTS_NAME, validate_adapter_dir
+    from portllm_edge.patches.adapter import PICKLED_WEIGHTS_NAMES
+    from portllm_edge.tensorio import convert_pickle_to_safetensors
+
+    pickled = [src / n for n in PICKLED_WEIGHTS_NAMES if (src / n).is_file()]
+    if not src.is_dir():
+        raise PatchError(f"{src}: adapter folder not found", hint="check the path")
+    if not pickled:
+        raise PatchError(
+            f"{src}: no pickled adapter weights ({', '.join(PICKLED_WEIGHTS_NAMES)}) to convert",
+            hint="nothing to do; `portllm-edge patch import` takes safetensors adapters directly",
+        )
+    if out is None:
+        if (src / WEIGHTS_NAME).exists():
+            raise PatchError(
+                f"{src / WEIGHTS_NAME}: already exists", hint="remove it, or convert to --out DIR"
+            )
+        convert_pickle_to_safetensors(pickled[0], src / WEIGHTS_NAME)
+        target = src
+    else:
+        if out.exists():
+            raise PatchError(f"{out}: already exists", hint="choose a new --out folder")
+        with atomic_dir(out) as tmp:
+            for f in src.iterdir():
+                if f.is_file() and f not in pickled and not f.name.startswith("."):
+                    shutil.copyfile(f, tmp / f.name)
+            convert_pickle_to_safetensors(pickled[0], tmp / WEIGHTS_NAME)
+        target = out
+    summary = validate_adapter_dir(target)
+    typer.echo(
+        f"converted {pickled[0].name} -> {target / WEIGHTS_NAME} ({summary.num_tensors} tensors, r={summary.r}); "
+        "the pickled file was not executed (weights_only=True)"
+    )

@@ -495,6 +495,14 @@ class PatchStore:
                     fingerprint = fingerprint_weights(list_weight_files(local))
         return SourceBase(id=base_id, fingerprint=fingerprint, model_type=model_type)
 
+    def path_of(self, name: str) -> Path:
+        """The entry folder of an existing patch (nothing verified).
+
+        Raises:
+            StoreError: invalid or unknown name (with "did you mean").
+        """
+        return self._require(name)
+
     def list(self) -> list[PatchManifest]:
         """Manifests of the readable entries, sorted by name (checksums not verified; see :meth:`verify`)."""
         out = []
