@@ -1,1 +1,33 @@
-"""portllm_edge.history"""
+"""Run history: every train, port, eval, compare and bench run in a local SQLite database.
+
+Public API: :func:`record_run`, :func:`start_run` / :func:`finish_run`, :func:`tracking`,
+:func:`list_runs`, :func:`get_run`, :class:`RunRecord`.
+"""
+
+from __future__ import annotations
+
+from portllm_edge.history.store import (
+    RUN_KINDS,
+    RunRecord,
+    collect_host,
+    collect_versions,
+    finish_run,
+    get_run,
+    list_runs,
+    record_run,
+    start_run,
+    tracking,
+)
+
+__all__ = [
+    "RUN_KINDS",
+    "RunRecord",
+    "collect_host",
+    "collect_versions",
+    "finish_run",
+    "get_run",
+    "list_runs",
+    "record_run",
+    "start_run",
+    "tracking",
+]

@@ -1,0 +1,431 @@
+"""Run history: every train, port, eval, compare and bench run, in one local SQLite file.
+
+Why this module exists: PortLLM's claims (accuracy kept, memory saved) are only as
+good as the record of how each number was made. Each run is stored with its inputs,
+the versions of the libraries that made it, the hardware, and its results, so that
+``portllm-edge runs list/show`` and ``portllm-edge report`` can show them later.
+
+The database is ``paths.runs_db()``. Writes happen in one transaction each, in WAL
+mode with a busy timeout, so a crash leaves either the whole run or none of it, and
+the CLI and the TUI can read while a job writes. Values are stored as JSON text.
+
+It must not import torch or any UI code, and must not probe the GPU (callers pass the
+hardware record they already have).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import os
+import platform
+import sqlite3
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from portllm_edge import paths
+from portllm_edge.errors import ConfigError, StoreError
+
+RunKind = Literal["train", "port", "eval", "compare", "bench"]
+RUN_KINDS: tuple[str, ...] = get_args(RunKind)
+RunStatus = Literal["ok", "error", "running", "interrupted"]
+RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_S = 10.0
+"""How long a writer waits for another writer's lock, in seconds."""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    status TEXT NOT NULL,
+    inputs TEXT NOT NULL,
+    versions TEXT NOT NULL,
+    hardware TEXT NOT NULL,
+    results TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_kind ON runs(kind, id);
+"""
+
+_PACKAGES = ("portllm-edge", "torch", "transformers", "peft", "bitsandbytes", "safetensors", "accelerate")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One stored run.
+
+    Attributes:
+        id: Integer id, increasing with time (``portllm-edge runs show 12``).
+        kind: ``train``, ``port``, ``eval``, ``compare`` or ``bench``.
+        started_at: ISO 8601 UTC time the run started.
+        finished_at: ISO 8601 UTC time it finished, or ``None`` while running.
+        status: ``ok``, ``error``, ``running`` or ``interrupted``.
+        inputs: What the run was asked to do (base, patch, task, data path, options).
+        versions: Library versions (``{"torch": "2.13.0", ...}``) and Python.
+        hardware: Host and accelerator description.
+        results: What it measured (for ``eval``: an ``EvalResult.to_dict()``).
+    """
+
+    id: int
+    kind: str
+    started_at: str
+    finished_at: str | None
+    status: str
+    inputs: dict[str, Any]
+    versions: dict[str, Any]
+    hardware: dict[str, Any]
+    results: dict[str, Any]
+
+    @property
+    def seconds(self) -> float | None:
+        """Wall time from start to finish, in seconds, or ``None`` while running."""
+        if self.finished_at is None:
+            return None
+        start = _dt.datetime.fromisoformat(self.started_at)
+        end = _dt.datetime.fromisoformat(self.finished_at)
+        return (end - start).total_seconds()
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field."""
+        return dataclasses.asdict(self)
+
+
+def utc_now() -> str:
+    """The current UTC time as ISO 8601 with microseconds (``2025-03-01T12:00:00.123456+00:00``)."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat()
+
+
+def _json_default(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    if hasattr(obj, "model_dump"):
+        return obj.model_dump(mode="json")
+    if isinstance(obj, (Path, os.PathLike)):
+        return os.fspath(obj)
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    if isinstance(obj, (_dt.datetime, _dt.date)):
+        return obj.isoformat()
+    if hasattr(obj, "item"):  # numpy / torch scalars
+        return obj.item()
+    return str(obj)
+
+
+def _dumps(value: Any, field: str) -> str:
+    if value is None:
+        value = {}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    elif hasattr(value, "to_dict"):
+        value = value.to_dict()
+    if not isinstance(value, Mapping):
+        raise ConfigError(
+            f"run `{field}` must be a mapping, got {type(value).__name__}", hint=f"Pass `{field}` as a dict."
+        )
+    return json.dumps(value, default=_json_default, sort_keys=True, allow_nan=True)
+
+
+def collect_versions() -> dict[str, str | None]:
+    """Versions of Python and the libraries that shape results, from package metadata (imports nothing)."""
+    from importlib import metadata
+
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def collect_host() -> dict[str, Any]:
+    """A cheap host description: OS, machine, CPU count and total RAM (bytes). No GPU probing."""
+    info: dict[str, Any] = {
+        "system": platform.system(),
+        "release": platform.release(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+    }
+    try:
+        import psutil
+
+        info["ram_total_bytes"] = int(psutil.virtual_memory().total)
+    except Exception:  # psutil missing or unsupported platform: leave the field out
+        pass
+    return info
+
+
+def _connect(db: Path | None = None) -> sqlite3.Connection:
+    path = Path(db) if db is not None else paths.runs_db()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    except (OSError, sqlite3.Error) as exc:
+        raise StoreError(
+            f"cannot open the run history {path}: {exc}",
+            hint="Check that the data folder is writable (or pass --home).",
+        ) from exc
+    try:
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"run history {path} has schema version {version}; this portllm-edge reads up to {SCHEMA_VERSION}",
+                hint="Upgrade portllm-edge, or point --home at another data folder.",
+            )
+        if version < SCHEMA_VERSION:
+            with _transaction(conn):
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)  # idempotent CREATE ... IF NOT EXISTS
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise StoreError(
+            f"run history {path} is not a readable SQLite database ({exc})",
+            hint="Move the file aside; a new history will be created.",
+        ) from exc
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, or ``ROLLBACK`` on any exception."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+@contextmanager
+def _open(db: Path | None = None) -> Iterator[sqlite3.Connection]:
+    conn = _connect(db)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in RUN_KINDS:
+        raise ConfigError(f"unknown run kind `{kind}`", hint=f"Use one of {', '.join(RUN_KINDS)}.")
+
+
+def _check_status(status: str) -> None:
+    if status not in RUN_STATUSES:
+        raise ConfigError(f"unknown run status `{status}`", hint=f"Use one of {', '.join(RUN_STATUSES)}.")
+
+
+def record_run(
+    kind: str,
+    inputs: Mapping[str, Any] | Any,
+    results: Mapping[str, Any] | Any,
+    *,
+    versions: Mapping[str, Any] | None = None,
+    hardware: Mapping[str, Any] | None = None,
+    status: str = "ok",
+    started_at: str | None = None,
+    finished_at: str | None = None,
+    db: Path | None = None,
+) -> int:
+    """Store a finished run in one transaction and return its id.
+
+    Args:
+        kind: ``train``, ``port``, ``eval``, ``compare`` or ``bench``.
+        inputs: What the run was asked to do (dict, dataclass or pydantic model).
+        results: What it measured (dict, dataclass with ``to_dict``, or pydantic model).
+        versions: Library versions; default :func:`collect_versions`.
+        hardware: Hardware record; default :func:`collect_host`.
+        status: ``ok``, ``error``, ``running`` or ``interrupted``.
+        started_at: ISO 8601 start time; default now.
+        finished_at: ISO 8601 end time; default now (``None`` kept for ``running``).
+        db: Database file; default ``paths.runs_db()``.
+
+    Returns:
+        The new run's id.
+
+    Raises:
+        ConfigError: Unknown kind or status, or a value that is not a mapping.
+        StoreError: The database can't be opened or written.
+    """
+    _check_kind(kind)
+    _check_status(status)
+    now = utc_now()
+    row = (
+        kind,
+        started_at or now,
+        finished_at if (finished_at is not None or status == "running") else now,
+        status,
+        _dumps(inputs, "inputs"),
+        _dumps(versions if versions is not None else collect_versions(), "versions"),
+        _dumps(hardware if hardware is not None else collect_host(), "hardware"),
+        _dumps(results, "results"),
+    )
+    try:
+        with _open(db) as conn, _transaction(conn):
+            cur = conn.execute(
+                "INSERT INTO runs (kind, started_at, finished_at, status, inputs, versions, hardware, results) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+            return int(cur.lastrowid or 0)
+    except sqlite3.Error as exc:
+        raise StoreError(
+            f"could not write to the run history {db or paths.runs_db()}: {exc}",
+            hint="Check free disk space and that no other program holds the file.",
+        ) from exc
+
+
+def start_run(
+    kind: str,
+    inputs: Mapping[str, Any] | Any,
+    *,
+    hardware: Mapping[str, Any] | None = None,
+    db: Path | None = None,
+) -> int:
+    """Store a run with status ``running`` (finish it with :func:`finish_run`); returns its id.
+
+    A process killed mid-run leaves the row as ``running``, which ``runs list`` shows.
+    """
+    return record_run(kind, inputs, {}, status="running", hardware=hardware, db=db)
+
+
+def finish_run(
+    run_id: int, results: Mapping[str, Any] | Any, *, status: str = "ok", db: Path | None = None
+) -> None:
+    """Set a running run's results, status and finish time, in one transaction.
+
+    Raises:
+        StoreError: No run has this id.
+    """
+    _check_status(status)
+    payload = _dumps(results, "results")
+    with _open(db) as conn, _transaction(conn):
+        cur = conn.execute(
+            "UPDATE runs SET results = ?, status = ?, finished_at = ? WHERE id = ?",
+            (payload, status, utc_now(), int(run_id)),
+        )
+        if cur.rowcount == 0:
+            raise StoreError(
+                f"no run with id {run_id} in the run history", hint="List runs with `portllm-edge runs list`."
+            )
+
+
+class RunTracker:
+    """Handle yielded by :func:`tracking`: set ``results`` before the block ends."""
+
+    def __init__(self, run_id: int) -> None:
+        self.id = run_id
+        self.results: dict[str, Any] = {}
+
+
+@contextmanager
+def tracking(
+    kind: str,
+    inputs: Mapping[str, Any] | Any,
+    *,
+    hardware: Mapping[str, Any] | None = None,
+    db: Path | None = None,
+) -> Iterator[RunTracker]:
+    """Record a run around a block: ``running`` at entry; ``ok``, ``error`` or ``interrupted`` at exit.
+
+    Example::
+
+        with tracking("eval", {"task": "sst2"}) as run:
+            run.results = evaluate(...).to_dict()
+    """
+    tracker = RunTracker(start_run(kind, inputs, hardware=hardware, db=db))
+    try:
+        yield tracker
+    except KeyboardInterrupt:
+        finish_run(tracker.id, tracker.results, status="interrupted", db=db)
+        raise
+    except BaseException as exc:
+        results = dict(tracker.results)
+        results.setdefault("error", f"{type(exc).__name__}: {exc}")
+        finish_run(tracker.id, results, status="error", db=db)
+        raise
+    finish_run(tracker.id, tracker.results, status="ok", db=db)
+
+
+def _row_to_record(row: sqlite3.Row) -> RunRecord:
+    return RunRecord(
+        id=int(row["id"]),
+        kind=row["kind"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        status=row["status"],
+        inputs=json.loads(row["inputs"]),
+        versions=json.loads(row["versions"]),
+        hardware=json.loads(row["hardware"]),
+        results=json.loads(row["results"]),
+    )
+
+
+def list_runs(kind: str | None = None, limit: int = 50, *, db: Path | None = None) -> list[RunRecord]:
+    """The most recent runs first, optionally of one kind.
+
+    Args:
+        kind: Only runs of this kind, or ``None`` for all.
+        limit: At most this many (>= 1).
+        db: Database file; default ``paths.runs_db()``.
+
+    Raises:
+        ConfigError: Unknown kind or ``limit < 1``.
+    """
+    if kind is not None:
+        _check_kind(kind)
+    if limit < 1:
+        raise ConfigError(f"`limit` must be at least 1, got {limit}", hint="Pass --limit 1 or more.")
+    path = Path(db) if db is not None else paths.runs_db()
+    if not path.exists():
+        return []
+    with _open(db) as conn:
+        if kind is None:
+            rows = conn.execute("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        else:
+            rows = conn.execute(
+                "SELECT * FROM runs WHERE kind = ? ORDER BY id DESC LIMIT ?", (kind, limit)
+            ).fetchall()
+    return [_row_to_record(r) for r in rows]
+
+
+def get_run(run_id: int | str, *, db: Path | None = None) -> RunRecord:
+    """The run with id ``run_id``.
+
+    Raises:
+        StoreError: Not an integer id, or no such run.
+    """
+    try:
+        key = int(str(run_id).strip().lstrip("#"))
+    except ValueError as exc:
+        raise StoreError(
+            f"run id `{run_id}` is not a number",
+            hint="Run ids are integers; list them with `portllm-edge runs list`.",
+        ) from exc
+    path = Path(db) if db is not None else paths.runs_db()
+    row = None
+    if path.exists():
+        with _open(db) as conn:
+            row = conn.execute("SELECT * FROM runs WHERE id = ?", (key,)).fetchone()
+    if row is None:
+        raise StoreError(
+            f"no run with id {key} in the run history {path}", hint="List runs with `portllm-edge runs list`."
+        )
+    return _row_to_record(row)
