@@ -1,0 +1,648 @@
+"""Exact streaming merge: write W_new + ΔW to disk, one row block at a time.
+
+Why this module exists: PortLLM's port is W_new + ΔW with ΔW = scale·B·A
+(Khan et al., ICLR 2025, §3; scale = lora_alpha/r, or lora_alpha/sqrt(r) with
+rsLoRA). peft's ``merge_and_unload`` does that in memory, so it needs the whole
+model in RAM, and on a 4-bit model it re-quantizes (the patch's small update is
+mostly rounded away) or, after a CPU forward pass, reads bitsandbytes' repacked
+layout as NF4 and writes garbage (see :mod:`portllm_edge.porting.quant`). Here the
+merge reads the base's safetensors shards with plain ``pread`` calls at the
+offsets of the validated headers (:mod:`portllm_edge.tensorio`), a block of rows at
+a time (:data:`CHUNK_BYTES`), adds the rows of ΔW for that block
+(``scale · B[rows] @ A``), casts to bf16 or fp32 and appends the bytes to an output
+shard whose header was written first. Peak memory is a few row blocks plus the
+LoRA factors of one module, not a tensor and never the model; torch is not even
+imported (numpy does the arithmetic; bf16 is rounded to nearest-even like torch).
+mmap is avoided on purpose: touched mmap pages count toward the process's RSS.
+
+What it must not do: merge into quantized weights (bitsandbytes 4-bit/8-bit,
+GPTQ/AWQ, fp8): it refuses them, because quantizing after a merge is a separate,
+explicit step; or leave a half-written folder (it writes into a temporary sibling
+and renames, :func:`portllm_edge.fsutil.atomic_dir`).
+
+Tied embeddings: when the base ties ``lm_head`` to ``embed_tokens`` and the patch
+modifies either (``modules_to_save`` or a LoRA on them), peft's unmerged model
+applies the patch to that module only (the tied partner keeps the base rows), so
+the merge writes both tensors and sets ``tie_word_embeddings: false``, and says so
+in :attr:`MergeResult.notes`. With ``ensure_weight_tying: true`` in the adapter
+config peft ties the patched module to its partner, and the merge keeps the tie.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from portllm_edge.errors import ConfigError, PortingError
+from portllm_edge.fsutil import atomic_dir
+from portllm_edge.porting.adapter_io import (
+    AdapterLayout,
+    BaseIndex,
+    LoraModule,
+    lora_scaling,
+    read_adapter_config,
+    read_adapter_layout,
+    read_base_index,
+    resolve_module,
+)
+from portllm_edge.tensorio import INDEX_NAME, PICKLE_SUFFIXES, read_safetensors_header
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+MergeDtype = Literal["bf16", "fp32"]
+CHUNK_BYTES = 8 * 1024 * 1024
+"""Target size (bytes, in fp32) of one row block read, patched and written at a time."""
+DISK_MARGIN_BYTES = 64 * 1024 * 1024
+"""Free space required on top of the merged model's size."""
+WEIGHT_SUFFIXES = (".safetensors", *PICKLE_SUFFIXES, ".gguf", ".msgpack", ".h5", ".ot")
+SKIP_FILES = {INDEX_NAME, "pytorch_model.bin.index.json", "config.json"}
+_FLOAT_IN = {"F32", "F16", "BF16", "F64"}
+_QUANT_FLOATS = {"F8_E5M2", "F8_E4M3", "F8_E8M0", "F4", "F6_E2M3", "F6_E3M2"}
+_OUT_DTYPE = {"bf16": ("BF16", 2), "fp32": ("F32", 4)}
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    """What a streaming merge wrote.
+
+    Attributes:
+        out_dir: The merged model folder (loadable with ``AutoModelForCausalLM.from_pretrained``).
+        dtype: ``"bf16"`` or ``"fp32"``.
+        merged_modules: LoRA modules folded into base weights.
+        replaced_tensors: Base tensors replaced by the patch's saved (``modules_to_save``) tensors.
+        rows_carried: Vocabulary rows carried over from the patch (0 when the vocabulary is unchanged).
+        untied: True when tied embeddings had to be untied (see the module docstring).
+        tensors_written: Number of tensors in the output shards.
+        bytes_written: Total bytes of the output shards.
+        notes: Human-readable remarks (untying, dtype changes).
+    """
+
+    out_dir: Path
+    dtype: str
+    merged_modules: int
+    replaced_tensors: list[str]
+    rows_carried: int
+    untied: bool
+    tensors_written: int
+    bytes_written: int
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        d = dict(self.__dict__)
+        d["out_dir"] = str(self.out_dir)
+        return d
+
+
+def human_bytes(n: float) -> str:
+    """``1536`` → ``"1.5 KiB"`` (binary units)."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover
+
+
+# --------------------------------------------------------------------------- raw tensor IO (no mmap)
+
+
+class _Reader:
+    """Reads row blocks of tensors from one safetensors file with ``os.pread`` (no mmap, no torch)."""
+
+    def __init__(self, path: Path, error_cls: type = PortingError) -> None:
+        self.header = read_safetensors_header(path, error_cls=error_cls)
+        self.fd = os.open(path, os.O_RDONLY)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def raw(self, name: str, start_row: int, stop_row: int) -> bytes:
+        info = self.header[name]
+        rows = info.shape[0] if info.shape else 1
+        row_bytes = info.nbytes // max(rows, 1)
+        begin = self.header.payload_offset + info.data_offsets[0] + start_row * row_bytes
+        n = (stop_row - start_row) * row_bytes
+        data = os.pread(self.fd, n, begin)
+        if len(data) != n:
+            raise PortingError(
+                f"{self.header.path}: tensor `{name}` is truncated (read {len(data)} of {n} bytes)",
+                hint="re-download the file",
+            )
+        return data
+
+    def rows_f32(self, name: str, start_row: int, stop_row: int) -> np.ndarray:
+        """Rows ``[start, stop)`` of a float tensor as a ``float32`` array of shape ``[rows, *shape[1:]]``."""
+        import numpy as np
+
+        info = self.header[name]
+        raw = self.raw(name, start_row, stop_row)
+        if info.dtype == "F32":
+            arr = np.frombuffer(raw, dtype="<f4").copy()
+        elif info.dtype == "BF16":
+            arr = (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
+        elif info.dtype == "F16":
+            arr = np.frombuffer(raw, dtype="<f2").astype(np.float32)
+        elif info.dtype == "F64":
+            arr = np.frombuffer(raw, dtype="<f8").astype(np.float32)
+        else:
+            raise PortingError(
+                f"{self.header.path}: tensor `{name}` has dtype {info.dtype}, not a float",
+                hint="only float weights can be patched",
+            )
+        tail = info.shape[1:] if info.shape else ()
+        return arr.reshape((stop_row - start_row, *tail)) if info.shape else arr.reshape(())
+
+    def full_f32(self, name: str) -> np.ndarray:
+        info = self.header[name]
+        return self.rows_f32(name, 0, info.shape[0] if info.shape else 1)
+
+
+def f32_to_bf16_bits(x: np.ndarray) -> np.ndarray:
+    """Round ``float32`` values to bfloat16 (nearest, ties to even, NaN kept quiet) and return the ``uint16`` bits.
+
+    Same rounding as ``torch.Tensor.to(torch.bfloat16)`` (c10 ``round_to_nearest_even``).
+    """
+    import numpy as np
+
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    rounded = ((u + (((u >> 16) & 1) + np.uint32(0x7FFF))) >> 16).astype(np.uint16)
+    nan = np.isnan(x)
+    if nan.any():
+        rounded[nan] = ((u[nan] >> 16) | 0x0040).astype(np.uint16)
+    return rounded
+
+
+def _encode(x: np.ndarray, out_dtype: str) -> bytes | memoryview:
+    import numpy as np
+
+    if out_dtype == "F32":
+        return memoryview(np.ascontiguousarray(x, dtype="<f4")).cast("B")
+    return memoryview(f32_to_bf16_bits(x).astype("<u2", copy=False)).cast("B")
+
+
+# --------------------------------------------------------------------------- plan
+
+
+@dataclass
+class _Entry:
+    """One output tensor: where its rows come from and how they are patched."""
+
+    name: str
+    src: str  # base tensor read for the rows (the embedding for an untied lm_head)
+    shape: tuple[int, ...]
+    in_dtype: str
+    out_dtype: str
+    lora: LoraModule | None = None
+    scale: float = 0.0
+    saved_key: str | None = None  # replace with this adapter tensor (same shape)
+    carry: list[tuple[int, int]] | None = None  # (old_row, new_row): replace these rows by the patch's
+
+    @property
+    def nbytes(self) -> int:
+        from portllm_edge.tensorio import DTYPE_BITS
+
+        return math.prod(self.shape) * DTYPE_BITS[self.out_dtype] // 8
+
+
+def _refuse_quantized(index: BaseIndex) -> None:
+    why = index.quantized_storage()
+    if why is None:
+        for name, bt in index.tensors.items():
+            if bt.info.dtype in _QUANT_FLOATS:
+                why = f"tensor `{name}` is stored as {bt.info.dtype}"
+                break
+    if why is not None:
+        raise PortingError(
+            f"{index.model_dir}: refusing to merge into quantized weights ({why}); a merge never writes into "
+            "4-bit/8-bit weights silently",
+            hint="merge into the bf16/fp32 release of the base, then quantize the merged model as a separate step "
+            "(load it with --precision nf4)",
+        )
+
+
+def _refuse_non_additive(config: dict[str, Any], layout: AdapterLayout, adapter_dir: Path) -> None:
+    from portllm_edge.porting.preflight import NON_ADDITIVE_INITS
+
+    init = config.get("init_lora_weights")
+    problems = [
+        (
+            str(config.get("peft_type") or "LORA").upper() != "LORA",
+            f"`peft_type` is {config.get('peft_type')}",
+        ),
+        (bool(config.get("use_dora") or layout.dora), "DoRA (`use_dora: true`) is not an additive ΔW"),
+        (
+            isinstance(init, str) and init.lower().startswith(NON_ADDITIVE_INITS),
+            f"`init_lora_weights: {init}` needs its residual base",
+        ),
+        (
+            bool(config.get("lora_bias")) or any(lm.bias_key for lm in layout.lora.values()),
+            "`lora_bias` adds a bias the streaming merge does not write",
+        ),
+        (bool(config.get("layer_replication")), "`layer_replication` changes the layer stack"),
+        (bool(config.get("target_parameters")), "`target_parameters` is not supported"),
+        (bool(config.get("trainable_token_indices")), "`trainable_token_indices` is not supported"),
+        (
+            bool(layout.unknown),
+            f"unrecognized adapter tensor `{layout.unknown[0] if layout.unknown else ''}`",
+        ),
+        (
+            bool(layout.incomplete),
+            f"module `{layout.incomplete[0] if layout.incomplete else ''}` lacks a LoRA factor",
+        ),
+    ]
+    for bad, why in problems:
+        if bad:
+            raise PortingError(
+                f"{adapter_dir}: cannot merge exactly: {why}",
+                hint="run `portllm-edge check` for details; attach the patch unmerged instead",
+            )
+
+
+def _plan(
+    adapter_dir: Path,
+    config: dict[str, Any],
+    layout: AdapterLayout,
+    index: BaseIndex,
+    out_dtype: str,
+    old_vocab_dir: Path | None,
+) -> tuple[dict[Path, list[_Entry]], dict[str, Any]]:
+    """Decide every output tensor (per input shard) before any data is read."""
+    from portllm_edge.porting.vocab import (
+        is_vocab_tensor,
+        old_vocab_source,
+        read_vocab,
+        resolve_saved_name,
+        row_mapping,
+    )
+
+    modules = index.modules
+    embed = index.embedding_name()
+    tied = index.tied and embed is not None
+    head_name = next((n for n in index.tensors if n.endswith("lm_head.weight")), "lm_head.weight")
+    fifo = bool(config.get("fan_in_fan_out"))
+
+    by_tensor: dict[str, dict[str, Any]] = {}
+    for module, lm in layout.lora.items():
+        target, _ = resolve_module(module, modules)
+        if target is None:
+            raise PortingError(
+                f"{layout.path}: LoRA module `{module}` has no counterpart in {index.model_dir}",
+                hint="run `portllm-edge check` to see which target modules are missing",
+            )
+        tname = f"{target}.weight"
+        want = (
+            lm.delta_shape if not (fifo and lm.kind == "linear") else (lm.delta_shape[1], lm.delta_shape[0])
+        )
+        have = tuple(modules[target])
+        if have != want:
+            raise PortingError(
+                f"{layout.path}: ΔW of `{module}` is {list(want)} but base tensor `{tname}` is {list(have)}",
+                hint="port onto a base of the same size; run `portllm-edge check`",
+            )
+        by_tensor[tname] = {"lora": lm, "scale": lora_scaling(config, module)}
+
+    new_vocab = old_vocab = None
+    rows_carried = 0
+    for name, st in layout.saved.items():
+        target = resolve_saved_name(name, index)
+        if target is None:
+            raise PortingError(
+                f"{layout.path}: saved tensor `{st.key}` has no counterpart in {index.model_dir}",
+                hint="run `portllm-edge check`",
+            )
+        src_shape = (
+            index.tensors[target].info.shape if target in index.tensors else index.tensors[embed].info.shape
+        )  # type: ignore[index]
+        if tuple(st.shape) == tuple(src_shape) and not is_vocab_tensor(target, index):
+            by_tensor[target] = {"saved_key": st.key}
+            continue
+        if (
+            not is_vocab_tensor(target, index)
+            or tuple(st.shape[1:]) != tuple(src_shape[1:])
+            or st.shape[0] > src_shape[0]
+        ):
+            raise PortingError(
+                f"{layout.path}: saved tensor `{st.key}` is {list(st.shape)} but base `{target}` is {list(src_shape)}",
+                hint="run `portllm-edge check`; a vocabulary never shrinks",
+            )
+        if new_vocab is None:
+            new_vocab = read_vocab(index.model_dir)
+            src = old_vocab_dir or old_vocab_source(adapter_dir, config, None)
+            old_vocab = read_vocab(src) if src is not None else None
+        if tuple(st.shape) == tuple(src_shape) and (
+            old_vocab is None or new_vocab is None or old_vocab == new_vocab
+        ):
+            by_tensor[target] = {"saved_key": st.key}
+            continue
+        if old_vocab is None or new_vocab is None:
+            raise PortingError(
+                f"{layout.path}: saved tensor `{st.key}` needs rows re-mapped to the new vocabulary but a tokenizer is missing",
+                hint="pass the old base (--old) or copy its tokenizer files into the patch folder",
+            )
+        pairs = row_mapping(old_vocab, new_vocab, st.shape[0], src_shape[0])
+        rows_carried += len(pairs)
+        by_tensor[target] = {"saved_key": st.key, "carry": pairs}
+
+    notes: list[str] = []
+    untie = False
+    head_patch = (
+        by_tensor.pop(head_name, None)
+        if tied and head_name not in index.tensors
+        else by_tensor.get(head_name)
+    )
+    if tied and (embed in by_tensor or head_patch is not None):
+        if config.get("ensure_weight_tying"):
+            if head_patch is not None and embed not in by_tensor:
+                by_tensor[embed] = head_patch  # type: ignore[index]
+            notes.append("tied embeddings kept tied (the adapter sets ensure_weight_tying)")
+        else:
+            untie = True
+            notes.append(
+                "untied embed_tokens and lm_head: the patch modifies one of them and peft applies it to that module "
+                "only; config.json now says tie_word_embeddings: false"
+            )
+    entries: dict[Path, list[_Entry]] = {f: [] for f in index.files}
+    for f in index.files:
+        names = [n for n, bt in index.tensors.items() if bt.file == f]
+        names.sort(key=lambda n: index.tensors[n].info.data_offsets)
+        for n in names:
+            info = index.tensors[n].info
+            if untie and n == head_name:
+                continue  # rewritten below from the embedding
+            patch = by_tensor.get(n, {})
+            od = _OUT_DTYPE[out_dtype][0] if info.dtype in _FLOAT_IN else info.dtype
+            entries[f].append(
+                _Entry(
+                    n,
+                    n,
+                    info.shape,
+                    info.dtype,
+                    od,
+                    patch.get("lora"),
+                    patch.get("scale", 0.0),
+                    patch.get("saved_key"),
+                    patch.get("carry"),
+                )
+            )
+            if untie and n == embed:
+                hp = head_patch or {}
+                entries[f].append(
+                    _Entry(
+                        head_name,
+                        n,
+                        info.shape,
+                        info.dtype,
+                        od,
+                        hp.get("lora"),
+                        hp.get("scale", 0.0),
+                        hp.get("saved_key"),
+                        hp.get("carry"),
+                    )
+                )
+    merged = sum(1 for es in entries.values() for e in es if e.lora is not None)
+    replaced = [e.name for es in entries.values() for e in es if e.saved_key is not None]
+    return entries, {
+        "untie": untie,
+        "notes": notes,
+        "rows_carried": rows_carried,
+        "merged": merged,
+        "replaced": replaced,
+    }
+
+
+# --------------------------------------------------------------------------- write
+
+
+def _header_bytes(entries: list[_Entry]) -> bytes:
+    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for e in entries:
+        header[e.name] = {
+            "dtype": e.out_dtype,
+            "shape": list(e.shape),
+            "data_offsets": [offset, offset + e.nbytes],
+        }
+        offset += e.nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)
+    return len(raw).to_bytes(8, "little") + raw
+
+
+def _row_blocks(shape: tuple[int, ...]) -> list[tuple[int, int]]:
+    rows = shape[0] if shape else 1
+    row_elems = math.prod(shape[1:]) if len(shape) > 1 else 1
+    step = max(1, CHUNK_BYTES // max(4 * row_elems, 1))
+    return [(i, min(i + step, rows)) for i in range(0, rows, step)] or [(0, 0)]
+
+
+def _carry_block(
+    adapter: _Reader, key: str, pairs: list[tuple[int, int]], start: int, stop: int, out: np.ndarray
+) -> None:
+    """Overwrite rows of ``out`` (rows ``start..stop`` of the new matrix) with the patch's rows, reading runs of old rows."""
+    sel = [(o, n) for o, n in pairs if start <= n < stop]
+    i = 0
+    while i < len(sel):
+        j = i
+        while j + 1 < len(sel) and sel[j + 1][0] == sel[j][0] + 1 and sel[j + 1][1] == sel[j][1] + 1:
+            j += 1
+        o0, n0 = sel[i]
+        count = j - i + 1
+        out[n0 - start : n0 - start + count] = adapter.rows_f32(key, o0, o0 + count)
+        i = j + 1
+
+
+def _write_shard(path: Path, entries: list[_Entry], base: _Reader, adapter: _Reader, fifo: bool) -> int:
+    import numpy as np
+
+    written = 0
+    with open(path, "wb") as out:
+        hb = _header_bytes(entries)
+        out.write(hb)
+        for e in entries:
+            if e.in_dtype not in _FLOAT_IN:
+                raw = base.raw(e.src, 0, e.shape[0] if e.shape else 1)
+                out.write(raw)
+                written += len(raw)
+                continue
+            a = b = None
+            if e.lora is not None:
+                a = adapter.full_f32(e.lora.a_key)
+                b = adapter.full_f32(e.lora.b_key)
+            for start, stop in _row_blocks(e.shape):
+                if e.saved_key is not None and e.carry is None:
+                    block = adapter.rows_f32(e.saved_key, start, stop)
+                else:
+                    block = base.rows_f32(e.src, start, stop)
+                    if e.carry is not None and e.saved_key is not None:
+                        _carry_block(adapter, e.saved_key, e.carry, start, stop, block)
+                if a is not None and b is not None and e.lora is not None:
+                    if e.lora.kind == "linear" and not fifo:
+                        delta = b[start:stop] @ a  # [rows, r] @ [r, in]
+                    else:  # embedding, or Conv1D layout [in, out]: rows of (B @ A)ᵀ = A[:, rows]ᵀ @ Bᵀ
+                        delta = a[:, start:stop].T @ b.T
+                    block = block + np.float32(e.scale) * delta.astype(np.float32, copy=False)
+                    if not np.isfinite(block).all():
+                        raise PortingError(
+                            f"merging into `{e.name}` produced NaN/Inf (rows {start}-{stop})",
+                            hint="the patch's lora_A/lora_B hold huge or non-finite values; check the patch",
+                        )
+                data = _encode(block, e.out_dtype)
+                out.write(data)
+                written += len(data)
+        out.flush()
+        os.fsync(out.fileno())
+    expected = len(hb) + sum(e.nbytes for e in entries)
+    if os.path.getsize(path) != expected:  # pragma: no cover - guards the planner
+        raise PortingError(
+            f"{path}: wrote {os.path.getsize(path)} bytes, planned {expected}", hint="report this bug"
+        )
+    return written
+
+
+def _free_bytes(folder: Path) -> int:
+    probe = folder
+    while not probe.exists():
+        probe = probe.parent
+    return shutil.disk_usage(probe).free
+
+
+def stream_merge(
+    adapter_dir: Path,
+    base_dir: Path,
+    out_dir: Path,
+    *,
+    dtype: MergeDtype | str = "bf16",
+    overwrite: bool = False,
+    old_vocab_dir: Path | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> MergeResult:
+    """Merge a LoRA patch into a base model on disk, streaming: W_new + scale·B·A, block by block.
+
+    The caller is expected to have run :func:`portllm_edge.porting.preflight.run_preflight`
+    (``port`` does); this function still refuses anything it cannot merge exactly.
+    Output shards mirror the input shards (same file names; an index is rewritten
+    when the base has one); non-weight files (config, tokenizer, generation config,
+    chat template) are copied, ``config.json`` gets the new dtype (and
+    ``tie_word_embeddings: false`` when untying). A ``portllm_merge.json`` records
+    the provenance.
+
+    Args:
+        adapter_dir: The patch (peft LoRA folder).
+        base_dir: The (new) base model folder, unquantized safetensors.
+        out_dir: Destination folder; written atomically.
+        dtype: ``"bf16"`` or ``"fp32"`` for floating tensors (others are copied).
+        overwrite: Replace an existing ``out_dir``.
+        old_vocab_dir: Folder with the patch's tokenizer, for vocabulary carry-over
+            (default: the patch folder or its ``base_model_name_or_path``).
+        progress: Called as ``progress(shard_name, shard_index, shard_count)`` before each shard.
+
+    Returns:
+        A :class:`MergeResult`.
+
+    Raises:
+        ConfigError: ``dtype`` is not ``bf16``/``fp32``.
+        PortingError: quantized base weights, a non-additive patch, unmatched
+            modules, shape mismatches, too little disk space, ``out_dir`` exists,
+            or NaN/Inf produced.
+        PatchError / BaseModelError: unreadable inputs.
+    """
+    if dtype not in _OUT_DTYPE:
+        raise ConfigError(f"merge dtype `{dtype}` is not supported", hint="use --dtype bf16 or --dtype fp32")
+    adapter_dir, base_dir, out_dir = Path(adapter_dir), Path(base_dir), Path(out_dir)
+    if out_dir.resolve() in (base_dir.resolve(), adapter_dir.resolve()):
+        raise PortingError(
+            f"{out_dir}: the merge output cannot be the base or patch folder", hint="choose a new folder"
+        )
+    if out_dir.exists() and not overwrite:
+        raise PortingError(f"{out_dir}: already exists", hint="choose a new folder or pass --overwrite")
+    config = read_adapter_config(adapter_dir)
+    layout = read_adapter_layout(adapter_dir)
+    index = read_base_index(base_dir)
+    _refuse_quantized(index)
+    _refuse_non_additive(config, layout, adapter_dir)
+    entries, info = _plan(adapter_dir, config, layout, index, dtype, old_vocab_dir)
+
+    aux = [
+        p
+        for p in sorted(base_dir.iterdir())
+        if p.is_file()
+        and not p.name.startswith(".")
+        and p.name not in SKIP_FILES
+        and not p.name.endswith(WEIGHT_SUFFIXES)
+    ]
+    weights_bytes = sum(sum(e.nbytes for e in es) for es in entries.values())
+    need = weights_bytes + sum(p.stat().st_size for p in aux) + DISK_MARGIN_BYTES
+    free = _free_bytes(out_dir.parent)
+    if free < need:
+        raise PortingError(
+            f"{out_dir.parent}: not enough free disk space for the merged model: need {human_bytes(need)} "
+            f"({dtype} weights {human_bytes(weights_bytes)} + margin), have {human_bytes(free)}",
+            hint="free some space, choose --out on another disk, or merge with --dtype bf16 (half the size of fp32)",
+        )
+
+    fifo = bool(config.get("fan_in_fan_out"))
+    adapter = _Reader(layout.path, error_cls=PortingError)
+    written = 0
+    try:
+        with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+            weight_map: dict[str, str] = {}
+            for i, (shard, es) in enumerate(entries.items()):
+                if progress is not None:
+                    progress(shard.name, i, len(entries))
+                base = _Reader(shard, error_cls=PortingError)
+                try:
+                    written += _write_shard(tmp / shard.name, es, base, adapter, fifo)
+                finally:
+                    base.close()
+                weight_map.update({e.name: shard.name for e in es})
+            if (base_dir / INDEX_NAME).is_file() or len(entries) > 1:
+                idx = {
+                    "metadata": {"total_size": weights_bytes},
+                    "weight_map": dict(sorted(weight_map.items())),
+                }
+                (tmp / INDEX_NAME).write_text(json.dumps(idx, indent=2) + "\n", encoding="utf-8")
+            for p in aux:
+                shutil.copy2(p, tmp / p.name)
+            cfg = dict(index.config)
+            torch_name = "bfloat16" if dtype == "bf16" else "float32"
+            cfg["dtype"] = torch_name
+            if "torch_dtype" in cfg:
+                cfg["torch_dtype"] = torch_name
+            if info["untie"]:
+                cfg["tie_word_embeddings"] = False
+                if isinstance(cfg.get("text_config"), dict):
+                    cfg["text_config"] = {**cfg["text_config"], "tie_word_embeddings": False}
+            (tmp / "config.json").write_text(
+                json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+            )
+            result = MergeResult(
+                out_dir=out_dir,
+                dtype=dtype,
+                merged_modules=info["merged"],
+                replaced_tensors=info["replaced"],
+                rows_carried=info["rows_carried"],
+                untied=info["untie"],
+                tensors_written=sum(len(es) for es in entries.values()),
+                bytes_written=written,
+                notes=info["notes"],
+            )
+            prov = {
+                **result.to_dict(),
+                "adapter": str(adapter_dir),
+                "base": str(base_dir),
+                "formula": "W_new + scale * B @ A (PortLLM); scale = lora_alpha/r (alpha/sqrt(r) with rsLoRA)",
+            }
+            (tmp / "portllm_merge.json").write_text(json.dumps(prov, indent=2) + "\n", encoding="utf-8")
+    finally:
+        adapter.close()
+    return result
+
+
+__all__ = ["CHUNK_BYTES", "MergeResult", "f32_to_bf16_bits", "human_bytes", "stream_merge"]
