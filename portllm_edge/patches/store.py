@@ -405,7 +405,15 @@ class PatchStore:
         """
         src = Path(src)
         summary = validate_adapter_dir(src)
-        previous = read_manifest(src / MANIFEST_NAME) if (src / MANIFEST_NAME).is_file() else None
+        previous = None
+        if (src / MANIFEST_NAME).is_file():
+            try:
+                previous = read_manifest(src / MANIFEST_NAME)
+            except PatchError as exc:
+                raise PatchError(
+                    exc.message,
+                    hint=f"fix it, or delete {src / MANIFEST_NAME} to import the folder as a plain adapter",
+                ) from None
         if name is None:
             name = previous.name if previous is not None else default_name(src.resolve())
             if not name:

@@ -1,0 +1,408 @@
+"""The bad-input corpus: declarative cases that the CLI must refuse with one clear line and exit 2.
+
+How to add a case (any area)
+----------------------------
+Append a :class:`Case` to :data:`CASES` (or extend it from your own module at the
+bottom of this file). A case has:
+
+* ``id``: unique, ``area-what`` (e.g. ``patch-truncated-safetensors``);
+* ``build(ctx)``: a function that creates the bad input under ``ctx.tmp``
+  (a fresh folder per case) and may pre-fill the store of ``ctx.home``; it
+  returns nothing. :class:`Ctx` helpers give copies of real tiny fixtures
+  (``ctx.adapter()``, ``ctx.base()``) so a case breaks exactly one thing;
+* ``argv``: the CLI arguments after ``portllm-edge``; ``{tmp}`` and ``{home}``
+  are replaced by the case's folders;
+* ``keywords``: substrings that stderr must contain (after the same
+  replacement). Name the file/tensor/field and a word of the fix;
+* ``exit_code``: 2 unless there is a reason.
+
+``test_corpus.py`` runs each case in-process through
+``portllm_edge.cli.main(argv)`` and asserts: the exit code, no ``Traceback``
+on stderr, every keyword present, an ``error:`` line with a ``Fix:``, and the
+home folder (store, models, runs) and ``ctx.tmp`` byte-for-byte unchanged (the
+store's ``.lock`` file is ignored).
+
+The builders below (``break_*``) also serve the unit tests of each area.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Ctx:
+    """What a case builder gets.
+
+    Attributes:
+        tmp: A fresh, empty folder for this case's inputs (and outputs the CLI must not create).
+        home: The portllm-edge home of this test (``PORTLLM_EDGE_HOME``); its store starts empty.
+        getfixture: ``request.getfixturevalue`` (lazy: only the fixtures a case uses get built).
+    """
+
+    tmp: Path
+    home: Path
+    getfixture: Callable[[str], Any]
+
+    def adapter(self, family: str = "llama", name: str = "adapter") -> Path:
+        """A fresh copy of the family's tiny, valid LoRA adapter at ``tmp/name``."""
+        src = self.getfixture("tiny_adapters")[family]
+        dst = self.tmp / name
+        shutil.copytree(src, dst)
+        return dst
+
+    def base(self, family: str = "llama", version: str = "old", name: str = "base") -> Path:
+        """A fresh copy of a tiny base model folder at ``tmp/name``."""
+        pair = self.getfixture("tiny_pairs")[family]
+        dst = self.tmp / name
+        shutil.copytree(pair.old if version == "old" else pair.new, dst)
+        return dst
+
+    def store_patch(self, name: str = "sst2-llama", family: str = "llama") -> Path:
+        """Import the family's tiny adapter into this test's store under ``name``; return the entry folder."""
+        from portllm_edge.patches import PatchStore
+
+        store = PatchStore()
+        store.import_dir(self.getfixture("tiny_adapters")[family], name=name, task="sst2")
+        return store.root / name
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad input, the command that meets it, and what the user must be told."""
+
+    id: str
+    build: Callable[[Ctx], None]
+    argv: tuple[str, ...]
+    keywords: tuple[str, ...]
+    exit_code: int = 2
+    marks: tuple[Any, ...] = field(default=())
+
+
+# --------------------------------------------------------------------------- builders (patch files)
+
+WEIGHTS = "adapter_model.safetensors"
+CONFIG = "adapter_config.json"
+
+
+def break_missing_weights(d: Path) -> None:
+    """Delete ``adapter_model.safetensors``."""
+    (d / WEIGHTS).unlink()
+
+
+def break_truncated(d: Path) -> None:
+    """Cut the weights file to 60 % of its size (header intact, payload short)."""
+    data = (d / WEIGHTS).read_bytes()
+    (d / WEIGHTS).write_bytes(data[: int(len(data) * 0.6)])
+
+
+def break_garbage_header(d: Path) -> None:
+    """Keep the length field, replace the JSON header with bytes that aren't JSON."""
+    data = (d / WEIGHTS).read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    (d / WEIGHTS).write_bytes(data[:8] + b"\x00garbage!" * (n // 9) + b"#" * (n % 9) + data[8 + n :])
+
+
+def break_huge_header(d: Path) -> None:
+    """Declare a 1 TB header (a hostile file trying to make us allocate)."""
+    data = (d / WEIGHTS).read_bytes()
+    (d / WEIGHTS).write_bytes(struct.pack("<Q", 10**12) + data[8:])
+
+
+def break_empty(d: Path) -> None:
+    """Make the weights file 0 bytes."""
+    (d / WEIGHTS).write_bytes(b"")
+
+
+def _edit_header(d: Path, edit: Callable[[dict[str, Any]], None]) -> None:
+    data = (d / WEIGHTS).read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + n])
+    edit(header)
+    raw = json.dumps(header).encode()
+    raw += b" " * ((8 - len(raw) % 8) % 8)
+    (d / WEIGHTS).write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + n :])
+
+
+def _first_lora_a(header: dict[str, Any]) -> str:
+    return sorted(k for k in header if "lora_A" in k)[0]
+
+
+def break_overlapping_offsets(d: Path) -> None:
+    """Point the first lora_A's offsets at the same bytes as another tensor."""
+
+    def edit(h: dict[str, Any]) -> None:
+        names = sorted((k for k in h if k != "__metadata__"), key=lambda k: h[k]["data_offsets"])
+        h[names[1]]["data_offsets"] = list(h[names[0]]["data_offsets"])
+        if h[names[1]]["shape"] != h[names[0]]["shape"]:
+            h[names[1]]["shape"] = list(h[names[0]]["shape"])
+
+    _edit_header(d, edit)
+
+
+def break_unknown_dtype(d: Path) -> None:
+    """Give the first lora_A tensor a dtype that safetensors does not define."""
+    _edit_header(d, lambda h: h[_first_lora_a(h)].update(dtype="F128"))
+
+
+def _rewrite_tensor(d: Path, value: float) -> str:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(d / WEIGHTS))
+    name = sorted(k for k in tensors if "lora_B" in k)[-1]
+    t = tensors[name].clone()
+    t.view(-1)[3] = value
+    tensors[name] = t
+    save_file(tensors, str(d / WEIGHTS), metadata={"format": "pt"})
+    assert not torch.isfinite(t).all()
+    return name
+
+
+def break_nan(d: Path) -> None:
+    """Put one NaN into the last lora_B tensor."""
+    _rewrite_tensor(d, float("nan"))
+
+
+def break_inf(d: Path) -> None:
+    """Put one +Inf into the last lora_B tensor."""
+    _rewrite_tensor(d, float("inf"))
+
+
+def _edit_config(d: Path, **changes: Any) -> None:
+    cfg = json.loads((d / CONFIG).read_text())
+    cfg.update(changes)
+    (d / CONFIG).write_text(json.dumps(cfg, indent=2))
+
+
+def break_wrong_r(d: Path) -> None:
+    """Claim r=8 in the config while the tensors have rank 4."""
+    _edit_config(d, r=8)
+
+
+def break_unknown_peft_type(d: Path) -> None:
+    """Claim an adapter type portllm-edge can't port."""
+    _edit_config(d, peft_type="IA3")
+
+
+def break_config_not_json(d: Path) -> None:
+    """Replace adapter_config.json with text that is not JSON."""
+    (d / CONFIG).write_text("{ r: 4, this is not json")
+
+
+def break_missing_config(d: Path) -> None:
+    """Delete adapter_config.json."""
+    (d / CONFIG).unlink()
+
+
+def break_pickled_only(d: Path) -> None:
+    """Replace the safetensors weights by a pickled ``adapter_model.bin`` (torch.save)."""
+    import torch
+    from safetensors.torch import load_file
+
+    torch.save(load_file(str(d / WEIGHTS)), d / "adapter_model.bin")
+    (d / WEIGHTS).unlink()
+
+
+def break_missing_lora_b(d: Path) -> None:
+    """Drop one lora_B tensor (an incomplete export)."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(d / WEIGHTS))
+    del tensors[sorted(k for k in tensors if "lora_B" in k)[0]]
+    save_file(tensors, str(d / WEIGHTS), metadata={"format": "pt"})
+
+
+# --------------------------------------------------------------------------- cases (patch area)
+
+
+def _adapter_broken(breaker: Callable[[Path], None]) -> Callable[[Ctx], None]:
+    def build(ctx: Ctx) -> None:
+        breaker(ctx.adapter())
+
+    build.__doc__ = breaker.__doc__
+    return build
+
+
+def _store_one(ctx: Ctx) -> None:
+    ctx.store_patch("sst2-llama")
+
+
+def _store_one_and_adapter(ctx: Ctx) -> None:
+    ctx.store_patch("sst2-llama")
+    ctx.adapter()
+
+
+def _damaged_store(ctx: Ctx) -> None:
+    entry = ctx.store_patch("sst2-llama")
+    f = entry / "adapter" / WEIGHTS
+    data = bytearray(f.read_bytes())
+    data[-1] ^= 0xFF
+    f.write_bytes(bytes(data))
+
+
+def _export_onto_non_adapter(ctx: Ctx) -> None:
+    ctx.store_patch("sst2-llama")
+    (ctx.tmp / "docs").mkdir()
+    (ctx.tmp / "docs" / "thesis.tex").write_text("years of work")
+
+
+def _exported_bad_manifest(ctx: Ctx) -> None:
+    d = ctx.adapter()
+    (d / "manifest.json").write_text(json.dumps({"schema_version": 1, "name": "x", "files": {}}))
+
+
+def _archive_like_name(ctx: Ctx) -> None:
+    ctx.adapter()
+
+
+PATCH_CASES: list[Case] = [
+    Case(
+        "patch-missing-weights",
+        _adapter_broken(break_missing_weights),
+        ("patch", "import", "{tmp}/adapter"),
+        ("{tmp}/adapter", "adapter_model.safetensors", "save_pretrained"),
+    ),
+    Case(
+        "patch-truncated-safetensors",
+        _adapter_broken(break_truncated),
+        ("patch", "import", "{tmp}/adapter"),
+        ("adapter_model.safetensors", "truncated", "re-download or re-export"),
+    ),
+    Case(
+        "patch-garbage-header",
+        _adapter_broken(break_garbage_header),
+        ("patch", "import", "{tmp}/adapter"),
+        ("adapter_model.safetensors", "not valid JSON", "re-export"),
+    ),
+    Case(
+        "patch-huge-header",
+        _adapter_broken(break_huge_header),
+        ("patch", "import", "{tmp}/adapter"),
+        ("adapter_model.safetensors", "limit", "re-export"),
+    ),
+    Case(
+        "patch-empty-safetensors",
+        _adapter_broken(break_empty),
+        ("patch", "import", "{tmp}/adapter"),
+        ("adapter_model.safetensors", "is empty"),
+    ),
+    Case(
+        "patch-overlapping-offsets",
+        _adapter_broken(break_overlapping_offsets),
+        ("patch", "import", "{tmp}/adapter"),
+        ("adapter_model.safetensors", "overlaps", "tensor `"),
+    ),
+    Case(
+        "patch-unknown-dtype",
+        _adapter_broken(break_unknown_dtype),
+        ("patch", "import", "{tmp}/adapter"),
+        ("unknown dtype 'F128'", "lora_A"),
+    ),
+    Case(
+        "patch-nan-tensor",
+        _adapter_broken(break_nan),
+        ("patch", "import", "{tmp}/adapter"),
+        ("lora_B", "1 NaN", "retrain"),
+    ),
+    Case(
+        "patch-inf-tensor",
+        _adapter_broken(break_inf),
+        ("patch", "import", "{tmp}/adapter"),
+        ("lora_B", "1 Inf", "retrain"),
+    ),
+    Case(
+        "patch-wrong-r",
+        _adapter_broken(break_wrong_r),
+        ("patch", "import", "{tmp}/adapter"),
+        ("lora_A", "`r` is 8", "rank 4", "adapter_config.json"),
+    ),
+    Case(
+        "patch-unknown-peft-type",
+        _adapter_broken(break_unknown_peft_type),
+        ("patch", "import", "{tmp}/adapter"),
+        ("`peft_type`", "IA3", "LoRA"),
+    ),
+    Case(
+        "patch-config-not-json",
+        _adapter_broken(break_config_not_json),
+        ("patch", "import", "{tmp}/adapter"),
+        ("adapter_config.json", "not valid JSON"),
+    ),
+    Case(
+        "patch-missing-config",
+        _adapter_broken(break_missing_config),
+        ("patch", "import", "{tmp}/adapter"),
+        ("adapter_config.json", "save_pretrained"),
+    ),
+    Case(
+        "patch-pickled-only",
+        _adapter_broken(break_pickled_only),
+        ("patch", "import", "{tmp}/adapter"),
+        ("adapter_model.bin", "pickled", "weights_only=True", "patch convert"),
+    ),
+    Case(
+        "patch-missing-lora-b",
+        _adapter_broken(break_missing_lora_b),
+        ("patch", "import", "{tmp}/adapter"),
+        ("lora_A", "no matching `lora_B`"),
+    ),
+    Case(
+        "patch-name-traversal",
+        _archive_like_name,
+        ("patch", "import", "{tmp}/adapter", "--name", "../../evil"),
+        ("invalid patch name", "../../evil", "--name"),
+    ),
+    Case(
+        "patch-name-absolute",
+        _archive_like_name,
+        ("patch", "import", "{tmp}/adapter", "--name", "/etc/evil"),
+        ("invalid patch name", "/etc/evil"),
+    ),
+    Case(
+        "patch-unknown-name",
+        _store_one,
+        ("patch", "show", "sst2-lama"),
+        ("no patch named 'sst2-lama'", "did you mean 'sst2-llama'"),
+    ),
+    Case(
+        "patch-exists-no-force",
+        _store_one_and_adapter,
+        ("patch", "import", "{tmp}/adapter", "--name", "sst2-llama"),
+        ("already exists", "--force"),
+    ),
+    Case(
+        "patch-store-checksum-mismatch",
+        _damaged_store,
+        ("patch", "verify", "--all"),
+        ("sst2-llama", "sha256", "--force"),
+    ),
+    Case(
+        "patch-export-onto-non-adapter",
+        _export_onto_non_adapter,
+        ("patch", "export", "sst2-llama", "{tmp}/docs", "--force"),
+        ("{tmp}/docs", "not an adapter", "refusing"),
+    ),
+    Case(
+        "patch-manifest-missing-keys",
+        _exported_bad_manifest,
+        ("patch", "import", "{tmp}/adapter"),
+        ("manifest.json", "`adapter`", "required", "delete"),
+    ),
+    Case(
+        "patch-remove-unknown",
+        _store_one,
+        ("patch", "remove", "sst2-llam", "--yes"),
+        ("no patch named 'sst2-llam'", "did you mean"),
+    ),
+]
+
+
+CASES: list[Case] = [*PATCH_CASES]
+"""Every case of the corpus. Other areas: append your list here (``CASES += [...]``)."""
