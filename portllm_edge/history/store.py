@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import sqlite3
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,9 +31,9 @@ from typing import Any, Literal, get_args
 from portllm_edge import paths
 from portllm_edge.errors import ConfigError, StoreError
 
-RunKind = Literal["train", "port", "eval", "compare", "bench"]
+RunKind = Literal["train", "port", "eval", "compare", "bench", "update"]
 RUN_KINDS: tuple[str, ...] = get_args(RunKind)
-RunStatus = Literal["ok", "error", "running", "interrupted"]
+RunStatus = Literal["ok", "failed", "error", "running", "interrupted"]
 RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
 
 SCHEMA_VERSION = 1
@@ -41,7 +42,8 @@ BUSY_TIMEOUT_S = 10.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
     kind TEXT NOT NULL,
     started_at TEXT NOT NULL,
     finished_at TEXT,
@@ -51,7 +53,7 @@ CREATE TABLE IF NOT EXISTS runs (
     hardware TEXT NOT NULL,
     results TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS runs_kind ON runs(kind, id);
+CREATE INDEX IF NOT EXISTS runs_kind ON runs(kind, seq);
 """
 
 _PACKAGES = ("portllm-edge", "torch", "transformers", "peft", "bitsandbytes", "safetensors", "accelerate")
@@ -62,18 +64,19 @@ class RunRecord:
     """One stored run.
 
     Attributes:
-        id: Integer id, increasing with time (``portllm-edge runs show 12``).
-        kind: ``train``, ``port``, ``eval``, ``compare`` or ``bench``.
+        id: ``<kind>-<UTC time>-<8 hex>`` (``eval-20250301T120000-1a2b3c4d``), sortable by time;
+            ``runs show`` also takes a unique prefix or the 8-hex suffix.
+        kind: ``train``, ``port``, ``eval``, ``compare``, ``bench`` or ``update``.
         started_at: ISO 8601 UTC time the run started.
         finished_at: ISO 8601 UTC time it finished, or ``None`` while running.
-        status: ``ok``, ``error``, ``running`` or ``interrupted``.
+        status: ``ok``, ``failed``/``error``, ``running`` or ``interrupted``.
         inputs: What the run was asked to do (base, patch, task, data path, options).
         versions: Library versions (``{"torch": "2.13.0", ...}``) and Python.
         hardware: Host and accelerator description.
         results: What it measured (for ``eval``: an ``EvalResult.to_dict()``).
     """
 
-    id: int
+    id: str
     kind: str
     started_at: str
     finished_at: str | None
@@ -232,6 +235,12 @@ def _check_status(status: str) -> None:
         raise ConfigError(f"unknown run status `{status}`", hint=f"Use one of {', '.join(RUN_STATUSES)}.")
 
 
+def new_run_id(kind: str) -> str:
+    """``<kind>-<UTC timestamp>-<8 hex>``: unique, sortable by time, readable in a listing."""
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+    return f"{kind}-{stamp}-{uuid.uuid4().hex[:8]}"
+
+
 def record_run(
     kind: str,
     inputs: Mapping[str, Any] | Any,
@@ -240,34 +249,38 @@ def record_run(
     versions: Mapping[str, Any] | None = None,
     hardware: Mapping[str, Any] | None = None,
     status: str = "ok",
+    run_id: str | None = None,
     started_at: str | None = None,
     finished_at: str | None = None,
     db: Path | None = None,
-) -> int:
+) -> str:
     """Store a finished run in one transaction and return its id.
 
     Args:
-        kind: ``train``, ``port``, ``eval``, ``compare`` or ``bench``.
+        kind: ``train``, ``port``, ``eval``, ``compare``, ``bench`` or ``update``.
         inputs: What the run was asked to do (dict, dataclass or pydantic model).
         results: What it measured (dict, dataclass with ``to_dict``, or pydantic model).
         versions: Library versions; default :func:`collect_versions`.
         hardware: Hardware record; default :func:`collect_host`.
-        status: ``ok``, ``error``, ``running`` or ``interrupted``.
+        status: ``ok``, ``failed``, ``error``, ``running`` or ``interrupted``.
+        run_id: Reuse an id (e.g. the one of a JSON record); default :func:`new_run_id`.
         started_at: ISO 8601 start time; default now.
         finished_at: ISO 8601 end time; default now (``None`` kept for ``running``).
         db: Database file; default ``paths.runs_db()``.
 
     Returns:
-        The new run's id.
+        The run's id.
 
     Raises:
         ConfigError: Unknown kind or status, or a value that is not a mapping.
-        StoreError: The database can't be opened or written.
+        StoreError: The id exists already, or the database can't be opened or written.
     """
     _check_kind(kind)
     _check_status(status)
     now = utc_now()
+    rid = run_id or new_run_id(kind)
     row = (
+        rid,
         kind,
         started_at or now,
         finished_at if (finished_at is not None or status == "running") else now,
@@ -279,17 +292,22 @@ def record_run(
     )
     try:
         with _open(db) as conn, _transaction(conn):
-            cur = conn.execute(
-                "INSERT INTO runs (kind, started_at, finished_at, status, inputs, versions, hardware, results) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            conn.execute(
+                "INSERT INTO runs (id, kind, started_at, finished_at, status, inputs, versions, hardware, results) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 row,
             )
-            return int(cur.lastrowid or 0)
+    except sqlite3.IntegrityError as exc:
+        raise StoreError(
+            f"a run with id {rid} is already in the run history",
+            hint="Pass a new run id, or none to get one.",
+        ) from exc
     except sqlite3.Error as exc:
         raise StoreError(
             f"could not write to the run history {db or paths.runs_db()}: {exc}",
             hint="Check free disk space and that no other program holds the file.",
         ) from exc
+    return rid
 
 
 def start_run(
@@ -298,7 +316,7 @@ def start_run(
     *,
     hardware: Mapping[str, Any] | None = None,
     db: Path | None = None,
-) -> int:
+) -> str:
     """Store a run with status ``running`` (finish it with :func:`finish_run`); returns its id.
 
     A process killed mid-run leaves the row as ``running``, which ``runs list`` shows.
@@ -307,7 +325,7 @@ def start_run(
 
 
 def finish_run(
-    run_id: int, results: Mapping[str, Any] | Any, *, status: str = "ok", db: Path | None = None
+    run_id: str, results: Mapping[str, Any] | Any, *, status: str = "ok", db: Path | None = None
 ) -> None:
     """Set a running run's results, status and finish time, in one transaction.
 
@@ -319,7 +337,7 @@ def finish_run(
     with _open(db) as conn, _transaction(conn):
         cur = conn.execute(
             "UPDATE runs SET results = ?, status = ?, finished_at = ? WHERE id = ?",
-            (payload, status, utc_now(), int(run_id)),
+            (payload, status, utc_now(), str(run_id)),
         )
         if cur.rowcount == 0:
             raise StoreError(
@@ -330,7 +348,7 @@ def finish_run(
 class RunTracker:
     """Handle yielded by :func:`tracking`: set ``results`` before the block ends."""
 
-    def __init__(self, run_id: int) -> None:
+    def __init__(self, run_id: str) -> None:
         self.id = run_id
         self.results: dict[str, Any] = {}
 
@@ -366,7 +384,7 @@ def tracking(
 
 def _row_to_record(row: sqlite3.Row) -> RunRecord:
     return RunRecord(
-        id=int(row["id"]),
+        id=str(row["id"]),
         kind=row["kind"],
         started_at=row["started_at"],
         finished_at=row["finished_at"],
@@ -398,34 +416,41 @@ def list_runs(kind: str | None = None, limit: int = 50, *, db: Path | None = Non
         return []
     with _open(db) as conn:
         if kind is None:
-            rows = conn.execute("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+            rows = conn.execute("SELECT * FROM runs ORDER BY seq DESC LIMIT ?", (limit,)).fetchall()
         else:
             rows = conn.execute(
-                "SELECT * FROM runs WHERE kind = ? ORDER BY id DESC LIMIT ?", (kind, limit)
+                "SELECT * FROM runs WHERE kind = ? ORDER BY seq DESC LIMIT ?", (kind, limit)
             ).fetchall()
     return [_row_to_record(r) for r in rows]
 
 
-def get_run(run_id: int | str, *, db: Path | None = None) -> RunRecord:
-    """The run with id ``run_id``.
+def get_run(run_id: str, *, db: Path | None = None) -> RunRecord:
+    """The run with id ``run_id``, or the one run whose id starts or ends with it.
+
+    ``eval-20250301T120000-1a2b3c4d``, ``eval-20250301T12`` (unique prefix) and
+    ``1a2b3c4d`` (the random suffix) all find the same run.
 
     Raises:
-        StoreError: Not an integer id, or no such run.
+        StoreError: No such run, or the abbreviation matches several runs.
     """
-    try:
-        key = int(str(run_id).strip().lstrip("#"))
-    except ValueError as exc:
-        raise StoreError(
-            f"run id `{run_id}` is not a number",
-            hint="Run ids are integers; list them with `portllm-edge runs list`.",
-        ) from exc
+    key = str(run_id).strip()
     path = Path(db) if db is not None else paths.runs_db()
-    row = None
-    if path.exists():
+    rows: list[sqlite3.Row] = []
+    if key and path.exists():
         with _open(db) as conn:
-            row = conn.execute("SELECT * FROM runs WHERE id = ?", (key,)).fetchone()
-    if row is None:
+            rows = conn.execute("SELECT * FROM runs WHERE id = ?", (key,)).fetchall()
+            if not rows:
+                pattern = key.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                rows = conn.execute(
+                    "SELECT * FROM runs WHERE id LIKE ? ESCAPE '\\' OR id LIKE ? ESCAPE '\\' ORDER BY seq",
+                    (pattern + "%", "%-" + pattern),
+                ).fetchall()
+    if not rows:
         raise StoreError(
-            f"no run with id {key} in the run history {path}", hint="List runs with `portllm-edge runs list`."
+            f"no run with id {key!r} in the run history {path}",
+            hint="List runs with `portllm-edge runs list`.",
         )
-    return _row_to_record(row)
+    if len(rows) > 1:
+        ids = ", ".join(r["id"] for r in rows[:5])
+        raise StoreError(f"run id {key!r} matches {len(rows)} runs ({ids})", hint="Type more of the id.")
+    return _row_to_record(rows[0])

@@ -27,7 +27,20 @@ def test_round_trip_with_defaults(portllm_home):
     assert run.hardware["cpu_count"] >= 1 and run.hardware["ram_total_bytes"] > 0
     assert run.seconds is not None and run.seconds >= 0
     assert paths.runs_db().is_file()
-    assert get_run(str(rid)).id == rid
+    assert rid.startswith("eval-") and len(rid.rsplit("-", 1)[1]) == 8
+
+
+def test_abbreviated_ids():
+    a = record_run("eval", {}, {}, run_id="eval-20250301T120000-aaaa1111")
+    b = record_run("eval", {}, {}, run_id="eval-20250301T130000-bbbb2222")
+    assert get_run("aaaa1111").id == a
+    assert get_run("eval-20250301T13").id == b
+    with pytest.raises(StoreError, match="matches 2 runs"):
+        get_run("eval-20250301")
+    with pytest.raises(StoreError, match="already in the run history"):
+        record_run("eval", {}, {}, run_id=a)
+    with pytest.raises(StoreError, match="no run with id"):
+        get_run("eval_%")
 
 
 def test_dataclass_results_are_stored_as_dicts():
@@ -55,11 +68,9 @@ def test_empty_history_lists_nothing_without_creating_a_file():
 
 def test_unknown_run_and_kind():
     record_run("port", {}, {})
-    with pytest.raises(StoreError, match="no run with id 99") as err:
-        get_run(99)
+    with pytest.raises(StoreError, match="no run with id '99'") as err:
+        get_run("99")
     assert "runs list" in err.value.hint
-    with pytest.raises(StoreError, match="not a number"):
-        get_run("abc")
     with pytest.raises(ConfigError, match="unknown run kind `tune`"):
         record_run("tune", {}, {})
     with pytest.raises(ConfigError, match="must be a mapping"):
@@ -73,8 +84,8 @@ def test_start_and_finish():
     finish_run(rid, {"loss": 0.5})
     run = get_run(rid)
     assert run.status == "ok" and run.results == {"loss": 0.5} and run.finished_at is not None
-    with pytest.raises(StoreError, match="no run with id 12345"):
-        finish_run(12345, {})
+    with pytest.raises(StoreError, match="no run with id port-x"):
+        finish_run("port-x", {})
 
 
 def test_tracking_records_errors():
