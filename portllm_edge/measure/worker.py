@@ -1,0 +1,169 @@
+"""Subprocess entry point for :func:`portllm_edge.measure.measure_job`.
+
+``python -m portllm_edge.measure.worker JOB PARAMS_JSON`` runs one job and prints one
+line ``PORTLLM_MEASURE_RESULT {json}`` (a MeasureResult, or ``{"error": ...}``).
+
+Jobs:
+
+* ``port``: load the base at ``precision``, attach the patch unmerged, score
+  ``eval_pairs`` (a batch of prompts with their choices) -- what a user runs after porting.
+* ``lora_finetune``: load the base at ``dtype`` (or NF4 for QLoRA), add fresh LoRA
+  layers and take ``steps`` AdamW steps on ``train_pairs``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _rss() -> int:
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)
+
+
+def _maxrss_bytes() -> int:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def _nvml_process_bytes() -> int | None:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+            for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
+                if proc.pid == os.getpid() and proc.usedGpuMemory is not None:
+                    return int(proc.usedGpuMemory)
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:
+        return None
+    return None
+
+
+def _task_data(p: dict[str, Any], key: str, limit_key: str) -> Any:
+    from portllm_edge.evaluation.tasks import LoadOptions, load_task
+
+    opts = LoadOptions(template=p.get("template"), verbalizers=p.get("verbalizers"))
+    return load_task(p["task"], p[key], limit=p.get(limit_key), seed=p.get("seed", 0), options=opts)
+
+
+def _job_port(p: dict[str, Any], phases: dict[str, float]) -> dict[str, Any]:
+    from portllm_edge.evaluation.scoring import evaluate
+    from portllm_edge.porting.attach import attach_patch
+    from portllm_edge.porting.load import load_base_model
+
+    t = time.perf_counter()
+    loaded = load_base_model(p["base"], p.get("precision", "nf4"), device=p.get("device"))
+    phases["load"] = time.perf_counter() - t
+    t = time.perf_counter()
+    ported = attach_patch(loaded.model, loaded.tokenizer, p["adapter"])
+    phases["attach"] = time.perf_counter() - t
+    data = _task_data(p, "eval_data", "limit")
+    t = time.perf_counter()
+    res = evaluate(ported.model, loaded.tokenizer, data, batch_size=p.get("batch_size", 8))
+    phases["evaluate"] = time.perf_counter() - t
+    return {
+        "precision": loaded.precision,
+        "accuracy": res.accuracy,
+        "examples": res.n,
+        "tokens_per_s": res.tokens_per_s,
+    }
+
+
+def _job_lora_finetune(p: dict[str, Any], phases: dict[str, float]) -> dict[str, Any]:
+    from portllm_edge.evaluation.tasks import training_split
+    from portllm_edge.porting.load import load_base_model
+    from portllm_edge.training.lora import LoraHyperparams, train_lora
+
+    t = time.perf_counter()
+    quantized = p.get("qlora", False)
+    loaded = load_base_model(
+        p["base"], "nf4" if quantized else p.get("dtype", "bf16"), device=p.get("device")
+    )
+    phases["load"] = time.perf_counter() - t
+    hp = LoraHyperparams(
+        r=p.get("r", 8),
+        lora_alpha=p.get("lora_alpha", 16),
+        target_modules=tuple(p.get("target_modules", ("q_proj", "k_proj", "v_proj", "o_proj"))),
+        max_steps=p.get("steps", 4),
+        batch_size=p.get("batch_size", 8),
+        max_length=p.get("max_length", 256),
+        learning_rate=p.get("learning_rate", 2e-4),
+        lora_dropout=0.0,
+    )
+    pairs = [training_split(e) for e in _task_data(p, "train_data", "train_limit").examples]
+    import tempfile
+
+    t = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        res = train_lora(loaded.model, loaded.tokenizer, pairs, hp, tmp, quantized=quantized)
+    phases["train"] = time.perf_counter() - t
+    return {
+        "dtype": "nf4" if quantized else p.get("dtype", "bf16"),
+        "steps": res.steps,
+        "final_loss": res.losses[-1],
+        "tokens_per_s": res.tokens / res.seconds if res.seconds else None,
+    }
+
+
+JOBS = {"port": _job_port, "lora_finetune": _job_lora_finetune}
+
+
+def main(argv: list[str]) -> int:
+    job, params = argv[0], json.loads(argv[1])
+    device = params.get("device") or "cpu"
+    try:
+        import peft  # noqa: F401
+        import torch
+        import transformers  # noqa: F401
+
+        context = None
+        if device == "cuda":
+            torch.cuda.init()
+            free, total = torch.cuda.mem_get_info()
+            context = int(total - free)
+            torch.cuda.reset_peak_memory_stats()
+        baseline = _rss()
+        phases: dict[str, float] = {}
+        start = time.perf_counter()
+        details = JOBS[job](params, phases)
+        wall = time.perf_counter() - start
+        if device == "cuda":
+            peak = int(torch.cuda.max_memory_reserved()) + int(context or 0)
+            metric = "cuda_max_reserved_plus_context"
+        else:
+            peak = _maxrss_bytes()
+            metric = "peak_rss"
+        result = {
+            "job": job,
+            "device": device,
+            "metric": metric,
+            "peak_bytes": peak,
+            "baseline_bytes": baseline,
+            "steady_bytes": _rss(),
+            "cuda_context_bytes": context,
+            "nvml_process_bytes": _nvml_process_bytes() if device == "cuda" else None,
+            "wall_seconds": wall,
+            "phases": phases,
+            "details": details,
+        }
+    except Exception as exc:  # reported to the parent, which raises MeasurementError
+        hint = getattr(exc, "hint", None)
+        result = {"error": f"{type(exc).__name__}: {getattr(exc, 'message', str(exc))[:300]}", "hint": hint}
+    print("PORTLLM_MEASURE_RESULT " + json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
