@@ -251,6 +251,9 @@ class AdapterLayout:
         prefixed: Number of keys that carried ``base_model.model.``.
         infixed: Number of keys that carried an adapter-name infix (``.default``).
         adapter_names: Adapter-name infixes seen (``{"default"}``).
+        base_copies: Keys holding a copy of the *old* base's weight (``<module>.base_layer.weight``,
+            written by peft's ``save_embedding_layers``); porting drops them so the new base's
+            weights are used (W_new + ΔW).
     """
 
     path: Path
@@ -262,6 +265,7 @@ class AdapterLayout:
     prefixed: int = 0
     infixed: int = 0
     adapter_names: set[str] = field(default_factory=set)
+    base_copies: list[str] = field(default_factory=list)
 
 
 def parse_adapter_header(header: SafetensorsHeader | dict[str, TensorInfo], path: Path) -> AdapterLayout:
@@ -293,6 +297,9 @@ def parse_adapter_header(header: SafetensorsHeader | dict[str, TensorInfo], path
             layout.unknown.append(key)
             continue
         m = _FULL_RE.match(rel)
+        if m and m.group("module").endswith(".base_layer"):
+            layout.base_copies.append(key)
+            continue
         if m:
             layout.saved[rel] = SavedTensor(rel, key, info.shape, info.dtype)
             continue

@@ -351,6 +351,11 @@ def _plan(
         by_tensor[target] = {"saved_key": st.key, "carry": pairs}
 
     notes: list[str] = []
+    if layout.base_copies:
+        notes.append(
+            f"ignored {len(layout.base_copies)} copies of the old base's weights in the patch "
+            "(save_embedding_layers); the new base's weights are used"
+        )
     untie = False
     head_patch = (
         by_tensor.pop(head_name, None)

@@ -642,9 +642,15 @@ def check_adapter_keys(ctx: _Ctx) -> tuple[CheckResult, bool]:
             hint="save one adapter per folder (peft save_pretrained(selected_adapters=[...]))",
         ), False
     unprefixed = total - lay.prefixed
-    rewrite = bool(rewrites) or lay.infixed > 0 or unprefixed > 0
+    details["old_base_copies"] = lay.base_copies[:MAX_LISTED]
+    rewrite = bool(rewrites) or lay.infixed > 0 or unprefixed > 0 or bool(lay.base_copies)
     if rewrite:
         parts = []
+        if lay.base_copies:
+            parts.append(
+                f"{len(lay.base_copies)} copies of the old base's weights (e.g. `{lay.base_copies[0]}`, from peft's "
+                "save_embedding_layers) are dropped so the new base's weights are used"
+            )
         if unprefixed:
             parts.append(f"{unprefixed} keys lack `base_model.model.`")
         if lay.infixed:
