@@ -65,7 +65,7 @@ def reset() -> None:
         if _initialized and _library is not None:
             try:
                 _library.nvmlShutdown()
-            except Exception:  # noqa: BLE001 - shutdown failures are irrelevant
+            except Exception:
                 pass
         _library = None
         _init_error = None
@@ -87,7 +87,7 @@ def _ensure_initialized() -> ModuleType | NotAvailable:
             return _init_error
         try:
             lib.nvmlInit()
-        except Exception as exc:  # noqa: BLE001 - NVMLError_LibraryNotFound, DriverNotLoaded, OSError...
+        except Exception as exc:
             _init_error = NotAvailable(f"NVML unavailable: {_describe(exc)}")
             log.debug("NVML init failed: %s", exc)
             return _init_error
@@ -145,7 +145,7 @@ def nvml_query(fn_name: str, *args: Any, **kwargs: Any) -> Any:
         return NotAvailable(f"{fn_name} not in the NVML bindings")
     try:
         result = fn(*args, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - every NVMLError becomes a typed n/a
+    except Exception as exc:
         if _is_function_not_found(lib, exc):
             with _lock:
                 if fn_name not in _unknown_logged:

@@ -298,12 +298,12 @@ def probe_torch_backends() -> TorchBackends:
                 props = torch.cuda.get_device_properties(i)
                 try:
                     free, _total = torch.cuda.mem_get_info(i)
-                except Exception:  # noqa: BLE001
+                except Exception:
                     free = None
                 devices.append(
                     (str(props.name), int(props.total_memory), None if free is None else int(free))
                 )
-    except Exception:  # noqa: BLE001 - a broken driver must not crash the probe
+    except Exception:
         cuda_ok = False
     mps_ok = False
     mps_max: int | None = None
@@ -311,7 +311,7 @@ def probe_torch_backends() -> TorchBackends:
         mps_ok = bool(torch.backends.mps.is_available())
         if mps_ok and hasattr(torch, "mps") and hasattr(torch.mps, "recommended_max_memory"):
             mps_max = int(torch.mps.recommended_max_memory())
-    except Exception:  # noqa: BLE001
+    except Exception:
         mps_ok = False
     return TorchBackends(
         torch_version=str(torch.__version__),
