@@ -113,7 +113,7 @@ def human_bytes(n: float) -> str:
 # --------------------------------------------------------------------------- raw tensor IO (no mmap)
 
 
-class _Reader:
+class RowReader:
     """Reads row blocks of tensors from one safetensors file with ``os.pread`` (no mmap, no torch)."""
 
     def __init__(self, path: Path, error_cls: type = PortingError) -> None:
@@ -448,7 +448,7 @@ def _row_blocks(shape: tuple[int, ...]) -> list[tuple[int, int]]:
 
 
 def _carry_block(
-    adapter: _Reader, key: str, pairs: list[tuple[int, int]], start: int, stop: int, out: np.ndarray
+    adapter: RowReader, key: str, pairs: list[tuple[int, int]], start: int, stop: int, out: np.ndarray
 ) -> None:
     """Overwrite rows of ``out`` (rows ``start..stop`` of the new matrix) with the patch's rows, reading runs of old rows."""
     sel = [(o, n) for o, n in pairs if start <= n < stop]
@@ -463,7 +463,7 @@ def _carry_block(
         i = j + 1
 
 
-def _write_shard(path: Path, entries: list[_Entry], base: _Reader, adapter: _Reader, fifo: bool) -> int:
+def _write_shard(path: Path, entries: list[_Entry], base: RowReader, adapter: RowReader, fifo: bool) -> int:
     import numpy as np
 
     written = 0
@@ -593,7 +593,7 @@ def stream_merge(
         )
 
     fifo = bool(config.get("fan_in_fan_out"))
-    adapter = _Reader(layout.path, error_cls=PortingError)
+    adapter = RowReader(layout.path, error_cls=PortingError)
     written = 0
     try:
         with atomic_dir(out_dir, overwrite=overwrite) as tmp:
@@ -601,7 +601,7 @@ def stream_merge(
             for i, (shard, es) in enumerate(entries.items()):
                 if progress is not None:
                     progress(shard.name, i, len(entries))
-                base = _Reader(shard, error_cls=PortingError)
+                base = RowReader(shard, error_cls=PortingError)
                 try:
                     written += _write_shard(tmp / shard.name, es, base, adapter, fifo)
                 finally:
@@ -650,4 +650,4 @@ def stream_merge(
     return result
 
 
-__all__ = ["CHUNK_BYTES", "MergeResult", "f32_to_bf16_bits", "human_bytes", "stream_merge"]
+__all__ = ["CHUNK_BYTES", "MergeResult", "RowReader", "f32_to_bf16_bits", "human_bytes", "stream_merge"]

@@ -1,0 +1,269 @@
+"""Drift diagnostics: how far did the base move between versions, compared with the patch?
+
+Why this module exists: PortLLM (Khan et al., ICLR 2025) ports a patch ΔW learned
+on W_old by computing W_new + ΔW. Their premise (§3, and the analysis of model
+patches in §4) is that a LoRA update is small relative to the weights and that
+continued-pretraining updates of a base move its weights little, so the patch's
+direction stays meaningful on the new base. When the old base is available we
+can measure both quantities per target module, streaming one row block at a
+time (never a whole tensor in memory):
+
+* base drift ``d = ‖W_new − W_old‖_F / ‖W_old‖_F``;
+* patch size ``p = ‖ΔW‖_F / ‖W_old‖_F`` with ΔW = scale·B·A, computed without
+  forming ΔW: ``‖B A‖_F² = Σ (BᵀB) ∘ (A Aᵀ)`` (two r×r Gram matrices);
+* their ratio ``ρ = d / p``.
+
+Portability indicator (per module and overall, from the median ρ):
+
+* ``high``: ρ ≤ 1. The base moved less than the patch itself, so W_new + ΔW is
+  closer to the fine-tuned old model W_old + ΔW than the new base is to the old
+  one: the regime where PortLLM's first-order argument holds comfortably.
+* ``medium``: 1 < ρ ≤ 10. The base change is larger than the patch but of the
+  same order; ports in this regime usually keep most of the gain, but evaluate.
+* ``low``: ρ > 10, or d > 0.5 whatever ρ. The patch is a small perturbation on a
+  substantially different matrix (independently trained matrices of the same
+  shape are ≈ √2 apart in this measure; d > 0.5 means the weights were largely
+  retrained). Porting may still help, but expect to retrain.
+
+The thresholds are decades on ρ, not fitted values: they rank modules and flag
+outliers; the authoritative answer is an evaluation of the ported model.
+
+What it must not do: hold more than a row block of each base tensor and one
+module's LoRA factors in memory, or import torch (numpy does the arithmetic).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from portllm_edge.errors import CompatibilityError
+from portllm_edge.porting.adapter_io import (
+    lora_scaling,
+    read_adapter_config,
+    read_adapter_layout,
+    read_base_index,
+    resolve_module,
+)
+
+Indicator = Literal["high", "medium", "low"]
+HIGH_MAX_RATIO = 1.0
+"""ρ at or below which portability is ``high``."""
+MEDIUM_MAX_RATIO = 10.0
+"""ρ at or below which portability is ``medium`` (above: ``low``)."""
+LOW_MIN_DRIFT = 0.5
+"""Base drift above which portability is ``low`` whatever the ratio."""
+
+
+def portability(base_drift: float, patch_size: float) -> Indicator:
+    """Map a module's (or the median) base drift and patch size to high / medium / low (see module docstring)."""
+    return indicator_for(base_drift, math.inf if patch_size == 0 else base_drift / patch_size)
+
+
+def indicator_for(base_drift: float, ratio: float) -> Indicator:
+    """high / medium / low from a base drift and a drift-to-patch ratio (see module docstring)."""
+    if base_drift > LOW_MIN_DRIFT:
+        return "low"
+    if ratio <= HIGH_MAX_RATIO:
+        return "high"
+    if ratio <= MEDIUM_MAX_RATIO:
+        return "medium"
+    return "low"
+
+
+@dataclass(frozen=True)
+class ModuleDrift:
+    """Drift of one target module.
+
+    Attributes:
+        module: Base module path, e.g. ``model.layers.0.self_attn.q_proj``.
+        shape: Weight shape ``[out, in]``.
+        base_drift: ‖W_new − W_old‖_F / ‖W_old‖_F (unitless).
+        patch_size: ‖ΔW‖_F / ‖W_old‖_F (unitless).
+        ratio: base_drift / patch_size (``inf`` for an all-zero patch).
+        indicator: :func:`portability` of the two.
+    """
+
+    module: str
+    shape: tuple[int, ...]
+    base_drift: float
+    patch_size: float
+    ratio: float
+    indicator: Indicator
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (``ratio`` is ``None`` when infinite)."""
+        return {
+            "module": self.module,
+            "shape": list(self.shape),
+            "base_drift": self.base_drift,
+            "patch_size": self.patch_size,
+            "ratio": None if math.isinf(self.ratio) else self.ratio,
+            "indicator": self.indicator,
+        }
+
+
+@dataclass
+class DriftReport:
+    """Per-module drift plus medians and the overall indicator.
+
+    Attributes:
+        modules: One :class:`ModuleDrift` per LoRA target module, in file order.
+        skipped: ``module: reason`` for modules that could not be compared (shape changed).
+    """
+
+    modules: list[ModuleDrift]
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def median_base_drift(self) -> float:
+        """Median of :attr:`ModuleDrift.base_drift` (0 when empty)."""
+        return statistics.median(m.base_drift for m in self.modules) if self.modules else 0.0
+
+    @property
+    def median_patch_size(self) -> float:
+        """Median of :attr:`ModuleDrift.patch_size` (0 when empty)."""
+        return statistics.median(m.patch_size for m in self.modules) if self.modules else 0.0
+
+    @property
+    def median_ratio(self) -> float:
+        """Median of the per-module ratios."""
+        return statistics.median(m.ratio for m in self.modules) if self.modules else math.inf
+
+    @property
+    def indicator(self) -> Indicator:
+        """Overall portability: the indicator of the median drift and median ratio."""
+        if not self.modules:
+            return "low"
+        return indicator_for(self.median_base_drift, self.median_ratio)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        ratio = self.median_ratio
+        return {
+            "indicator": self.indicator,
+            "median_base_drift": self.median_base_drift,
+            "median_patch_size": self.median_patch_size,
+            "median_ratio": None if math.isinf(ratio) else ratio,
+            "thresholds": {
+                "high_max_ratio": HIGH_MAX_RATIO,
+                "medium_max_ratio": MEDIUM_MAX_RATIO,
+                "low_min_drift": LOW_MIN_DRIFT,
+            },
+            "modules": [m.to_dict() for m in self.modules],
+            "skipped": self.skipped,
+        }
+
+
+def lora_delta_norm(a: Any, b: Any, scale: float) -> float:
+    """‖scale · B A‖_F without forming B A: ``|scale| · sqrt(Σ (BᵀB) ∘ (A Aᵀ))``.
+
+    Args:
+        a: ``[r, in]`` float array. b: ``[out, r]`` float array.
+    """
+    import numpy as np
+
+    a64, b64 = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    gram = float(((b64.T @ b64) * (a64 @ a64.T)).sum())
+    return abs(scale) * math.sqrt(max(gram, 0.0))
+
+
+def compute_drift(
+    adapter_dir: Path,
+    old_base_dir: Path,
+    new_base_dir: Path,
+    *,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> DriftReport:
+    """Measure base drift and patch size for every LoRA target module, streaming row blocks.
+
+    Args:
+        adapter_dir: The patch.
+        old_base_dir: The base the patch was trained on.
+        new_base_dir: The updated base.
+        progress: Called as ``progress(module, i, n)`` before each module.
+
+    Returns:
+        A :class:`DriftReport`.
+
+    Raises:
+        CompatibilityError: a target module is absent from either base.
+        PatchError / BaseModelError: unreadable inputs.
+    """
+    import numpy as np
+
+    from portllm_edge.porting.merge import RowReader, _row_blocks
+
+    config = read_adapter_config(adapter_dir)
+    layout = read_adapter_layout(adapter_dir)
+    old, new = read_base_index(old_base_dir), read_base_index(new_base_dir)
+    old_mods, new_mods = old.modules, new.modules
+    readers: dict[Path, RowReader] = {}
+
+    def reader(path: Path) -> RowReader:
+        if path not in readers:
+            readers[path] = RowReader(path, error_cls=CompatibilityError)
+        return readers[path]
+
+    def tensor_ref(index: Any, module: str) -> tuple[RowReader, str]:
+        name = f"{module}.weight"
+        if name not in index.tensors:  # tied lm_head: the embedding
+            name = index.embedding_name()
+        return reader(index.tensors[name].file), name
+
+    rows: list[ModuleDrift] = []
+    skipped: list[str] = []
+    adapter = RowReader(layout.path)
+    try:
+        items = list(layout.lora.items())
+        for i, (module, lm) in enumerate(items):
+            if progress is not None:
+                progress(module, i, len(items))
+            t_old, _ = resolve_module(module, old_mods)
+            t_new, _ = resolve_module(module, new_mods)
+            if t_old is None or t_new is None:
+                which = old_base_dir if t_old is None else new_base_dir
+                raise CompatibilityError(
+                    f"{which}: has no module `{module}` targeted by the patch",
+                    hint="run `portllm-edge check` first; drift needs both bases to have every target module",
+                )
+            if tuple(old_mods[t_old]) != tuple(new_mods[t_new]):
+                skipped.append(f"{module}: shape {list(old_mods[t_old])} → {list(new_mods[t_new])}")
+                continue
+            r_old, n_old = tensor_ref(old, t_old)
+            r_new, n_new = tensor_ref(new, t_new)
+            diff2 = ref2 = 0.0
+            for start, stop in _row_blocks(tuple(old_mods[t_old])):
+                w_old = r_old.rows_f32(n_old, start, stop).astype(np.float64)
+                w_new = r_new.rows_f32(n_new, start, stop).astype(np.float64)
+                diff2 += float(np.square(w_new - w_old).sum())
+                ref2 += float(np.square(w_old).sum())
+            a = adapter.full_f32(lm.a_key)
+            b = adapter.full_f32(lm.b_key)
+            norm_ref = math.sqrt(ref2) or 1e-30
+            d = math.sqrt(diff2) / norm_ref
+            p = lora_delta_norm(a, b, lora_scaling(config, module)) / norm_ref
+            ratio = math.inf if p == 0 else d / p
+            rows.append(ModuleDrift(t_new, tuple(new_mods[t_new]), d, p, ratio, portability(d, p)))
+    finally:
+        adapter.close()
+        for r in readers.values():
+            r.close()
+    return DriftReport(rows, skipped)
+
+
+__all__ = [
+    "HIGH_MAX_RATIO",
+    "LOW_MIN_DRIFT",
+    "MEDIUM_MAX_RATIO",
+    "DriftReport",
+    "ModuleDrift",
+    "compute_drift",
+    "indicator_for",
+    "lora_delta_norm",
+    "portability",
+]
