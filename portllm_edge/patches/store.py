@@ -512,11 +512,17 @@ class PatchStore:
         return self._require(name)
 
     def list(self) -> list[PatchManifest]:
-        """Manifests of the readable entries, sorted by name (checksums not verified; see :meth:`verify`)."""
+        """Manifests of the readable entries, sorted by name.
+
+        Entries whose manifest is unreadable or names another patch are left out;
+        checksums are not verified here (see :meth:`verify`).
+        """
         out = []
         for name in self.names():
             with contextlib.suppress(PatchError):
-                out.append(read_manifest(self.root / name / MANIFEST_NAME))
+                manifest = read_manifest(self.root / name / MANIFEST_NAME)
+                if manifest.name == name:
+                    out.append(manifest)
         return out
 
     def get(self, name: str) -> StoredPatch:
