@@ -1,5 +1,235 @@
-"""CLI commands: check (compatibility preflight) (placeholder; filled by the owner of this area)."""
+"""CLI commands: ``check`` (compatibility preflight + drift), ``drift`` and ``merge`` (exact streaming merge).
+
+Thin: resolve the PATCH and BASE references, call
+:func:`portllm_edge.porting.preflight.run_preflight`,
+:func:`portllm_edge.porting.drift.compute_drift` or
+:func:`portllm_edge.porting.merge.stream_merge`, and print. A failed preflight
+prints the full report, then exits 2 with the first failure and its fix.
+"""
 
 from __future__ import annotations
 
-from portllm_edge.cli.app import app  # noqa: F401
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from portllm_edge.cli.app import app
+from portllm_edge.errors import CompatibilityError, ConfigError
+
+_MARK = {"pass": "PASS", "warn": "WARN", "fail": "FAIL"}
+
+
+def resolve_patch_dir(ref: str) -> Path:
+    """A patch reference (adapter folder or store name) -> the adapter folder.
+
+    Raises:
+        StoreError: an unknown store name (the store says which names exist).
+    """
+    p = Path(ref).expanduser()
+    if p.is_dir():
+        return p
+    from portllm_edge.errors import PatchError
+
+    if "/" in ref or p.suffix or not ref:
+        raise PatchError(
+            f"{p}: no such patch folder", hint="pass a store name (see `patch list`) or an adapter folder"
+        )
+    from portllm_edge.patches import PatchStore
+
+    return Path(PatchStore().get(ref).adapter_dir)
+
+
+def resolve_base_dir(ref: str) -> Path:
+    """A base reference (folder, store name, .gguf, cached hub id) -> the local model folder."""
+    try:
+        from portllm_edge.models.refs import resolve_base
+    except ImportError:  # pragma: no cover - refs ships with the package
+        return Path(ref).expanduser()
+    return Path(resolve_base(ref).path)
+
+
+def _pct(x: float) -> str:
+    return "inf" if math.isinf(x) else f"{100 * x:.2f}%"
+
+
+def format_report(report: Any) -> str:
+    """The preflight report as aligned text lines."""
+    lines = [f"check: {report.adapter_dir}  →  {report.base_dir}"]
+    if report.old_base_dir is not None:
+        lines[0] += f"  (old base: {report.old_base_dir})"
+    width = max(len(c.name) for c in report.checks)
+    for c in report.checks:
+        lines.append(f"  {_MARK[c.status]}  {c.name:<{width}}  {c.reason}")
+        if c.status != "pass" and c.hint:
+            lines.append(f"        {'':<{width}}  fix: {c.hint}")
+    counts = {s: sum(c.status == s for c in report.checks) for s in ("pass", "warn", "fail")}
+    verdict = "compatible" if report.ok else "NOT compatible"
+    lines.append(f"result: {verdict} ({counts['pass']} pass, {counts['warn']} warn, {counts['fail']} fail)")
+    return "\n".join(lines)
+
+
+def format_drift(drift: Any) -> str:
+    """The drift report as an aligned text table with a median row."""
+    header = ("module", "shape", "base drift", "patch size", "drift/patch", "portability")
+    rows = [
+        (
+            m.module,
+            "x".join(str(s) for s in m.shape),
+            _pct(m.base_drift),
+            _pct(m.patch_size),
+            "inf" if math.isinf(m.ratio) else f"{m.ratio:.3g}",
+            m.indicator,
+        )
+        for m in drift.modules
+    ]
+    ratio = drift.median_ratio
+    rows.append(
+        (
+            "median",
+            "",
+            _pct(drift.median_base_drift),
+            _pct(drift.median_patch_size),
+            "inf" if math.isinf(ratio) else f"{ratio:.3g}",
+            drift.indicator,
+        )
+    )
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    out = ["  ".join(f"{v:<{widths[i]}}" for i, v in enumerate(header)).rstrip()]
+    out.append("  ".join("-" * w for w in widths))
+    out.extend("  ".join(f"{v:<{widths[i]}}" for i, v in enumerate(r)).rstrip() for r in rows)
+    out.extend(f"skipped {s}" for s in drift.skipped)
+    out.append(
+        "portability: high = base drift ≤ patch size; medium = ≤ 10×; low = > 10× or drift > 50% "
+        "(PortLLM: patches port when the update between versions is small)"
+    )
+    return "\n".join(out)
+
+
+def _fail_report(report: Any) -> CompatibilityError:
+    first = report.failures[0]
+    more = f" (+{len(report.failures) - 1} more failed checks)" if len(report.failures) > 1 else ""
+    return CompatibilityError(
+        f"preflight failed: `{first.name}`: {first.reason}{more}",
+        hint=first.hint or "see the report above",
+    )
+
+
+PatchArg = Annotated[
+    str, typer.Argument(help="Patch: a store name or an adapter folder.", show_default=False)
+]
+BaseOpt = Annotated[
+    str, typer.Option("--base", help="The new base: a model folder, store name or cached hub id.")
+]
+
+
+@app.command("check")
+def check_cmd(
+    patch: PatchArg,
+    base: BaseOpt,
+    old: Annotated[
+        Optional[str],
+        typer.Option("--old", help="The base the patch was trained on (sharper checks, drift table)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    drift: Annotated[
+        bool,
+        typer.Option(
+            "--drift/--no-drift", help="With --old: also measure weight drift (reads weights, streaming)."
+        ),
+    ] = True,
+) -> None:
+    """Preflight: does PATCH fit the base? Reads configs, tokenizers and safetensors headers only."""
+    from portllm_edge.porting.preflight import run_preflight
+
+    adapter_dir = resolve_patch_dir(patch)
+    base_dir = resolve_base_dir(base)
+    old_dir = resolve_base_dir(old) if old else None
+    report = run_preflight(adapter_dir, base_dir, old_base_dir=old_dir)
+    drift_report = None
+    if old_dir is not None and drift and report.get("target_modules").status != "fail":
+        from portllm_edge.porting.drift import compute_drift
+
+        drift_report = compute_drift(adapter_dir, old_dir, base_dir)
+    if as_json:
+        data = report.to_dict()
+        data["drift"] = None if drift_report is None else drift_report.to_dict()
+        typer.echo(json.dumps(data, indent=2, default=str))
+    else:
+        typer.echo(format_report(report))
+        if drift_report is not None:
+            typer.echo("")
+            typer.echo(format_drift(drift_report))
+    if not report.ok:
+        raise _fail_report(report)
+
+
+@app.command("drift")
+def drift_cmd(
+    patch: PatchArg,
+    base: BaseOpt,
+    old: Annotated[str, typer.Option("--old", help="The base the patch was trained on.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON.")] = False,
+) -> None:
+    """Per target module: how far the base moved (‖W_new−W_old‖/‖W_old‖) against the patch's size (‖ΔW‖/‖W_old‖)."""
+    from portllm_edge.porting.drift import compute_drift
+
+    report = compute_drift(resolve_patch_dir(patch), resolve_base_dir(old), resolve_base_dir(base))
+    typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_drift(report))
+
+
+@app.command("merge")
+def merge_cmd(
+    patch: PatchArg,
+    base: BaseOpt,
+    out: Annotated[Path, typer.Option("--out", help="Folder for the merged model (must not exist).")],
+    dtype: Annotated[
+        str, typer.Option("--dtype", help="bf16 or fp32 (never 4-bit; quantize afterwards).")
+    ] = "bf16",
+    old: Annotated[
+        Optional[str],
+        typer.Option(
+            "--old", help="The base the patch was trained on (old tokenizer for vocabulary changes)."
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Merge despite preflight failures that a merge can express.")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out folder.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Write W_new + ΔW to --out, streaming one row block at a time (exact; bf16 or fp32)."""
+    from portllm_edge.porting.merge import human_bytes, stream_merge
+    from portllm_edge.porting.preflight import run_preflight
+    from portllm_edge.porting.vocab import old_vocab_source
+
+    if dtype not in ("bf16", "fp32"):
+        raise ConfigError(f"`--dtype {dtype}` is not supported", hint="use --dtype bf16 or --dtype fp32")
+    adapter_dir = resolve_patch_dir(patch)
+    base_dir = resolve_base_dir(base)
+    old_dir = resolve_base_dir(old) if old else None
+    report = run_preflight(adapter_dir, base_dir, old_base_dir=old_dir)
+    if not report.ok and not force:
+        typer.echo(format_report(report), err=True)
+        raise _fail_report(report)
+    from portllm_edge.porting.adapter_io import read_adapter_config
+
+    vocab_dir = old_vocab_source(adapter_dir, read_adapter_config(adapter_dir), old_dir)
+    result = stream_merge(
+        adapter_dir, base_dir, out, dtype=dtype, overwrite=overwrite, old_vocab_dir=vocab_dir
+    )
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    typer.echo(
+        f"merged {result.merged_modules} LoRA modules into {result.out_dir} ({result.dtype}, "
+        f"{result.tensors_written} tensors, {human_bytes(result.bytes_written)})"
+    )
+    if result.replaced_tensors:
+        typer.echo(f"replaced by the patch's saved tensors: {', '.join(result.replaced_tensors)}")
+    if result.rows_carried:
+        typer.echo(f"vocabulary rows carried over from the patch: {result.rows_carried}")
+    for note in result.notes:
+        typer.echo(f"note: {note}")
