@@ -65,7 +65,9 @@ def _loc_text(loc: tuple[Any, ...]) -> str:
 
 def validation_to_config_error(exc: ValidationError, model: type[BaseModel], source: str) -> ConfigError:
     """Turn the first pydantic error into a :class:`ConfigError` naming the file and key, with a hint."""
-    err = exc.errors()[0]
+    errors = exc.errors()
+    # A typo yields "unknown key" and "missing key"; the unknown one carries the useful hint.
+    err = next((e for e in errors if e.get("type") == "extra_forbidden"), errors[0])
     loc = tuple(err.get("loc", ()))
     where = _loc_text(loc) or "(top level)"
     if err.get("type") == "extra_forbidden" and loc:

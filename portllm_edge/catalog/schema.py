@@ -46,7 +46,7 @@ class Architecture(_Strict):
     attention_bias: bool | None = None
     final_logit_softcapping: float | None = None
     attn_logit_softcapping: float | None = None
-    query_pre_attn_scalar: float | None = None
+    query_pre_attn_scalar: int | None = None
     torch_dtype: str | None = None
 
     @model_validator(mode="after")
