@@ -1,5 +1,187 @@
-"""CLI commands: runs (placeholder; filled by the owner of this area)."""
+"""CLI commands: ``portllm-edge runs list|show`` (run history) and ``portllm-edge report``.
+
+Thin: read the history (:mod:`portllm_edge.history`), build a report
+(:mod:`portllm_edge.reports`), print or write it.
+"""
 
 from __future__ import annotations
 
-from portllm_edge.cli.app import app  # noqa: F401
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from portllm_edge.cli.app import app
+from portllm_edge.errors import PortllmError
+
+runs_app = typer.Typer(
+    name="runs",
+    help="List and show recorded runs (train, port, eval, compare, bench).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+app.add_typer(runs_app, name="runs")
+
+REPORT_KINDS = ("compare", "eval", "bench", "port")
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.1f} min"
+
+
+@runs_app.command("list")
+def list_cmd(
+    kind: Annotated[
+        Optional[str],
+        typer.Option("--kind", help="Only runs of this kind: train, port, eval, compare, bench."),
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", help="At most this many runs, newest first.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (a list of run records).")] = False,
+) -> None:
+    """List recorded runs, newest first."""
+    from portllm_edge import paths
+    from portllm_edge.history import list_runs
+    from portllm_edge.reports import describe_run
+
+    runs = list_runs(kind=kind, limit=limit)
+    if as_json:
+        typer.echo(json.dumps([r.to_dict() for r in runs], indent=2))
+        return
+    if not runs:
+        typer.echo(f"no runs recorded in {paths.runs_db()}" + (f" of kind {kind}" if kind else ""))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"Runs in {paths.runs_db()}")
+    for col in ("id", "kind", "status", "started (UTC)", "took", "summary"):
+        table.add_column(col, overflow="fold")
+    for r in runs:
+        table.add_row(
+            r.id,
+            r.kind,
+            r.status,
+            r.started_at[:19].replace("T", " "),
+            _duration(r.seconds),
+            describe_run(r.kind, r.inputs, r.results),
+        )
+    _console().print(table)
+
+
+@runs_app.command("show")
+def show_cmd(
+    run_id: Annotated[str, typer.Argument(help="Run id, a unique prefix of it, or its 8-hex suffix.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole record as JSON.")] = False,
+) -> None:
+    """Show one run: inputs, results, versions and hardware."""
+    from portllm_edge.history import get_run
+    from portllm_edge.reports import describe_run
+
+    run = get_run(run_id)
+    if as_json:
+        typer.echo(json.dumps(run.to_dict(), indent=2))
+        return
+    typer.echo(f"run {run.id}  ({run.kind}, {run.status})")
+    typer.echo(f"started  {run.started_at}")
+    typer.echo(f"finished {run.finished_at or '-'}  ({_duration(run.seconds)})")
+    summary = describe_run(run.kind, run.inputs, run.results)
+    if summary:
+        typer.echo(f"summary  {summary}")
+    for title, data in (("inputs", run.inputs), ("results", run.results), ("versions", run.versions)):
+        typer.echo(f"\n{title}:")
+        typer.echo(json.dumps(data, indent=2, sort_keys=True))
+    hw = run.hardware
+    gpus = hw.get("gpus") if isinstance(hw, dict) else None
+    typer.echo("\nhardware:")
+    if isinstance(gpus, list):
+        names = ", ".join(str(g.get("name")) for g in gpus if isinstance(g, dict)) or "no GPU"
+        host = hw.get("host") or {}
+        ram = host.get("total_bytes") if isinstance(host, dict) else None
+        from portllm_edge.hardware.sizes import format_size
+
+        typer.echo(f"  GPUs: {names}; host RAM: {format_size(ram)}  (full record: --json)")
+    else:
+        typer.echo(json.dumps(hw, indent=2, sort_keys=True))
+
+
+def _budget_candidates(runs: list[Any]) -> list[str]:
+    out: list[str] = []
+    for r in runs:
+        for key in ("new", "base", "base_path", "base_id"):
+            value = r.inputs.get(key)
+            if isinstance(value, str) and value and value not in out:
+                out.append(value)
+    return out
+
+
+@app.command("report")
+def report_cmd(
+    run_ids: Annotated[
+        Optional[list[str]],
+        typer.Argument(help="Runs to include (default: the latest compare/eval/bench/port runs)."),
+    ] = None,
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for report.md, report.json and the PNG charts.")
+    ] = Path("portllm-report"),
+    last: Annotated[int, typer.Option("--last", help="Without RUN_IDs: include this many recent runs.")] = 20,
+    budget_model: Annotated[
+        Optional[str],
+        typer.Option("--budget-model", help="Model for the memory-budget section (default: the runs' base)."),
+    ] = None,
+    hardware: Annotated[
+        Optional[list[str]],
+        typer.Option("--hardware", help="Hardware profiles for the budget (default: all)."),
+    ] = None,
+    budget: Annotated[
+        bool, typer.Option("--budget/--no-budget", help="Include the memory-budget section.")
+    ] = True,
+    context: Annotated[
+        int, typer.Option("--context", help="Tokens per sequence for budget estimates.")
+    ] = 2048,
+    title: Annotated[str, typer.Option("--title", help="Report heading.")] = "portllm-edge report",
+) -> None:
+    """Write a report (Markdown, JSON, PNG charts) from recorded runs."""
+    from portllm_edge.history import get_run, list_runs
+    from portllm_edge.reports import budget_rows, build_report, write_report
+
+    if run_ids:
+        runs = [get_run(r) for r in run_ids]
+    else:
+        runs = [r for r in list_runs(limit=max(1, last)) if r.kind in REPORT_KINDS]
+        runs.reverse()  # oldest first reads naturally in a report
+    rows: list[Any] = []
+    model_used: str | None = None
+    if budget:
+        candidates = [budget_model] if budget_model else _budget_candidates(runs)
+        errors: list[str] = []
+        for cand in candidates:
+            try:
+                rows = budget_rows(cand, profiles=hardware, context=context)
+                model_used = cand
+                break
+            except PortllmError as exc:
+                errors.append(exc.message)
+                if budget_model:
+                    raise
+        if not rows and candidates:
+            print(
+                f"warning: no memory-budget section ({errors[-1] if errors else 'no model'})", file=sys.stderr
+            )
+    report = build_report(runs, budget=rows, budget_model=model_used, title=title)
+    paths_written = write_report(report, out)
+    typer.echo(f"report of {len(runs)} runs written to {out}:")
+    for p in paths_written:
+        typer.echo(f"  {p.name}")

@@ -1,1 +1,41 @@
-"""portllm_edge.reports"""
+"""Reports: Markdown, JSON and PNG charts built from recorded runs.
+
+Public API (pure functions over run records; matplotlib and the planner load lazily):
+
+* :func:`build_report` (runs, budget=...) -> :class:`Report`;
+* :func:`budget_rows` (model, profiles=...) -> list of :class:`BudgetRow`;
+* :func:`render_markdown`, :func:`render_json`, :func:`render_charts`, :func:`write_report`.
+"""
+
+from __future__ import annotations
+
+from portllm_edge.reports.budget import budget_rows
+from portllm_edge.reports.model import (
+    BREAKDOWN_KEYS,
+    AccuracyRow,
+    BudgetCell,
+    BudgetRow,
+    MemoryPhase,
+    Ratio,
+    Report,
+    build_report,
+    describe_run,
+)
+from portllm_edge.reports.render import render_charts, render_json, render_markdown, write_report
+
+__all__ = [
+    "BREAKDOWN_KEYS",
+    "AccuracyRow",
+    "BudgetCell",
+    "BudgetRow",
+    "MemoryPhase",
+    "Ratio",
+    "Report",
+    "budget_rows",
+    "build_report",
+    "describe_run",
+    "render_charts",
+    "render_json",
+    "render_markdown",
+    "write_report",
+]

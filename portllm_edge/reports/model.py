@@ -1,0 +1,483 @@
+"""Report content: accuracy rows, memory phases, ratios and budget rows, extracted from run records.
+
+Why this module exists: a report is the table a user hands to whoever decides which
+hardware to buy, so it must be built from the recorded runs only, by pure functions
+that tests can feed with dicts. Rendering (Markdown, JSON, PNG) lives in
+:mod:`portllm_edge.reports.render`.
+
+Accepted run results (all keys optional except where noted; unknown keys are ignored):
+
+* ``eval`` — an ``EvalResult.to_dict()``: ``task``, ``accuracy`` (required), ``n``,
+  ``ci_low``, ``ci_high``, ``f1``. The configuration label comes from the inputs:
+  ``base_id``/``base``, ``patch``, ``precision`` (or an explicit ``inputs.label``).
+* ``compare`` — ``task`` plus ``rows``: a list of result dicts each with a ``config``
+  (or ``label``/``name``) key, or a mapping ``{config: result dict}``. Rows whose
+  ``accuracy`` is ``None`` (a skipped baseline) are left out.
+* ``bench`` / ``port`` / ``train`` — measurements: any dict (top level, in a list under
+  ``measurements``/``jobs``/``phases``/``runs``, or under a named key such as ``port``,
+  ``lora_finetune`` or ``memory``) holding ``peak_bytes`` (a ``MeasureResult.to_dict()``
+  fits). Optional per measurement: ``label``/``name``/``job``, ``metric``,
+  ``breakdown`` (``{"weights": bytes, "adapter": ..., "optimizer": ..., "activations":
+  ..., "other": ...}``, measured), ``estimate`` (a planner ``MemoryBreakdown.to_dict()``)
+  or ``estimate_bytes``, ``wall_seconds``, ``details.precision``/``details.dtype``.
+  Ratios: ``ratio`` (number) with ``ratio_metric``/``metric``, or ``ratios``
+  (``{label: number}``).
+
+It must not import torch or matplotlib.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+BREAKDOWN_KEYS = ("weights", "adapter", "optimizer", "activations", "other")
+"""Memory categories of a phase, in chart order."""
+
+_TERM_CATEGORY = {
+    "weights": "weights",
+    "quant_constants": "weights",
+    "unquantized": "weights",
+    "lora_params": "adapter",
+    "lora_grads": "adapter",
+    "adapter": "adapter",
+    "optimizer": "optimizer",
+    "activations": "activations",
+    "kv_cache": "activations",
+}
+"""Planner ``MemoryTerm.key`` -> report category; any other key is ``other``."""
+
+_LIST_KEYS = ("measurements", "jobs", "phases", "runs")
+_LABEL_KEYS = ("label", "name", "job", "config")
+
+
+@dataclass(frozen=True)
+class AccuracyRow:
+    """One configuration's accuracy on one task.
+
+    Attributes:
+        task: Task name.
+        config: Configuration label (``"new base + ported patch (nf4)"``).
+        accuracy: In [0, 1].
+        ci_low: Lower 95 % Wilson bound, or ``None``.
+        ci_high: Upper bound, or ``None``.
+        n: Examples scored, or ``None``.
+        f1: F1 (MRPC), or ``None``.
+        run_id: The run it came from.
+    """
+
+    task: str
+    config: str
+    accuracy: float
+    ci_low: float | None = None
+    ci_high: float | None = None
+    n: int | None = None
+    f1: float | None = None
+    run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class MemoryPhase:
+    """The measured peak of one job (port, LoRA fine-tune, ...) and what it is made of.
+
+    Attributes:
+        label: ``"port (nf4)"``, ``"lora_finetune (bf16)"``.
+        peak_bytes: Measured peak, bytes.
+        metric: What ``peak_bytes`` is (``peak_rss``, ``cuda_max_reserved_plus_context``), or ``None``.
+        breakdown: Bytes per category of :data:`BREAKDOWN_KEYS`, or ``None``.
+        breakdown_source: ``"measured"`` or ``"estimated"`` (planner terms), or ``None``.
+        estimate_bytes: The planner's estimate of the same peak, bytes, or ``None``.
+        wall_seconds: Wall time of the job, seconds, or ``None``.
+        run_id: The run it came from.
+    """
+
+    label: str
+    peak_bytes: int
+    metric: str | None = None
+    breakdown: dict[str, int] | None = None
+    breakdown_source: str | None = None
+    estimate_bytes: int | None = None
+    wall_seconds: float | None = None
+    run_id: str | None = None
+
+    @property
+    def estimate_ratio(self) -> float | None:
+        """estimate / measured, or ``None`` without an estimate."""
+        if self.estimate_bytes is None or self.peak_bytes <= 0:
+            return None
+        return self.estimate_bytes / self.peak_bytes
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """A named ratio (the paper's "memory saved": fine-tune peak / port peak).
+
+    Attributes:
+        label: What is divided by what.
+        value: The ratio.
+        metric: The memory metric both sides used, or ``None``.
+        run_id: The run it came from.
+    """
+
+    label: str
+    value: float
+    metric: str | None = None
+    run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class BudgetCell:
+    """One precision on one card: the planner's estimate against the usable memory.
+
+    Attributes:
+        precision: ``nf4``, ``int8``, ``bf16``, ...
+        needed_bytes: Estimated inference peak, bytes.
+        fits: ``needed <= usable``.
+        headroom_bytes: ``usable - needed`` (negative when it does not fit).
+    """
+
+    precision: str
+    needed_bytes: int
+    fits: bool
+    headroom_bytes: int
+
+
+@dataclass(frozen=True)
+class BudgetRow:
+    """Which precision of the model fits one hardware profile.
+
+    Attributes:
+        profile: Profile name (``rtx-4060-8gb``).
+        display_name: Human name of the card.
+        total_bytes: Memory of the card.
+        usable_bytes: Memory an estimate may use (after reserved memory and headroom).
+        cells: One per precision, in the order planned.
+        best: The best-quality fitting precision, or ``None`` when nothing fits.
+        finetune_fits: Fine-tuning option label -> fits (``{"LoRA bf16": False, ...}``).
+    """
+
+    profile: str
+    display_name: str
+    total_bytes: int
+    usable_bytes: int
+    cells: tuple[BudgetCell, ...]
+    best: str | None
+    finetune_fits: dict[str, bool] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """A line about a run included in the report."""
+
+    id: str
+    kind: str
+    status: str
+    started_at: str
+    description: str
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything a report shows; rendered by :mod:`portllm_edge.reports.render`.
+
+    Attributes:
+        title: Heading.
+        generated_at: ISO 8601 UTC time.
+        runs: The runs it was built from.
+        accuracy: Accuracy rows, grouped by task in first-seen order.
+        memory: Measured memory phases.
+        ratios: Ratios (fine-tune / port peak).
+        budget: Memory-budget rows per hardware profile, or empty.
+        budget_model: The model the budget rows are for, or ``None``.
+        notes: Free-text caveats.
+    """
+
+    title: str
+    generated_at: str
+    runs: tuple[RunSummary, ...]
+    accuracy: tuple[AccuracyRow, ...] = ()
+    memory: tuple[MemoryPhase, ...] = ()
+    ratios: tuple[Ratio, ...] = ()
+    budget: tuple[BudgetRow, ...] = ()
+    budget_model: str | None = None
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (bytes as ints)."""
+        return asdict(self)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _get(run: Any, key: str) -> Any:
+    if isinstance(run, Mapping):
+        return run.get(key)
+    return getattr(run, key, None)
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    return None
+
+
+def _int(value: Any) -> int | None:
+    v = _num(value)
+    return None if v is None else int(v)
+
+
+def _config_label(inputs: Mapping[str, Any]) -> str:
+    if isinstance(inputs.get("label"), str):
+        return str(inputs["label"])
+    base = inputs.get("base_id") or inputs.get("base") or "model"
+    label = str(base)
+    if inputs.get("patch"):
+        label += f" + {inputs['patch']}"
+    if inputs.get("precision"):
+        label += f" ({inputs['precision']})"
+    return label
+
+
+def _accuracy_row(task: str, config: str, d: Mapping[str, Any], run_id: str | None) -> AccuracyRow | None:
+    acc = _num(d.get("accuracy"))
+    if acc is None:
+        return None
+    return AccuracyRow(
+        task=str(d.get("task") or task),
+        config=config,
+        accuracy=acc,
+        ci_low=_num(d.get("ci_low")),
+        ci_high=_num(d.get("ci_high")),
+        n=_int(d.get("n", d.get("examples"))),
+        f1=_num(d.get("f1")),
+        run_id=run_id,
+    )
+
+
+def accuracy_rows(
+    kind: str, inputs: Mapping[str, Any], results: Mapping[str, Any], run_id: str | None = None
+) -> list[AccuracyRow]:
+    """Accuracy rows of one ``eval`` or ``compare`` run (see the module docstring for shapes)."""
+    task = str(results.get("task") or inputs.get("task") or "task")
+    out: list[AccuracyRow] = []
+    if kind == "eval":
+        row = _accuracy_row(task, _config_label(inputs), results, run_id)
+        return [row] if row else []
+    rows = results.get("rows", results.get("configs"))
+    if isinstance(rows, Mapping):
+        for config, d in rows.items():
+            if isinstance(d, Mapping) and (row := _accuracy_row(task, str(config), d, run_id)):
+                out.append(row)
+    elif isinstance(rows, Sequence) and not isinstance(rows, str):
+        for i, d in enumerate(rows):
+            if not isinstance(d, Mapping):
+                continue
+            config = next((str(d[k]) for k in _LABEL_KEYS if isinstance(d.get(k), str)), f"config {i + 1}")
+            if row := _accuracy_row(task, config, d, run_id):
+                out.append(row)
+    return out
+
+
+def breakdown_from_estimate(estimate: Mapping[str, Any]) -> dict[str, int]:
+    """Group a planner ``MemoryBreakdown.to_dict()``'s terms into :data:`BREAKDOWN_KEYS` (bytes)."""
+    out = dict.fromkeys(BREAKDOWN_KEYS, 0)
+    for term in estimate.get("terms") or ():
+        if isinstance(term, Mapping) and (b := _int(term.get("bytes"))) is not None:
+            out[_TERM_CATEGORY.get(str(term.get("key")), "other")] += b
+    return out
+
+
+def _estimate_total(d: Mapping[str, Any]) -> int | None:
+    direct = _int(d.get("estimate_bytes"))
+    if direct is not None:
+        return direct
+    est = d.get("estimate")
+    if isinstance(est, Mapping):
+        total = _int(est.get("total_bytes"))
+        if total is None and est.get("terms"):
+            total = sum(breakdown_from_estimate(est).values())
+        return total
+    return _int(est)
+
+
+def _phase(label: str, d: Mapping[str, Any], run_id: str | None) -> MemoryPhase | None:
+    peak = _int(d.get("peak_bytes", d.get("peak_bytes_median", d.get("median_peak_bytes"))))
+    if peak is None:
+        return None
+    details = d.get("details") if isinstance(d.get("details"), Mapping) else {}
+    assert isinstance(details, Mapping)
+    prec = d.get("precision") or details.get("precision") or details.get("dtype")
+    if prec and f"({prec})" not in label:
+        label = f"{label} ({prec})"
+    breakdown, source = None, None
+    if isinstance(d.get("breakdown"), Mapping):
+        raw = d["breakdown"]
+        breakdown = {k: int(_int(raw.get(k)) or 0) for k in BREAKDOWN_KEYS}
+        extra = sum(int(_int(v) or 0) for k, v in raw.items() if k not in BREAKDOWN_KEYS)
+        breakdown["other"] += extra
+        source = "measured"
+    elif isinstance(d.get("estimate"), Mapping) and d["estimate"].get("terms"):
+        breakdown, source = breakdown_from_estimate(d["estimate"]), "estimated"
+    return MemoryPhase(
+        label=label,
+        peak_bytes=peak,
+        metric=str(d["metric"]) if d.get("metric") else None,
+        breakdown=breakdown,
+        breakdown_source=source,
+        estimate_bytes=_estimate_total(d),
+        wall_seconds=_num(d.get("wall_seconds", d.get("seconds"))),
+        run_id=run_id,
+    )
+
+
+def memory_phases(kind: str, results: Mapping[str, Any], run_id: str | None = None) -> list[MemoryPhase]:
+    """Measured memory phases of a ``bench``/``port``/``train`` run (see the module docstring)."""
+    out: list[MemoryPhase] = []
+    seen: set[int] = set()
+
+    def label_of(d: Mapping[str, Any], fallback: str) -> str:
+        return next((str(d[k]) for k in _LABEL_KEYS if isinstance(d.get(k), str)), fallback)
+
+    def visit(d: Any, fallback: str, depth: int) -> None:
+        if depth > 3 or not isinstance(d, Mapping) or id(d) in seen:
+            return
+        seen.add(id(d))
+        phase = _phase(label_of(d, fallback), d, run_id)
+        if phase is not None:
+            out.append(phase)
+            return
+        for key, value in d.items():
+            if key in _LIST_KEYS and isinstance(value, Sequence) and not isinstance(value, str):
+                for i, item in enumerate(value):
+                    visit(item, f"{key} {i + 1}", depth + 1)
+            elif isinstance(value, Mapping) and key not in ("estimate", "breakdown", "details", "versions"):
+                visit(value, key if key not in ("memory", "results") else fallback, depth + 1)
+
+    visit(results, kind, 0)
+    return out
+
+
+def ratios_of(results: Mapping[str, Any], run_id: str | None = None) -> list[Ratio]:
+    """Ratios recorded by a ``bench`` run (``ratio`` + ``ratio_metric``/``metric``, or ``ratios``)."""
+    metric = results.get("ratio_metric") or results.get("metric")
+    out: list[Ratio] = []
+    single = results.get("ratio")
+    if isinstance(single, Mapping):
+        value = _num(single.get("value", single.get("median")))
+        if value is not None:
+            out.append(
+                Ratio(
+                    str(single.get("label") or "LoRA fine-tune peak / port peak"),
+                    value,
+                    str(single.get("metric") or metric) if (single.get("metric") or metric) else None,
+                    run_id,
+                )
+            )
+    elif (value := _num(single)) is not None:
+        out.append(
+            Ratio(
+                str(results.get("ratio_label") or "LoRA fine-tune peak / port peak"),
+                value,
+                str(metric) if metric else None,
+                run_id,
+            )
+        )
+    many = results.get("ratios")
+    if isinstance(many, Mapping):
+        for label, v in many.items():
+            if (value := _num(v.get("value") if isinstance(v, Mapping) else v)) is not None:
+                out.append(Ratio(str(label), value, str(metric) if metric else None, run_id))
+    return out
+
+
+def describe_run(kind: str, inputs: Mapping[str, Any], results: Mapping[str, Any]) -> str:
+    """One short line about a run, for listings (``sst2: 0.812 (n=200) llama + p1 (nf4)``)."""
+    if kind == "eval" and _num(results.get("accuracy")) is not None:
+        n = results.get("n")
+        return f"{results.get('task', inputs.get('task', '?'))}: accuracy {results['accuracy']:.3f} (n={n}) — {_config_label(inputs)}"
+    if kind == "compare":
+        rows = accuracy_rows(kind, inputs, results)
+        if rows:
+            inner = ", ".join(f"{r.config} {r.accuracy:.3f}" for r in rows[:4])
+            return f"{rows[0].task}: {inner}"
+    if kind in ("bench", "port", "train"):
+        parts = []
+        rs = ratios_of(results)
+        if rs:
+            parts.append(f"ratio {rs[0].value:.2f}×")
+        phases = memory_phases(kind, results)
+        from portllm_edge.hardware.sizes import format_size
+
+        parts.extend(f"{p.label} {format_size(p.peak_bytes)}" for p in phases[:3])
+        if parts:
+            return "; ".join(parts)
+    for key in ("task", "patch", "base", "name"):
+        if inputs.get(key):
+            return f"{key} {inputs[key]}"
+    return ""
+
+
+def build_report(
+    runs: Iterable[Any],
+    *,
+    budget: Sequence[BudgetRow] = (),
+    budget_model: str | None = None,
+    title: str = "portllm-edge report",
+    generated_at: str | None = None,
+) -> Report:
+    """Build a :class:`Report` from run records (``RunRecord`` objects or dicts of their fields).
+
+    Args:
+        runs: Records with ``id``, ``kind``, ``status``, ``started_at``, ``inputs``, ``results``.
+        budget: Rows from :func:`portllm_edge.reports.budget.budget_rows` (optional).
+        budget_model: The model those rows are for.
+        title: Heading.
+        generated_at: Time stamp; default now (pass one for reproducible output).
+
+    Returns:
+        The report. Runs of other kinds (``update``) are listed but add no rows.
+    """
+    summaries: list[RunSummary] = []
+    acc: list[AccuracyRow] = []
+    mem: list[MemoryPhase] = []
+    ratios: list[Ratio] = []
+    notes: list[str] = []
+    for run in runs:
+        kind = str(_get(run, "kind") or "")
+        rid = str(_get(run, "id"))
+        status = str(_get(run, "status") or "ok")
+        inputs = _get(run, "inputs") or {}
+        results = _get(run, "results") or {}
+        summaries.append(
+            RunSummary(
+                rid, kind, status, str(_get(run, "started_at") or ""), describe_run(kind, inputs, results)
+            )
+        )
+        if status not in ("ok",):
+            notes.append(f"run {rid} has status {status}; its numbers are left out")
+            continue
+        if kind in ("eval", "compare"):
+            acc.extend(accuracy_rows(kind, inputs, results, rid))
+        if kind in ("bench", "port", "train"):
+            mem.extend(memory_phases(kind, results, rid))
+            ratios.extend(ratios_of(results, rid))
+    order: dict[str, int] = {}
+    for row in acc:
+        order.setdefault(row.task, len(order))
+    acc.sort(key=lambda r: order[r.task])
+    return Report(
+        title=title,
+        generated_at=generated_at or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        runs=tuple(summaries),
+        accuracy=tuple(acc),
+        memory=tuple(mem),
+        ratios=tuple(ratios),
+        budget=tuple(budget),
+        budget_model=budget_model,
+        notes=tuple(notes),
+    )

@@ -1,0 +1,328 @@
+"""Render a :class:`~portllm_edge.reports.model.Report` as Markdown, JSON and PNG charts.
+
+Why this module exists: the same report goes to a terminal user, a spreadsheet and a
+slide. Rendering is pure (report in, text/bytes out); only :func:`write_report`
+touches the file system, one atomic write per file, so an interrupted run never leaves
+a half-written chart next to a complete Markdown file.
+
+Charts use matplotlib's object API with the Agg canvas (``Figure`` +
+``FigureCanvasAgg``), never ``pyplot``: no global state, no display, thread-safe.
+matplotlib is imported lazily. It must not import torch.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from portllm_edge.hardware.sizes import format_size
+from portllm_edge.reports.model import BREAKDOWN_KEYS, Report
+
+CHART_ACCURACY = "accuracy.png"
+CHART_MEMORY = "memory_breakdown.png"
+CHART_ESTIMATES = "estimate_vs_measured.png"
+CHART_BUDGET = "memory_budget.png"
+MARKDOWN_NAME = "report.md"
+JSON_NAME = "report.json"
+
+_COLORS = {
+    "weights": "#4C72B0",
+    "adapter": "#DD8452",
+    "optimizer": "#C44E52",
+    "activations": "#55A868",
+    "other": "#8C8C8C",
+}
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(report: Report, charts: Sequence[str] = ()) -> str:
+    """The report as GitHub-flavoured Markdown.
+
+    Args:
+        report: The report.
+        charts: File names of the charts written beside it (embedded as images).
+
+    Returns:
+        Markdown text ending with a newline.
+    """
+    out: list[str] = [f"# {report.title}", "", f"Generated {report.generated_at}.", ""]
+    if report.accuracy:
+        out += ["## Accuracy", ""]
+        tasks: dict[str, list[Any]] = {}
+        for row in report.accuracy:
+            tasks.setdefault(row.task, []).append(row)
+        for task, rows in tasks.items():
+            has_f1 = any(r.f1 is not None for r in rows)
+            out += [f"### {task}", ""]
+            head = "| configuration | accuracy | 95% CI | n |" + (" F1 |" if has_f1 else "") + " run |"
+            out += [head, "|" + "---|" * (head.count("|") - 1)]
+            for r in rows:
+                ci = f"{_pct(r.ci_low)} – {_pct(r.ci_high)}" if r.ci_low is not None else "n/a"
+                f1 = f" {_pct(r.f1)} |" if has_f1 else ""
+                n = str(r.n) if r.n is not None else "n/a"
+                out.append(
+                    f"| {_md_escape(r.config)} | {_pct(r.accuracy)} | {ci} | {n} |{f1} {r.run_id or ''} |"
+                )
+            out.append("")
+        if CHART_ACCURACY in charts:
+            out += [f"![Accuracy per configuration]({CHART_ACCURACY})", ""]
+    if report.memory:
+        out += ["## Peak memory per phase", ""]
+        out += [
+            "| phase | metric | measured peak | " + " | ".join(BREAKDOWN_KEYS) + " | breakdown from "
+            "| planner estimate | estimate / measured | wall time |"
+        ]
+        out.append("|" + "---|" * (len(BREAKDOWN_KEYS) + 7))
+        for p in report.memory:
+            parts = [format_size(p.breakdown[k]) if p.breakdown else "n/a" for k in BREAKDOWN_KEYS]
+            ratio = f"{p.estimate_ratio:.2f}" if p.estimate_ratio is not None else "n/a"
+            wall = f"{p.wall_seconds:.1f} s" if p.wall_seconds is not None else "n/a"
+            out.append(
+                f"| {_md_escape(p.label)} | {p.metric or 'n/a'} | {format_size(p.peak_bytes)} | "
+                + " | ".join(parts)
+                + f" | {p.breakdown_source or 'n/a'} | {format_size(p.estimate_bytes)} | {ratio} | {wall} |"
+            )
+        out.append("")
+        for chart, alt in (
+            (CHART_MEMORY, "Memory breakdown per phase"),
+            (CHART_ESTIMATES, "Planner estimate beside measured peak"),
+        ):
+            if chart in charts:
+                out += [f"![{alt}]({chart})", ""]
+    if report.ratios:
+        out += ["## Memory ratio", ""]
+        for r in report.ratios:
+            metric = f" (metric: {r.metric})" if r.metric else ""
+            out.append(f"- **{_md_escape(r.label)}: {r.value:.2f}×**{metric} — run {r.run_id}")
+        out.append("")
+    if report.budget:
+        precs = [c.precision for c in report.budget[0].cells]
+        model = f" for `{report.budget_model}`" if report.budget_model else ""
+        out += [
+            f"## Memory budget{model}",
+            "",
+            "Planner estimates of the inference peak against each hardware profile's usable memory "
+            "(after reserved memory and headroom). Each cell: fits? and the headroom left (negative: short by).",
+            "",
+        ]
+        ft_labels = list(report.budget[0].finetune_fits)
+        out.append(
+            "| hardware | memory | usable | "
+            + " | ".join(precs)
+            + " | best | "
+            + " | ".join(ft_labels)
+            + " |"
+        )
+        out.append("|" + "---|" * (4 + len(precs) + len(ft_labels)))
+        for b in report.budget:
+            cells = [f"{'✓' if c.fits else '✗'} {format_size(c.headroom_bytes)}" for c in b.cells]
+            ft = ["✓" if b.finetune_fits.get(k) else "✗" for k in ft_labels]
+            out.append(
+                f"| {_md_escape(b.display_name)} | {format_size(b.total_bytes)} | {format_size(b.usable_bytes)} | "
+                + " | ".join(cells)
+                + f" | {b.best or 'none'} | "
+                + " | ".join(ft)
+                + " |"
+            )
+        out.append("")
+        if CHART_BUDGET in charts:
+            out += [f"![Memory budget]({CHART_BUDGET})", ""]
+    if not (report.accuracy or report.memory or report.ratios or report.budget):
+        out += ["No accuracy or memory results in the selected runs.", ""]
+    out += ["## Runs", "", "| id | kind | status | started | summary |", "|---|---|---|---|---|"]
+    for s in report.runs:
+        out.append(f"| {s.id} | {s.kind} | {s.status} | {s.started_at} | {_md_escape(s.description)} |")
+    out.append("")
+    if report.notes:
+        out += ["## Notes", ""] + [f"- {_md_escape(n)}" for n in report.notes] + [""]
+    return "\n".join(out)
+
+
+def render_json(report: Report) -> str:
+    """The report as indented JSON (bytes as integers, fractions in [0, 1])."""
+    return json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n"
+
+
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=110)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def _gib(x: float) -> float:
+    return x / 1024**3
+
+
+def chart_accuracy(report: Report) -> bytes | None:
+    """Grouped bars: accuracy per configuration for each task, with 95 % CI whiskers (PNG)."""
+    if not report.accuracy:
+        return None
+    tasks: list[str] = []
+    configs: list[str] = []
+    for r in report.accuracy:
+        if r.task not in tasks:
+            tasks.append(r.task)
+        if r.config not in configs:
+            configs.append(r.config)
+    fig = _figure(max(6.0, 1.6 * len(tasks) * max(1, len(configs)) ** 0.5 + 3), 4.2)
+    ax = fig.add_subplot(1, 1, 1)
+    width = 0.8 / len(configs)
+    for j, config in enumerate(configs):
+        xs, ys, lo, hi = [], [], [], []
+        for i, task in enumerate(tasks):
+            row = next((r for r in report.accuracy if r.task == task and r.config == config), None)
+            if row is None:
+                continue
+            xs.append(i - 0.4 + width * (j + 0.5))
+            ys.append(100 * row.accuracy)
+            lo.append(100 * (row.accuracy - row.ci_low) if row.ci_low is not None else 0.0)
+            hi.append(100 * (row.ci_high - row.accuracy) if row.ci_high is not None else 0.0)
+        bars = ax.bar(xs, ys, width * 0.95, yerr=[lo, hi], capsize=3, label=config)
+        ax.bar_label(bars, labels=[f"{y:.1f}" for y in ys], fontsize=7, padding=2)
+    ax.set_xticks(range(len(tasks)), tasks)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 105)
+    ax.set_title("Accuracy per configuration (95% Wilson CI)")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(axis="y", alpha=0.3)
+    return _png(fig)
+
+
+def chart_memory(report: Report) -> bytes | None:
+    """Stacked bars: each phase's peak split into weights/adapter/optimizer/activations/other (GiB, PNG).
+
+    A phase without a breakdown is drawn as one hatched bar of its measured peak.
+    """
+    if not report.memory:
+        return None
+    phases = list(report.memory)
+    fig = _figure(max(6.0, 1.3 * len(phases) + 3), 4.2)
+    ax = fig.add_subplot(1, 1, 1)
+    xs = list(range(len(phases)))
+    bottom = [0.0] * len(phases)
+    for key in BREAKDOWN_KEYS:
+        vals = [_gib(p.breakdown[key]) if p.breakdown else 0.0 for p in phases]
+        if any(vals):
+            ax.bar(xs, vals, 0.6, bottom=bottom, label=key, color=_COLORS[key])
+            bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
+    plain = [_gib(p.peak_bytes) if not p.breakdown else 0.0 for p in phases]
+    if any(plain):
+        ax.bar(xs, plain, 0.6, label="peak (no breakdown)", color="#CCCCCC", hatch="//", edgecolor="#666666")
+    peaks = [_gib(p.peak_bytes) for p in phases]
+    ax.scatter(xs, peaks, marker="_", s=900, color="black", zorder=3, label="measured peak")
+    for x, p in zip(xs, peaks, strict=True):
+        ax.annotate(f"{p:.2f}", (x, p), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=7)
+    ax.set_xticks(xs, [p.label for p in phases], rotation=15, ha="right", fontsize=8)
+    ax.set_ylabel("GiB")
+    ax.set_title("Peak memory per phase")
+    ax.legend(fontsize=7)
+    ax.grid(axis="y", alpha=0.3)
+    return _png(fig)
+
+
+def chart_estimates(report: Report) -> bytes | None:
+    """Side-by-side bars: planner estimate and measured peak, for phases that have both (GiB, PNG)."""
+    both = [p for p in report.memory if p.estimate_bytes is not None]
+    if not both:
+        return None
+    fig = _figure(max(6.0, 1.3 * len(both) + 3), 4.0)
+    ax = fig.add_subplot(1, 1, 1)
+    xs = list(range(len(both)))
+    est = ax.bar(
+        [x - 0.2 for x in xs],
+        [_gib(p.estimate_bytes or 0) for p in both],
+        0.4,
+        label="planner estimate",
+        color="#937860",
+    )
+    meas = ax.bar(
+        [x + 0.2 for x in xs], [_gib(p.peak_bytes) for p in both], 0.4, label="measured peak", color="#4C72B0"
+    )
+    ax.bar_label(est, fmt="%.2f", fontsize=7, padding=2)
+    ax.bar_label(meas, fmt="%.2f", fontsize=7, padding=2)
+    ax.set_xticks(xs, [p.label for p in both], rotation=15, ha="right", fontsize=8)
+    ax.set_ylabel("GiB")
+    ax.set_title("Planner estimate vs measured peak")
+    ax.legend(fontsize=7)
+    ax.grid(axis="y", alpha=0.3)
+    return _png(fig)
+
+
+def chart_budget(report: Report) -> bytes | None:
+    """Horizontal bars of each card's usable memory with the estimate of each precision marked (GiB, PNG)."""
+    if not report.budget:
+        return None
+    rows = list(report.budget)
+    fig = _figure(8.0, max(3.0, 0.45 * len(rows) + 1.5))
+    ax = fig.add_subplot(1, 1, 1)
+    ys = list(range(len(rows)))
+    ax.barh(ys, [_gib(b.usable_bytes) for b in rows], 0.6, color="#DDDDDD", label="usable memory")
+    markers = ["o", "s", "^", "D", "v", "P"]
+    precs = [c.precision for c in rows[0].cells]
+    for k, prec in enumerate(precs):
+        vals = []
+        for b in rows:
+            cell = next((c for c in b.cells if c.precision == prec), None)
+            vals.append(_gib(cell.needed_bytes) if cell else float("nan"))
+        ax.scatter(vals, ys, marker=markers[k % len(markers)], label=f"{prec} estimate", zorder=3)
+    ax.set_yticks(ys, [b.display_name for b in rows], fontsize=7)
+    ax.set_xlabel("GiB")
+    title = "Inference estimate per precision vs usable memory"
+    ax.set_title(title + (f"\n{report.budget_model}" if report.budget_model else ""), fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(axis="x", alpha=0.3)
+    return _png(fig)
+
+
+def render_charts(report: Report) -> dict[str, bytes]:
+    """All charts the report has data for: file name -> PNG bytes."""
+    out: dict[str, bytes] = {}
+    for name, fn in (
+        (CHART_ACCURACY, chart_accuracy),
+        (CHART_MEMORY, chart_memory),
+        (CHART_ESTIMATES, chart_estimates),
+        (CHART_BUDGET, chart_budget),
+    ):
+        png = fn(report)
+        if png is not None:
+            out[name] = png
+    return out
+
+
+def write_report(report: Report, out_dir: str | Path) -> list[Path]:
+    """Write ``report.md``, ``report.json`` and the PNG charts into ``out_dir`` (each file atomically).
+
+    Returns:
+        The written paths: Markdown, JSON, then charts.
+    """
+    from portllm_edge.fsutil import atomic_write_bytes, atomic_write_text
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    charts = render_charts(report)
+    written: list[Path] = []
+    for name, png in charts.items():
+        atomic_write_bytes(out / name, png)
+        written.append(out / name)
+    atomic_write_text(out / JSON_NAME, render_json(report))
+    atomic_write_text(out / MARKDOWN_NAME, render_markdown(report, list(charts)))
+    return [out / MARKDOWN_NAME, out / JSON_NAME, *written]
