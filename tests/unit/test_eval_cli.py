@@ -1,0 +1,98 @@
+"""`portllm-edge eval` end to end on a tiny model: scores, records the run, fails in one line on bad data."""
+
+from __future__ import annotations
+
+import json
+
+from portllm_edge.cli import main
+from portllm_edge.history import get_run, list_runs
+
+
+def test_eval_with_patch_records_a_run(tiny_pairs, tiny_adapters, shared_data, capsys, tmp_path):
+    preds = tmp_path / "preds.json"
+    rc = main(
+        [
+            "eval",
+            "--task",
+            "sst2",
+            "--data",
+            str(shared_data / "sst2"),
+            "--base",
+            str(tiny_pairs["llama"].old),
+            "--patch",
+            str(tiny_adapters["llama"]),
+            "--precision",
+            "fp32",
+            "--limit",
+            "6",
+            "--seed",
+            "2",
+            "--batch-size",
+            "4",
+            "--json",
+            "--predictions",
+            str(preds),
+        ]
+    )
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    doc = json.loads(out.out)
+    res, inp = doc["results"], doc["inputs"]
+    assert res["task"] == "sst2" and res["n"] == 6 and 0 <= res["correct"] <= 6
+    assert res["accuracy"] == res["correct"] / 6
+    assert res["ci_low"] <= res["accuracy"] <= res["ci_high"]
+    assert res["attach"]["matched_tensors"] == res["attach"]["total_tensors"] > 0
+    assert (
+        inp["patch"] == tiny_adapters["llama"].name
+        and inp["precision"] == "fp32"
+        and inp["total_examples"] == 872
+    )
+    assert "SST-2: 6 of 872 examples" in out.err
+    run = get_run(doc["run_id"])
+    assert run.kind == "eval" and run.results["accuracy"] == res["accuracy"] and run.inputs["seed"] == 2
+    written = json.loads(preds.read_text())
+    assert len(written) == 6 and {p["gold"] for p in written} <= {0, 1}
+    assert sum(p["correct"] for p in written) == res["correct"]
+
+
+def test_eval_text_output_and_no_record(tiny_pairs, shared_data, capsys):
+    rc = main(
+        [
+            "eval",
+            "--task",
+            "winogrande",
+            "--data",
+            str(shared_data / "winogrande"),
+            "--base",
+            str(tiny_pairs["qwen2"].new),
+            "--precision",
+            "fp32",
+            "--limit",
+            "3",
+            "--no-record",
+        ]
+    )
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    assert out.out.splitlines()[0] == "qwen2-new (fp32)"
+    assert "winogrande: accuracy" in out.out and "n=3" in out.out
+    assert list_runs() == []
+
+
+def test_eval_refuses_a_test_split_before_loading_a_model(tmp_path, capsys):
+    test_tsv = tmp_path / "test.tsv"
+    test_tsv.write_text("index\tsentence\n0\tfine .\n")
+    rc = main(["eval", "--task", "sst2", "--data", str(test_tsv), "--base", str(tmp_path / "no-such-model")])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.count("\n") == 1 and err.startswith("error: ")
+    assert "test split" in err and "Fix: Evaluate on dev.tsv" in err
+
+
+def test_eval_unknown_task_and_bad_normalize(tmp_path, capsys):
+    assert main(["eval", "--task", "sst3", "--data", str(tmp_path), "--base", "x"]) == 2
+    assert "Did you mean `sst2`?" in capsys.readouterr().err
+    assert (
+        main(["eval", "--task", "sst2", "--data", str(tmp_path), "--base", "x", "--normalize", "chars"]) == 2
+    )
+    assert "`--normalize` must be none, tokens or bytes" in capsys.readouterr().err

@@ -1,0 +1,54 @@
+"""`portllm-edge runs list/show` on a recorded history."""
+
+from __future__ import annotations
+
+import json
+
+from portllm_edge.cli import main
+from portllm_edge.history import record_run
+
+
+def _seed_runs() -> tuple[str, str]:
+    a = record_run(
+        "eval",
+        {"task": "sst2", "base_id": "v2", "precision": "nf4"},
+        {"task": "sst2", "accuracy": 0.8125, "n": 16},
+        versions={"torch": "2.13.0"},
+        hardware={"cpu_count": 2},
+    )
+    b = record_run(
+        "bench", {"base": "v2"}, {"ratio": 3.0, "port": {"peak_bytes": 2 * 1024**3}}, versions={}, hardware={}
+    )
+    return a, b
+
+
+def test_runs_list_table_and_json(capsys):
+    a, b = _seed_runs()
+    assert main(["runs", "list"]) == 0
+    out = capsys.readouterr().out
+    assert a in out and b in out and out.index(b) < out.index(a)  # newest first
+    assert "sst2: accuracy 0.812 (n=16) — v2 (nf4)" in out
+    assert "ratio 3.00×; port 2.00 GiB" in out
+    assert main(["runs", "list", "--kind", "eval", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [r["id"] for r in doc] == [a]
+
+
+def test_runs_show_by_suffix(capsys):
+    a, _ = _seed_runs()
+    assert main(["runs", "show", a.rsplit("-", 1)[1]]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"run {a}  (eval, ok)")
+    assert '"accuracy": 0.8125' in out and '"torch": "2.13.0"' in out
+    assert main(["runs", "show", a, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["results"]["n"] == 16
+
+
+def test_runs_empty_and_unknown(capsys):
+    assert main(["runs", "list"]) == 0
+    assert "no runs recorded" in capsys.readouterr().out
+    assert main(["runs", "show", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "no run with id 'nope'" in err and "runs list" in err
+    assert main(["runs", "list", "--kind", "tune"]) == 2
+    assert "unknown run kind `tune`" in capsys.readouterr().err

@@ -1,0 +1,235 @@
+"""Reports: built from run-record dicts, rendered to Markdown/JSON/PNG, budget rows from the real planner."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from portllm_edge.reports import (
+    BudgetCell,
+    BudgetRow,
+    budget_rows,
+    build_report,
+    render_charts,
+    render_markdown,
+    write_report,
+)
+from portllm_edge.reports.model import breakdown_from_estimate, memory_phases, ratios_of
+
+GiB = 1024**3
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+COMPARE = {
+    "id": "compare-20250301T100000-aaaa0001",
+    "kind": "compare",
+    "status": "ok",
+    "started_at": "2025-03-01T10:00:00+00:00",
+    "inputs": {"task": "sst2", "old": "v1", "new": "v2"},
+    "results": {
+        "task": "sst2",
+        "rows": [
+            {"config": "v2 zero-shot", "accuracy": 0.55, "ci_low": 0.48, "ci_high": 0.62, "n": 200},
+            {"config": "v1 + patch", "accuracy": 0.85, "ci_low": 0.79, "ci_high": 0.89, "n": 200},
+            {
+                "config": "v2 + ported patch (nf4)",
+                "accuracy": 0.83,
+                "ci_low": 0.77,
+                "ci_high": 0.88,
+                "n": 200,
+            },
+            {"config": "v2 + own LoRA", "accuracy": None},
+        ],
+    },
+}
+EVAL_MRPC = {
+    "id": "eval-20250301T110000-aaaa0002",
+    "kind": "eval",
+    "status": "ok",
+    "started_at": "2025-03-01T11:00:00+00:00",
+    "inputs": {"task": "mrpc", "base": "/models/v2", "base_id": "v2", "patch": "mrpc-v1", "precision": "nf4"},
+    "results": {
+        "task": "mrpc",
+        "n": 100,
+        "correct": 70,
+        "accuracy": 0.7,
+        "ci_low": 0.6,
+        "ci_high": 0.78,
+        "f1": 0.8,
+    },
+}
+BENCH = {
+    "id": "bench-20250301T120000-aaaa0003",
+    "kind": "bench",
+    "status": "ok",
+    "started_at": "2025-03-01T12:00:00+00:00",
+    "inputs": {"base": "v2"},
+    "results": {
+        "metric": "peak_rss",
+        "ratio": 2.5,
+        "measurements": [
+            {
+                "job": "port",
+                "metric": "peak_rss",
+                "peak_bytes": 1 * GiB,
+                "wall_seconds": 12.5,
+                "details": {"precision": "nf4"},
+                "estimate": {
+                    "total_bytes": int(0.9 * GiB),
+                    "terms": [
+                        {"key": "weights", "bytes": int(0.1 * GiB)},
+                        {"key": "quant_constants", "bytes": int(0.05 * GiB)},
+                        {"key": "kv_cache", "bytes": int(0.05 * GiB)},
+                        {"key": "activations", "bytes": int(0.2 * GiB)},
+                        {"key": "runtime", "bytes": int(0.5 * GiB)},
+                    ],
+                },
+            },
+            {
+                "job": "lora_finetune",
+                "metric": "peak_rss",
+                "peak_bytes": int(2.5 * GiB),
+                "details": {"dtype": "bf16"},
+                "breakdown": {
+                    "weights": GiB // 2,
+                    "adapter": 10,
+                    "optimizer": 20,
+                    "activations": GiB,
+                    "other": 30,
+                    "cuda_context": 40,
+                },
+            },
+        ],
+    },
+}
+FAILED = {
+    "id": "bench-x",
+    "kind": "bench",
+    "status": "error",
+    "started_at": "",
+    "inputs": {},
+    "results": {"ratio": 9.0},
+}
+
+
+def test_build_report_extracts_rows_phases_and_ratio():
+    rep = build_report([COMPARE, EVAL_MRPC, BENCH, FAILED], generated_at="2025-03-01T13:00:00+00:00")
+    assert [(r.task, r.config, r.accuracy) for r in rep.accuracy] == [
+        ("sst2", "v2 zero-shot", 0.55),
+        ("sst2", "v1 + patch", 0.85),
+        ("sst2", "v2 + ported patch (nf4)", 0.83),
+        ("mrpc", "v2 + mrpc-v1 (nf4)", 0.7),
+    ]
+    assert rep.accuracy[3].f1 == 0.8 and rep.accuracy[3].run_id == EVAL_MRPC["id"]
+    port, ft = rep.memory
+    assert port.label == "port (nf4)" and port.peak_bytes == GiB and port.breakdown_source == "estimated"
+    assert port.breakdown == breakdown_from_estimate(BENCH["results"]["measurements"][0]["estimate"])
+    assert port.breakdown["weights"] == int(0.1 * GiB) + int(0.05 * GiB)
+    assert port.breakdown["activations"] == int(0.05 * GiB) + int(0.2 * GiB)
+    assert port.breakdown["other"] == int(0.5 * GiB)
+    assert port.estimate_bytes == int(0.9 * GiB) and port.estimate_ratio == pytest.approx(0.9, abs=1e-6)
+    assert ft.label == "lora_finetune (bf16)" and ft.breakdown_source == "measured"
+    assert ft.breakdown == {
+        "weights": GiB // 2,
+        "adapter": 10,
+        "optimizer": 20,
+        "activations": GiB,
+        "other": 70,
+    }
+    assert [(r.value, r.metric) for r in rep.ratios] == [(2.5, "peak_rss")]
+    assert "run bench-x has status error; its numbers are left out" in rep.notes
+    assert [s.kind for s in rep.runs] == ["compare", "eval", "bench", "bench"]
+
+
+def test_other_result_shapes():
+    named = {
+        "port": {"peak_bytes": 100, "metric": "cuda_max_reserved_plus_context", "estimate_bytes": 80},
+        "lora_finetune": {"peak_bytes": 400},
+        "ratios": {"LoRA bf16 / port nf4": 4.0},
+    }
+    phases = memory_phases("bench", named)
+    assert [(p.label, p.peak_bytes, p.estimate_bytes) for p in phases] == [
+        ("port", 100, 80),
+        ("lora_finetune", 400, None),
+    ]
+    assert [(r.label, r.value) for r in ratios_of(named)] == [("LoRA bf16 / port nf4", 4.0)]
+    port_run = {"memory": {"peak_bytes": 123, "metric": "peak_rss"}, "phases": {"load": 1.0}}
+    assert [(p.label, p.peak_bytes) for p in memory_phases("port", port_run)] == [("port", 123)]
+    compare_map = {"task": "rte", "rows": {"zero-shot": {"accuracy": 0.5, "n": 10}}}
+    rep = build_report([{"id": "c", "kind": "compare", "status": "ok", "inputs": {}, "results": compare_map}])
+    assert [(r.task, r.config, r.n) for r in rep.accuracy] == [("rte", "zero-shot", 10)]
+
+
+def test_markdown_has_tables_ratio_and_budget():
+    budget = [
+        BudgetRow(
+            "rtx-4060-8gb",
+            "RTX 4060 8GB",
+            8 * GiB,
+            7 * GiB,
+            (BudgetCell("nf4", 5 * GiB, True, 2 * GiB), BudgetCell("bf16", 15 * GiB, False, -8 * GiB)),
+            "nf4",
+            {"LoRA 16-bit": False, "QLoRA nf4 (checkpointed)": True},
+        ),
+    ]
+    rep = build_report(
+        [COMPARE, EVAL_MRPC, BENCH],
+        budget=budget,
+        budget_model="v2",
+        generated_at="2025-03-01T13:00:00+00:00",
+    )
+    md = render_markdown(rep, ["accuracy.png"])
+    assert "| v1 + patch | 85.0% | 79.0% – 89.0% | 200 |" in md
+    assert "| v2 + mrpc-v1 (nf4) | 70.0% | 60.0% – 78.0% | 100 | 80.0% |" in md
+    assert "v2 + own LoRA" not in md.split("## Runs")[0]
+    assert "- **LoRA fine-tune peak / port peak: 2.50×** (metric: peak_rss)" in md
+    assert "| port (nf4) | peak_rss | 1.00 GiB |" in md and "| estimated | 921.60 MiB | 0.90 | 12.5 s |" in md
+    assert "## Memory budget for `v2`" in md
+    assert "| RTX 4060 8GB | 8.00 GiB | 7.00 GiB | ✓ 2.00 GiB | ✗ -8.00 GiB | nf4 | ✗ | ✓ |" in md
+    assert "![Accuracy per configuration](accuracy.png)" in md
+    assert "![Memory breakdown per phase]" not in md  # only charts passed in are embedded
+
+
+def test_write_report_files(tmp_path):
+    rep = build_report([COMPARE, EVAL_MRPC, BENCH], generated_at="2025-03-01T13:00:00+00:00")
+    written = write_report(rep, tmp_path / "out")
+    names = [p.name for p in written]
+    assert names == [
+        "report.md",
+        "report.json",
+        "accuracy.png",
+        "memory_breakdown.png",
+        "estimate_vs_measured.png",
+    ]
+    for p in written[2:]:
+        data = p.read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 5000
+    doc = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert doc["ratios"][0]["value"] == 2.5
+    assert doc["memory"][1]["breakdown"]["activations"] == GiB
+    assert len(doc["accuracy"]) == 4
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "![Planner estimate beside measured peak](estimate_vs_measured.png)" in md
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_charts_are_skipped_without_data():
+    rep = build_report([EVAL_MRPC])
+    assert list(render_charts(rep)) == ["accuracy.png"]
+    empty = build_report([])
+    assert render_charts(empty) == {}
+    assert "No accuracy or memory results" in render_markdown(empty)
+
+
+def test_budget_rows_from_the_planner(tiny_pairs):
+    rows = budget_rows(
+        tiny_pairs["llama"].new, profiles=["rtx-4060-8gb", "t4-16gb"], precisions=("nf4", "fp32")
+    )
+    assert [r.profile for r in rows] == ["rtx-4060-8gb", "t4-16gb"]
+    r = rows[0]
+    assert [c.precision for c in r.cells] == ["nf4", "fp32"]
+    assert all(c.fits for c in r.cells)  # a tiny model fits everywhere
+    assert r.cells[0].headroom_bytes == r.usable_bytes - r.cells[0].needed_bytes
+    assert r.usable_bytes < r.total_bytes
+    assert r.best is not None
+    assert set(rows[0].finetune_fits) == set(rows[1].finetune_fits)  # bf16 and fp16 share a column
