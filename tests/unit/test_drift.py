@@ -1,0 +1,126 @@
+"""Drift diagnostics: exact Frobenius ratios, streaming, indicator thresholds, CLI table."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from portllm_edge.porting.drift import compute_drift, indicator_for, lora_delta_norm, portability
+
+
+def test_lora_delta_norm_equals_the_explicit_product():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(4, 64)).astype(np.float32), rng.normal(size=(32, 4)).astype(np.float32)
+    explicit = float(np.linalg.norm(2.0 * (b.astype(np.float64) @ a.astype(np.float64))))
+    assert lora_delta_norm(a, b, 2.0) == pytest.approx(explicit, rel=1e-10)
+
+
+@pytest.mark.parametrize(
+    ("drift", "patch", "expected"),
+    [
+        (0.01, 0.02, "high"),
+        (0.02, 0.02, "high"),
+        (0.05, 0.01, "medium"),
+        (0.2, 0.01, "low"),
+        (0.6, 10.0, "low"),
+        (0.01, 0.0, "low"),
+    ],
+)
+def test_portability_thresholds(drift, patch, expected):
+    assert portability(drift, patch) == expected
+
+
+def test_indicator_for_infinite_ratio_is_low():
+    assert indicator_for(0.01, math.inf) == "low"
+
+
+def test_compute_drift_matches_torch_on_the_llama_pair(tiny_pairs, tiny_adapters):
+    import torch
+    from safetensors.torch import load_file
+
+    pair = tiny_pairs["llama"]
+    rep = compute_drift(tiny_adapters["llama"], pair.old, pair.new)
+    assert [m.module for m in rep.modules] == [
+        "model.layers.0.self_attn.q_proj",
+        "model.layers.0.self_attn.v_proj",
+        "model.layers.1.self_attn.q_proj",
+        "model.layers.1.self_attn.v_proj",
+    ]
+    old, new = load_file(pair.old / "model.safetensors"), load_file(pair.new / "model.safetensors")
+    lora = load_file(tiny_adapters["llama"] / "adapter_model.safetensors")
+    m = rep.modules[1]
+    w_old, w_new = old[m.module + ".weight"].double(), new[m.module + ".weight"].double()
+    delta = (
+        2.0
+        * lora[f"base_model.model.{m.module}.lora_B.weight"].double()
+        @ lora[f"base_model.model.{m.module}.lora_A.weight"].double()
+    )
+    assert m.base_drift == pytest.approx(float((w_new - w_old).norm() / w_old.norm()), rel=1e-6)
+    assert m.patch_size == pytest.approx(float(delta.norm() / w_old.norm()), rel=1e-5)
+    assert m.shape == (32, 64)
+    assert 0.008 < rep.median_base_drift < 0.012  # the factory's ~1 % continued-pretraining noise
+    assert rep.indicator == "high"
+    assert torch.isfinite(torch.tensor(rep.median_ratio))
+
+
+def test_compute_drift_is_low_for_a_retrained_base(tmp_path, tiny_pairs, tiny_adapters):
+    import factories
+
+    retrained = tmp_path / "retrained"
+    factories.build_model("llama", retrained, version="new", seed=123)  # fresh random weights, same shapes
+    rep = compute_drift(tiny_adapters["llama"], tiny_pairs["llama"].old, retrained)
+    assert rep.median_base_drift > 1.0 and rep.indicator == "low"
+    assert {m.indicator for m in rep.modules} == {"low"}
+
+
+def test_compute_drift_streams_row_blocks(tiny_pairs, tiny_adapters, monkeypatch):
+    from portllm_edge.porting import merge
+
+    monkeypatch.setattr(merge, "CHUNK_BYTES", 64 * 4 * 3)  # 3 rows of 64 fp32 per block
+    calls = []
+    real = merge.RowReader.rows_f32
+
+    def spy(self, name, start, stop):
+        calls.append((name, stop - start))
+        return real(self, name, start, stop)
+
+    monkeypatch.setattr(merge.RowReader, "rows_f32", spy)
+    pair = tiny_pairs["llama"]
+    streamed = compute_drift(tiny_adapters["llama"], pair.old, pair.new)
+    base_blocks = [n for name, n in calls if not name.startswith("base_model.")]
+    assert base_blocks and max(base_blocks) == 3  # never a whole 64-row weight at once
+    monkeypatch.setattr(merge, "CHUNK_BYTES", 8 * 1024 * 1024)
+    monkeypatch.setattr(merge.RowReader, "rows_f32", real)
+    whole = compute_drift(tiny_adapters["llama"], pair.old, pair.new)
+    assert [m.base_drift for m in streamed.modules] == pytest.approx(
+        [m.base_drift for m in whole.modules], rel=1e-9
+    )
+
+
+def test_cli_check_with_old_prints_the_drift_table(tiny_pairs, tiny_adapters, capsys):
+    from portllm_edge.cli import main
+
+    pair = tiny_pairs["qwen2"]
+    code = main(["check", str(tiny_adapters["qwen2"]), "--base", str(pair.new), "--old", str(pair.old)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "PASS  architecture" in out and "result: compatible" in out
+    assert "model.layers.1.self_attn.v_proj  32x64" in out
+    assert out.count("high") >= 5 and "median" in out
+
+
+def test_cli_drift_json(tiny_pairs, tiny_adapters, capsys):
+    import json
+
+    from portllm_edge.cli import main
+
+    pair = tiny_pairs["gemma2"]
+    code = main(
+        ["drift", str(tiny_adapters["gemma2"]), "--base", str(pair.new), "--old", str(pair.old), "--json"]
+    )
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0 and data["indicator"] == "high" and len(data["modules"]) == 4
+    assert data["thresholds"] == {"high_max_ratio": 1.0, "medium_max_ratio": 10.0, "low_min_drift": 0.5}
