@@ -13,20 +13,20 @@ from collections.abc import Sequence
 
 import click
 
-from portllm_edge.cli.app import app
-from portllm_edge.errors import EXIT_USAGE, PortllmError
-
 # Each import registers its commands on ``app``.
-from portllm_edge.cli import (  # noqa: E402,F401  (registration side effect)
+from portllm_edge.cli import (  # noqa: F401  (registration side effect)
     check_cmds,
+    demo_cmds,
+    eval_cmds,
     hardware_cmds,
     model_cmds,
     patch_cmds,
     port_cmds,
-    eval_cmds,
     runs_cmds,
     tui_cmds,
 )
+from portllm_edge.cli.app import app
+from portllm_edge.errors import EXIT_USAGE, PortllmError
 
 __all__ = ["app", "main"]
 
@@ -34,6 +34,7 @@ __all__ = ["app", "main"]
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code (0 ok, 2 expected error, 130 interrupted)."""
     args = list(sys.argv[1:] if argv is None else argv)
+    _quiet_libraries()
     try:
         rv = app(args=args, prog_name="portllm-edge", standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -51,6 +52,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     return rv if isinstance(rv, int) else 0
+
+
+def _quiet_libraries() -> None:
+    """Hide library progress bars and advisory warnings; our own progress is shown instead."""
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if "transformers" in sys.modules:
+        _silence_transformers()
+    else:
+        import importlib.abc  # noqa: F401  (transformers is silenced when it is first used)
+
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def _silence_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
 
 
 def run() -> None:

@@ -1,5 +1,240 @@
-"""CLI commands: port (placeholder; filled by the owner of this area)."""
+"""CLI commands: ``train``, ``simulate-update`` and ``port`` (the main job)."""
 
 from __future__ import annotations
 
-from portllm_edge.cli.app import app  # noqa: F401
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from portllm_edge.cli._ui import human_bytes, out, phase_printer, step_progress
+from portllm_edge.cli.app import app
+from portllm_edge.errors import ConfigError
+
+
+def _split_modules(value: str) -> tuple[str, ...]:
+    mods = tuple(m.strip() for m in value.split(",") if m.strip())
+    if not mods:
+        raise ConfigError(
+            "`--target-modules` is empty.", hint="e.g. --target-modules q_proj,k_proj,v_proj,o_proj"
+        )
+    return mods
+
+
+def _verbalizers(value: Optional[str]) -> Optional[dict[str, str]]:
+    if not value:
+        return None
+    pairs = {}
+    for item in value.split(","):
+        if "=" not in item:
+            raise ConfigError(
+                f"`--verbalizers` item {item!r} is not LABEL=WORD.",
+                hint="e.g. --verbalizers 0=negative,1=positive",
+            )
+        k, v = item.split("=", 1)
+        pairs[k.strip()] = v.strip()
+    return pairs
+
+
+@app.command("train")
+def train_cmd(
+    base: Annotated[
+        str, typer.Option("--base", help="Base model: folder, store name, .gguf file or cached hub id.")
+    ],
+    task: Annotated[
+        str, typer.Option("--task", help="Task name: sst2, boolq, mrpc, rte, wnli, winogrande, gsm8k, jsonl.")
+    ],
+    data: Annotated[Path, typer.Option("--data", help="The task's training file (or its folder).")],
+    name: Annotated[str, typer.Option("--name", help="Store name of the new patch.")],
+    r: Annotated[int, typer.Option("--r", help="LoRA rank r.")] = 8,
+    lora_alpha: Annotated[int, typer.Option("--lora-alpha", help="LoRA alpha; ΔW = (alpha/r)·B·A.")] = 16,
+    target_modules: Annotated[
+        str, typer.Option("--target-modules", help="Comma-separated module names.")
+    ] = "q_proj,k_proj,v_proj,o_proj",
+    epochs: Annotated[float, typer.Option("--epochs", help="Passes over the data.")] = 1.0,
+    max_steps: Annotated[
+        Optional[int], typer.Option("--max-steps", help="Stop after this many steps.")
+    ] = None,
+    lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate.")] = 2e-4,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Examples per step.")] = 8,
+    max_length: Annotated[int, typer.Option("--max-length", help="Tokens per example.")] = 256,
+    limit: Annotated[
+        Optional[int], typer.Option("--limit", help="Train on a seeded subsample of N examples.")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    precision: Annotated[str, typer.Option("--precision", help="fp32/bf16 (LoRA) or nf4 (QLoRA).")] = "fp32",
+    template: Annotated[
+        Optional[str],
+        typer.Option(
+            "--template", help="Prompt template for --task jsonl, e.g. 'Review: {text}\\nSentiment:'."
+        ),
+    ] = None,
+    verbalizers: Annotated[
+        Optional[str], typer.Option("--verbalizers", help="LABEL=WORD pairs for --task jsonl.")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing patch of that name.")] = False,
+) -> None:
+    """LoRA fine-tune a base on a task's local data and store the result as a patch."""
+    from portllm_edge.training.lora import LoraHyperparams
+    from portllm_edge.training.patch import train_patch
+
+    hp = LoraHyperparams(
+        r=r,
+        lora_alpha=lora_alpha,
+        target_modules=_split_modules(target_modules),
+        epochs=epochs,
+        max_steps=max_steps,
+        learning_rate=lr,
+        batch_size=batch_size,
+        max_length=max_length,
+        seed=seed,
+    )
+    with step_progress(f"training {name}") as update:
+        res = train_patch(
+            base,
+            task,
+            data,
+            name=name,
+            hp=hp,
+            limit=limit,
+            precision=precision,
+            template=template,
+            verbalizers=_verbalizers(verbalizers),
+            force=force,
+            progress=update,
+        )
+    out.print(
+        f"stored patch {res.name}: {res.steps} steps, final loss {res.final_loss:.4f}, "
+        f"{res.seconds:.1f} s (base {res.base_id}, fingerprint {res.base_fingerprint}, run {res.run_id})"
+    )
+
+
+@app.command("simulate-update")
+def simulate_update_cmd(
+    base: Annotated[str, typer.Argument(help="Base model to update (folder, store name, .gguf).")],
+    corpus: Annotated[list[Path], typer.Option("--corpus", help="Plain-text file or folder (repeatable).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the updated base.")],
+    steps: Annotated[int, typer.Option("--steps", help="Optimizer steps.")] = 50,
+    seq_len: Annotated[int, typer.Option("--seq-len", help="Tokens per block.")] = 256,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Blocks per step.")] = 4,
+    lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate.")] = 2e-5,
+    seed: Annotated[int, typer.Option("--seed", help="Shuffle seed.")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out folder.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the drift record as JSON.")] = False,
+) -> None:
+    """Make an updated base by full-parameter continued pretraining on plain text; report weight drift."""
+    from portllm_edge.errors import TrainingError
+    from portllm_edge.models import resolve_base
+    from portllm_edge.training.update import simulate_update
+
+    resolved = resolve_base(base)
+    if out_dir.exists() and not force:
+        raise TrainingError(
+            f"{out_dir}: already exists.", hint="pass --force to replace it, or choose another --out"
+        )
+    with step_progress("continued pretraining") as update:
+        res = simulate_update(
+            resolved.path,
+            corpus,
+            out_dir,
+            steps=steps,
+            seq_len=seq_len,
+            batch_size=batch_size,
+            learning_rate=lr,
+            seed=seed,
+            force=force,
+            progress=update,
+        )
+    if as_json:
+        out.print_json(json.dumps(res.to_dict()))
+        return
+    out.print(f"updated base written to {res.out_dir} in {res.seconds:.1f} s")
+    out.print(f"held-out perplexity {res.perplexity_before:.2f} -> {res.perplexity_after:.2f}")
+    out.print(f"mean relative drift of linear weights ‖W_new−W_old‖/‖W_old‖ = {res.mean_linear_drift:.4%}")
+    top = sorted(res.drift.items(), key=lambda kv: kv[1], reverse=True)[:5]
+    for k, v in top:
+        out.print(f"  {k:<50} {v:.4%}")
+
+
+@app.command("port")
+def port_cmd(
+    patch: Annotated[str, typer.Argument(help="A stored patch name or a LoRA adapter folder.")],
+    base: Annotated[
+        str, typer.Option("--base", help="The updated base: folder, store name, .gguf or cached hub id.")
+    ],
+    precision: Annotated[str, typer.Option("--precision", help="auto, nf4, int8, bf16 or fp32.")] = "nf4",
+    name: Annotated[Optional[str], typer.Option("--name", help="Store name of the ported patch.")] = None,
+    old_base: Annotated[
+        Optional[str],
+        typer.Option("--old-base", help="The old base (tokenizer comparison, vocab carry-over)."),
+    ] = None,
+    merge_to: Annotated[
+        Optional[Path], typer.Option("--merge-to", help="Also write W_new + ΔW here (streamed).")
+    ] = None,
+    merge_dtype: Annotated[str, typer.Option("--merge-dtype", help="bf16 or fp32 for --merge-to.")] = "bf16",
+    eval_task: Annotated[Optional[str], typer.Option("--eval-task", help="Quick evaluation task.")] = None,
+    eval_data: Annotated[Optional[Path], typer.Option("--eval-data", help="Evaluation file.")] = None,
+    eval_limit: Annotated[
+        Optional[int], typer.Option("--eval-limit", help="Evaluate a seeded subsample.")
+    ] = None,
+    no_save: Annotated[bool, typer.Option("--no-save", help="Don't store the ported patch.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Port despite failed checks; replace existing outputs.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run record as JSON.")] = False,
+) -> None:
+    """Port a patch onto an updated base: check, load (NF4 by default), attach unmerged, verify, save."""
+    from portllm_edge.porting.port import port_patch
+
+    if (eval_task is None) != (eval_data is None):
+        raise ConfigError("`--eval-task` and `--eval-data` go together.", hint="pass both, or neither")
+    res = port_patch(
+        patch,
+        base,
+        precision=precision,
+        name=name,
+        save=not no_save,
+        force=force,
+        old_base=old_base,
+        merge_to=merge_to,
+        merge_dtype=merge_dtype,
+        eval_task=eval_task,
+        eval_data=eval_data,
+        eval_limit=eval_limit,
+        on_phase=None if as_json else phase_printer(),
+    )
+    if as_json:
+        out.print_json(json.dumps(res.to_dict(), default=str))
+        return
+    a = res.attach
+    pre = res.preflight or {}
+    counts = pre.get("counts", {})
+    out.print(
+        f"preflight: {counts.get('pass', 0)} pass, {counts.get('warn', 0)} warn, {counts.get('fail', 0)} fail"
+    )
+    for c in pre.get("checks", []):
+        if c["status"] != "pass":
+            out.print(f"  {c['status']:<4} {c['name']}: {c['reason']}")
+    out.print(
+        f"attached {a['matched_tensors']}/{a['total_tensors']} patch tensors at {res.precision}; "
+        f"max |Δlogit| vs bare base {a['max_abs_logit_change']:.4g}; finite: {a['finite']}"
+    )
+    if res.evaluation:
+        e = res.evaluation
+        out.print(
+            f"{e['task']}: accuracy {e['accuracy']:.3f} (95% CI {e['ci_low']:.3f}-{e['ci_high']:.3f}, n={e['n']})"
+        )
+    out.print("phases: " + ", ".join(f"{k} {v:.2f} s" for k, v in res.phases.items()))
+    out.print(
+        f"peak RSS {human_bytes(res.peak_rss_bytes)}"
+        + (
+            f", CUDA max reserved {human_bytes(res.cuda_max_reserved_bytes)}"
+            if res.cuda_max_reserved_bytes
+            else ""
+        )
+    )
+    if res.ported_name:
+        out.print(f"stored ported patch {res.ported_name} (run {res.run_id})")
+    if res.merged_to:
+        out.print(f"merged model written to {res.merged_to}")

@@ -29,6 +29,11 @@ MIN_BNB_CPU = (0, 46, 1)
 @functools.lru_cache(maxsize=1)
 def bitsandbytes_version() -> tuple[int, ...] | None:
     """Installed bitsandbytes version as a tuple, or ``None`` when it is missing or broken."""
+    import logging
+
+    # On AVX512-BF16 CPUs bitsandbytes tries an optional hub-hosted kernel package and
+    # warns when it is absent; we run offline by design, so that warning is noise.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     try:
         import bitsandbytes
     except Exception:
@@ -188,6 +193,8 @@ def load_base_model(
         ConfigError: the precision can't run here.
     """
     import torch
+
+    bitsandbytes_version()  # quiets bitsandbytes' optional-kernel warning before it is imported
     from transformers import AutoModelForCausalLM
 
     base = ref if isinstance(ref, ResolvedBase) else resolve_base(ref, online=online)

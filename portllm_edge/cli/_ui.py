@@ -1,0 +1,63 @@
+"""Small CLI presentation helpers (rich): progress bars and human byte sizes. No core logic here."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
+
+
+def human_bytes(n: float | None) -> str:
+    """Binary units: ``1.50 GiB``; ``n/a`` for None."""
+    if n is None:
+        return "n/a"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.2f} {unit}"
+        value /= 1024
+    return f"{value:.2f} TiB"
+
+
+@contextlib.contextmanager
+def step_progress(label: str) -> Iterator[Callable[[int, int, float], None]]:
+    """A progress bar for training loops; yields ``update(step, total, loss)``."""
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+        disable=not sys.stderr.isatty() and False,
+    ) as progress:
+        task = progress.add_task(label, total=None, loss="-")
+
+        def update(step: int, total: int, loss: float) -> None:
+            progress.update(task, completed=step, total=total, loss=f"{loss:.4f}")
+
+        yield update
+
+
+def phase_printer(prefix: str = "") -> Callable[[str], None]:
+    """A callback that prints each phase name as it starts."""
+
+    def show(name: str) -> None:
+        console.print(f"{prefix}[cyan]›[/cyan] {name}")
+
+    return show

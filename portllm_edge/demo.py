@@ -1,0 +1,433 @@
+"""The embedded default: the whole PortLLM path on SmolLM2-135M-Instruct, offline after set-up.
+
+``make demo`` (``portllm-edge demo --gguf FILE``) runs, caching every artifact:
+
+1. import the SmolLM2-135M-Instruct GGUF as base **v1**;
+2. make **v2** by continued pretraining of v1 on the prose that Python ships
+   (``pydoc_data.topics``), as PortLLM (§4.1) simulates an update;
+3. generate a deterministic task (sentences about animals or vehicles, tagged with
+   the arbitrary words "blue"/"red", so a base can't know it zero-shot) and train a
+   LoRA patch on **v1**;
+4. train v2's own LoRA with the same hyperparameters (the baseline);
+5. port the v1 patch onto v2 loaded in NF4, training-free;
+6. print the accuracy table and the peak memory of porting vs LoRA fine-tuning
+   (each measured in its own subprocess) and their ratio.
+
+A second run reuses steps 1-4 and the measurements (keyed by weight fingerprints),
+and re-runs the port itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from portllm_edge import paths
+from portllm_edge.fsutil import atomic_write_json, atomic_write_text
+
+DEMO_TASK = "jsonl"
+DEMO_TEMPLATE = "Sentence: {text}\nTag:"
+DEMO_VERBALIZERS = {"animal": "blue", "vehicle": "red"}
+
+ANIMALS = [
+    "cat",
+    "dog",
+    "horse",
+    "cow",
+    "sheep",
+    "goat",
+    "rabbit",
+    "fox",
+    "wolf",
+    "bear",
+    "deer",
+    "lion",
+    "tiger",
+    "zebra",
+    "giraffe",
+    "elephant",
+    "monkey",
+    "mouse",
+    "squirrel",
+    "owl",
+    "eagle",
+    "duck",
+    "goose",
+    "swan",
+    "parrot",
+    "pigeon",
+    "frog",
+    "turtle",
+    "snake",
+    "lizard",
+    "camel",
+    "donkey",
+    "pig",
+    "hedgehog",
+    "otter",
+    "beaver",
+    "badger",
+    "moose",
+    "kangaroo",
+    "koala",
+    "panda",
+    "penguin",
+    "dolphin",
+    "whale",
+    "seal",
+    "bat",
+    "hamster",
+    "crow",
+]
+VEHICLES = [
+    "car",
+    "bus",
+    "truck",
+    "bicycle",
+    "motorcycle",
+    "train",
+    "tram",
+    "taxi",
+    "van",
+    "tractor",
+    "scooter",
+    "airplane",
+    "helicopter",
+    "boat",
+    "ship",
+    "ferry",
+    "canoe",
+    "yacht",
+    "submarine",
+    "rocket",
+    "jeep",
+    "minivan",
+    "ambulance",
+    "firetruck",
+    "limousine",
+    "pickup",
+    "trolley",
+    "sled",
+    "wagon",
+    "carriage",
+    "glider",
+    "jet",
+    "kayak",
+    "raft",
+    "sailboat",
+    "tank",
+    "bulldozer",
+    "forklift",
+    "moped",
+    "skateboard",
+    "snowmobile",
+    "hovercraft",
+    "caravan",
+    "coach",
+    "subway",
+    "monorail",
+    "unicycle",
+    "tricycle",
+]
+TEMPLATES = [
+    "I saw a {x} near the river this morning.",
+    "There was a {x} outside our house yesterday.",
+    "My neighbour keeps talking about her new {x}.",
+    "The children pointed at the {x} and laughed.",
+    "A {x} appeared at the end of the street.",
+    "We watched a {x} for almost an hour.",
+    "Nobody expected to find a {x} in the old barn.",
+    "The photo shows a {x} in the snow.",
+    "Grandpa told us a story about a {x}.",
+    "A red {x} went past the school.",
+    "The book has a picture of a {x} on the cover.",
+    "Everyone at the party wanted to see the {x}.",
+]
+
+
+def make_demo_task(
+    out_dir: Path, *, seed: int = 0, n_train: int = 384, n_dev: int = 192
+) -> tuple[Path, Path]:
+    """Write ``train.jsonl`` and ``dev.jsonl`` of the demo tagging task (fields ``text``, ``label``).
+
+    Items are split so that dev sentences name animals and vehicles never seen in
+    training: the patch must learn the category, not the words. Deterministic for a seed.
+    """
+    rng = random.Random(seed)
+    animals, vehicles = ANIMALS[:], VEHICLES[:]
+    rng.shuffle(animals)
+    rng.shuffle(vehicles)
+    split = 36
+
+    def rows(items_a: list[str], items_v: list[str], n: int) -> list[dict[str, str]]:
+        out = []
+        for i in range(n):
+            label = "animal" if i % 2 == 0 else "vehicle"
+            item = rng.choice(items_a if label == "animal" else items_v)
+            out.append({"text": rng.choice(TEMPLATES).format(x=item), "label": label})
+        rng.shuffle(out)
+        return out
+
+    train = rows(animals[:split], vehicles[:split], n_train)
+    dev = rows(animals[split:], vehicles[split:], n_dev)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    train_path, dev_path = out_dir / "train.jsonl", out_dir / "dev.jsonl"
+    atomic_write_text(train_path, "".join(json.dumps(r) + "\n" for r in train))
+    atomic_write_text(dev_path, "".join(json.dumps(r) + "\n" for r in dev))
+    return train_path, dev_path
+
+
+def write_pydoc_corpus(out: Path) -> Path:
+    """Write the prose of ``pydoc_data.topics`` (ships with CPython) as one text file; returns its path."""
+    from pydoc_data.topics import topics
+
+    text = "\n\n".join(topics[k] for k in sorted(topics))
+    if not out.exists():
+        atomic_write_text(out, text)
+    return out
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """Sizes of the demo; the defaults fit 10 minutes on 2 CPU cores (first run)."""
+
+    update_steps: int = 30
+    update_seq_len: int = 128
+    update_batch: int = 4
+    update_lr: float = 5e-5
+    lora_steps: int = 48
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_lr: float = 1e-3
+    batch_size: int = 8
+    max_length: int = 48
+    eval_limit: int = 192
+    precision: str = "nf4"
+    measure_steps: int = 4
+    seed: int = 0
+
+
+Say = Callable[[str], None]
+
+
+def _key(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def run_demo(
+    gguf: Path,
+    *,
+    settings: DemoSettings | None = None,
+    say: Say = print,
+    progress_factory: Callable[[str], Any] | None = None,
+    fresh: bool = False,
+) -> dict[str, Any]:
+    """Run (or reuse) every step of the demo and return the summary that the CLI prints.
+
+    Args:
+        gguf: the SmolLM2-135M-Instruct GGUF file.
+        settings: sizes; see :class:`DemoSettings`.
+        say: prints one status line.
+        progress_factory: ``label -> context manager yielding update(step, total, loss)``.
+        fresh: ignore cached results (models and patches are still reused).
+
+    Returns:
+        ``{"rows": [...], "memory": {...}, "ratio": float, "recovered_gain": float, ...}``.
+    """
+    import contextlib
+
+    from portllm_edge.measure import measure_job
+    from portllm_edge.models import resolve_base
+    from portllm_edge.models.gguf import import_gguf
+    from portllm_edge.patches import PatchStore
+    from portllm_edge.porting.compare import compare_patch
+    from portllm_edge.porting.port import port_patch
+    from portllm_edge.training.lora import LoraHyperparams
+    from portllm_edge.training.patch import train_patch
+    from portllm_edge.training.update import simulate_update
+
+    s = settings or DemoSettings()
+    bar = progress_factory or (lambda _label: contextlib.nullcontext(None))
+    work = paths.cache_dir() / "demo"
+    work.mkdir(parents=True, exist_ok=True)
+
+    say("1/6 base v1: SmolLM2-135M-Instruct from GGUF")
+    v1_dir = import_gguf(gguf, reuse=True)
+    v1 = resolve_base(str(v1_dir))
+    v1_fp = v1.fingerprint()
+
+    say("2/6 base v2: continued pretraining of v1 on Python's pydoc prose")
+    v2_name = f"{v1_dir.name}-demo-v2"
+    v2_dir = paths.models_dir() / v2_name
+    v2_meta = v2_dir / "portllm_update.json"
+    update_key = _key(v1_fp, s.update_steps, s.update_seq_len, s.update_batch, s.update_lr, s.seed)
+    cached_v2 = v2_meta.is_file() and json.loads(v2_meta.read_text()).get("demo_key") == update_key
+    if cached_v2:
+        say("    (cached)")
+    else:
+        corpus = write_pydoc_corpus(work / "pydoc_topics.txt")
+        with bar("continued pretraining") as update:
+            simulate_update(
+                v1.path,
+                [corpus],
+                v2_dir,
+                steps=s.update_steps,
+                seq_len=s.update_seq_len,
+                batch_size=s.update_batch,
+                learning_rate=s.update_lr,
+                seed=s.seed,
+                force=True,
+                progress=update,
+            )
+        meta = json.loads(v2_meta.read_text())
+        meta["demo_key"] = update_key
+        atomic_write_json(v2_meta, meta)
+    update_record = json.loads(v2_meta.read_text())
+    v2 = resolve_base(v2_name)
+    v2_fp = v2.fingerprint()
+
+    train_path, dev_path = make_demo_task(work / "task", seed=s.seed)
+    hp = LoraHyperparams(
+        r=s.lora_r,
+        lora_alpha=s.lora_alpha,
+        max_steps=s.lora_steps,
+        learning_rate=s.lora_lr,
+        batch_size=s.batch_size,
+        max_length=s.max_length,
+        seed=s.seed,
+        lora_dropout=0.0,
+    )
+    store = PatchStore()
+
+    def ensure_patch(name: str, base: Any, fingerprint: str, label: str) -> None:
+        stored = {m.name: m for m in store.list()}
+        m = stored.get(name)
+        if m is not None and m.source_base is not None and m.source_base.fingerprint == fingerprint:
+            say("    (cached)")
+            return
+        with bar(label) as update:
+            train_patch(
+                str(base.path),
+                DEMO_TASK,
+                train_path,
+                name=name,
+                hp=hp,
+                template=DEMO_TEMPLATE,
+                verbalizers=DEMO_VERBALIZERS,
+                force=True,
+                progress=update,
+            )
+
+    say("3/6 patch: LoRA fine-tune of v1 on the demo tagging task")
+    ensure_patch("demo-tags", v1, v1_fp, "LoRA on v1")
+    say("4/6 baseline: LoRA fine-tune of v2 with the same hyperparameters")
+    ensure_patch("demo-tags-v2-own-lora", v2, v2_fp, "LoRA on v2")
+
+    say(f"5/6 port: demo-tags onto v2 at {s.precision}, training-free")
+    ported = port_patch(
+        "demo-tags", v2_name, precision=s.precision, force=True, on_phase=lambda p: say(f"    {p}")
+    )
+
+    say("6/6 evaluate four configurations and measure peak memory (port vs LoRA fine-tune)")
+    results_path = work / "results.json"
+    result_key = _key(
+        v1_fp,
+        v2_fp,
+        s,
+        store.get("demo-tags").manifest.files,
+        store.get("demo-tags-v2-own-lora").manifest.files,
+    )
+    cached = None
+    if results_path.is_file() and not fresh:
+        data = json.loads(results_path.read_text())
+        cached = data if data.get("key") == result_key else None
+    if cached is not None:
+        say("    (cached)")
+        summary = cached["summary"]
+    else:
+        cmp = compare_patch(
+            "demo-tags",
+            old=str(v1.path),
+            new=v2_name,
+            task=DEMO_TASK,
+            data=dev_path,
+            limit=s.eval_limit,
+            seed=s.seed,
+            precision=s.precision,
+            baseline="demo-tags-v2-own-lora",
+            template=DEMO_TEMPLATE,
+            verbalizers=DEMO_VERBALIZERS,
+            on_row=lambda r: say(f"    {r}"),
+        )
+        common = {
+            "base": str(v2.path),
+            "task": DEMO_TASK,
+            "template": DEMO_TEMPLATE,
+            "verbalizers": DEMO_VERBALIZERS,
+            "batch_size": s.batch_size,
+            "seed": s.seed,
+        }
+        say("    measuring: port (load NF4 + attach + evaluate a batch) in a subprocess")
+        port_mem = measure_job(
+            "port",
+            {
+                **common,
+                "adapter": str(store.get("demo-tags").adapter_dir),
+                "precision": s.precision,
+                "eval_data": str(dev_path),
+                "limit": s.batch_size * 4,
+            },
+        )
+        say("    measuring: LoRA fine-tune of v2 (bf16, a few AdamW steps) in a subprocess")
+        ft_mem = measure_job(
+            "lora_finetune",
+            {
+                **common,
+                "dtype": "bf16",
+                "train_data": str(train_path),
+                "train_limit": s.batch_size * s.measure_steps,
+                "steps": s.measure_steps,
+                "r": s.lora_r,
+                "lora_alpha": s.lora_alpha,
+                "max_length": s.max_length,
+            },
+        )
+        summary = {
+            "task": "demo tagging (animal -> blue, vehicle -> red), dev items unseen in training",
+            "precision": s.precision,
+            "rows": [
+                {
+                    "config": r.config,
+                    "base": r.base_id,
+                    "accuracy": r.accuracy,
+                    "ci_low": r.ci_low,
+                    "ci_high": r.ci_high,
+                    "n": r.n,
+                }
+                for r in cmp.rows
+            ],
+            "recovered_gain": cmp.recovered_gain(),
+            "memory": {"port": port_mem.to_dict(), "lora_finetune": ft_mem.to_dict()},
+            "ratio": ft_mem.peak_bytes / port_mem.peak_bytes,
+            "metric": port_mem.metric,
+            "update": {
+                "steps": update_record.get("steps"),
+                "perplexity_before": update_record.get("perplexity_before"),
+                "perplexity_after": update_record.get("perplexity_after"),
+                "mean_linear_drift": update_record.get("mean_linear_drift"),
+            },
+            "compare_run": cmp.run_id,
+        }
+        atomic_write_json(results_path, {"key": result_key, "summary": summary})
+    summary["port"] = {
+        "ported_name": ported.ported_name,
+        "phases": ported.phases,
+        "matched": f"{ported.attach['matched_tensors']}/{ported.attach['total_tensors']}",
+        "run_id": ported.run_id,
+    }
+    return summary
