@@ -74,10 +74,13 @@ def record_run(
     from portllm_edge.errors import PortllmError
 
     try:
-        history_record(kind, {**inputs, "run_ref": run_id}, results, versions=versions, hardware=hardware,
-                       status=status)
+        history_record(
+            kind, inputs, results, versions=versions, hardware=hardware, status=status, run_id=run_id
+        )
     except PortllmError as exc:  # the JSON record above is complete; the index is a convenience
         import logging
 
-        logging.getLogger("portllm_edge").warning("run %s not added to the run history: %s", run_id, exc.message)
+        logging.getLogger("portllm_edge").warning(
+            "run %s not added to the run history: %s", run_id, exc.message
+        )
     return run_id
