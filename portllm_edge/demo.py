@@ -186,15 +186,14 @@ def write_pydoc_corpus(out: Path) -> Path:
     """Write the prose of ``pydoc_data.topics`` (ships with CPython) as one text file; returns its path."""
     from pydoc_data.topics import topics
 
-    text = "\n\n".join(topics[k] for k in sorted(topics))
     if not out.exists():
-        atomic_write_text(out, text)
+        atomic_write_text(out, "\n\n".join(topics[k] for k in sorted(topics)))
     return out
 
 
 @dataclass(frozen=True)
-class DemoSettings:
-    """Sizes of the demo; the defaults fit 10 minutes on 2 CPU cores (first run)."""
+class ExperimentSettings:
+    """Sizes of a v1 -> v2 porting experiment; the defaults fit the demo in 10 minutes on 2 CPU cores."""
 
     update_steps: int = 30
     update_seq_len: int = 128
@@ -206,44 +205,74 @@ class DemoSettings:
     lora_lr: float = 1e-3
     batch_size: int = 8
     max_length: int = 48
-    eval_limit: int = 192
+    train_limit: int | None = None
+    eval_limit: int | None = 192
     precision: str = "nf4"
     measure_steps: int = 4
     seed: int = 0
 
 
+DemoSettings = ExperimentSettings
+
 Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ExperimentTask:
+    """What to train and evaluate on.
+
+    Attributes:
+        task: task name (``sst2``, ``jsonl`` ...).
+        train_data / eval_data: files.
+        template / verbalizers: for the ``jsonl`` task.
+        title: shown in the table's title.
+        patch_name: store name of the v1 patch (the v2 baseline gets ``-v2-own-lora``).
+    """
+
+    task: str
+    train_data: Path
+    eval_data: Path
+    title: str
+    patch_name: str
+    template: str | None = None
+    verbalizers: dict[str, str] | None = None
 
 
 def _key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def run_demo(
-    gguf: Path,
+def run_experiment(
+    v1_ref: str | Path,
+    corpus: list[Path],
+    task: ExperimentTask,
     *,
-    settings: DemoSettings | None = None,
+    settings: ExperimentSettings | None = None,
+    v2_name: str | None = None,
     say: Say = print,
     progress_factory: Callable[[str], Any] | None = None,
     fresh: bool = False,
 ) -> dict[str, Any]:
-    """Run (or reuse) every step of the demo and return the summary that the CLI prints.
+    """The main job end to end, caching every artifact: v1 -> v2, patch on v1, baseline on v2, port, compare, measure.
 
     Args:
-        gguf: the SmolLM2-135M-Instruct GGUF file.
-        settings: sizes; see :class:`DemoSettings`.
+        v1_ref: the old base (a ``.gguf`` file is imported into the model store once).
+        corpus: plain-text files for the continued-pretraining update.
+        task: what to train and evaluate on.
+        settings: sizes; see :class:`ExperimentSettings`.
+        v2_name: model-store name of v2 (default ``<v1>-<task.patch_name>-v2``).
         say: prints one status line.
         progress_factory: ``label -> context manager yielding update(step, total, loss)``.
-        fresh: ignore cached results (models and patches are still reused).
+        fresh: recompute the cached comparison and measurements (models and patches are reused).
 
     Returns:
-        ``{"rows": [...], "memory": {...}, "ratio": float, "recovered_gain": float, ...}``.
+        A JSON-ready summary: ``rows`` (the PortLLM table), ``recovered_gain``, ``memory`` (port and
+        fine-tune measurements), ``ratio`` (fine-tune peak / port peak), ``metric``, ``update`` and ``port``.
     """
     import contextlib
 
     from portllm_edge.measure import measure_job
     from portllm_edge.models import resolve_base
-    from portllm_edge.models.gguf import import_gguf
     from portllm_edge.patches import PatchStore
     from portllm_edge.porting.compare import compare_patch
     from portllm_edge.porting.port import port_patch
@@ -251,30 +280,30 @@ def run_demo(
     from portllm_edge.training.patch import train_patch
     from portllm_edge.training.update import simulate_update
 
-    s = settings or DemoSettings()
+    s = settings or ExperimentSettings()
     bar = progress_factory or (lambda _label: contextlib.nullcontext(None))
-    work = paths.cache_dir() / "demo"
+    work = paths.cache_dir() / "experiments"
     work.mkdir(parents=True, exist_ok=True)
 
-    say("1/6 base v1: SmolLM2-135M-Instruct from GGUF")
-    v1_dir = import_gguf(gguf, reuse=True)
-    v1 = resolve_base(str(v1_dir))
+    say("1/6 base v1")
+    v1 = resolve_base(str(v1_ref))
     v1_fp = v1.fingerprint()
 
-    say("2/6 base v2: continued pretraining of v1 on Python's pydoc prose")
-    v2_name = f"{v1_dir.name}-demo-v2"
+    say("2/6 base v2: continued pretraining of v1 (a simulated update)")
+    v2_name = v2_name or f"{v1.path.name}-{task.patch_name}-v2"
     v2_dir = paths.models_dir() / v2_name
     v2_meta = v2_dir / "portllm_update.json"
-    update_key = _key(v1_fp, s.update_steps, s.update_seq_len, s.update_batch, s.update_lr, s.seed)
-    cached_v2 = v2_meta.is_file() and json.loads(v2_meta.read_text()).get("demo_key") == update_key
+    update_key = _key(
+        v1_fp, [str(c) for c in corpus], s.update_steps, s.update_seq_len, s.update_batch, s.update_lr, s.seed
+    )
+    cached_v2 = v2_meta.is_file() and json.loads(v2_meta.read_text()).get("experiment_key") == update_key
     if cached_v2:
         say("    (cached)")
     else:
-        corpus = write_pydoc_corpus(work / "pydoc_topics.txt")
         with bar("continued pretraining") as update:
             simulate_update(
                 v1.path,
-                [corpus],
+                corpus,
                 v2_dir,
                 steps=s.update_steps,
                 seq_len=s.update_seq_len,
@@ -285,13 +314,12 @@ def run_demo(
                 progress=update,
             )
         meta = json.loads(v2_meta.read_text())
-        meta["demo_key"] = update_key
+        meta["experiment_key"] = update_key
         atomic_write_json(v2_meta, meta)
     update_record = json.loads(v2_meta.read_text())
     v2 = resolve_base(v2_name)
     v2_fp = v2.fingerprint()
 
-    train_path, dev_path = make_demo_task(work / "task", seed=s.seed)
     hp = LoraHyperparams(
         r=s.lora_r,
         lora_alpha=s.lora_alpha,
@@ -303,44 +331,53 @@ def run_demo(
         lora_dropout=0.0,
     )
     store = PatchStore()
+    train_key = _key(hp.__dict__, s.train_limit, str(task.train_data), task.template, task.verbalizers)
 
     def ensure_patch(name: str, base: Any, fingerprint: str, label: str) -> None:
-        stored = {m.name: m for m in store.list()}
-        m = stored.get(name)
-        if m is not None and m.source_base is not None and m.source_base.fingerprint == fingerprint:
+        m = {m.name: m for m in store.list()}.get(name)
+        if (
+            m is not None
+            and m.source_base is not None
+            and m.source_base.fingerprint == fingerprint
+            and any(e.note and train_key in e.note for e in m.lineage)
+        ):
             say("    (cached)")
             return
         with bar(label) as update:
             train_patch(
                 str(base.path),
-                DEMO_TASK,
-                train_path,
+                task.task,
+                task.train_data,
                 name=name,
                 hp=hp,
-                template=DEMO_TEMPLATE,
-                verbalizers=DEMO_VERBALIZERS,
+                limit=s.train_limit,
+                template=task.template,
+                verbalizers=task.verbalizers,
                 force=True,
                 progress=update,
             )
+        _tag_training_key(store, name, train_key)
 
-    say("3/6 patch: LoRA fine-tune of v1 on the demo tagging task")
-    ensure_patch("demo-tags", v1, v1_fp, "LoRA on v1")
+    baseline = f"{task.patch_name}-v2-own-lora"
+    say(f"3/6 patch: LoRA fine-tune of v1 on {task.task} ({task.patch_name})")
+    ensure_patch(task.patch_name, v1, v1_fp, "LoRA on v1")
     say("4/6 baseline: LoRA fine-tune of v2 with the same hyperparameters")
-    ensure_patch("demo-tags-v2-own-lora", v2, v2_fp, "LoRA on v2")
+    ensure_patch(baseline, v2, v2_fp, "LoRA on v2")
 
-    say(f"5/6 port: demo-tags onto v2 at {s.precision}, training-free")
+    say(f"5/6 port: {task.patch_name} onto v2 at {s.precision}, training-free")
     ported = port_patch(
-        "demo-tags", v2_name, precision=s.precision, force=True, on_phase=lambda p: say(f"    {p}")
+        task.patch_name, v2_name, precision=s.precision, force=True, on_phase=lambda p: say(f"    {p}")
     )
 
     say("6/6 evaluate four configurations and measure peak memory (port vs LoRA fine-tune)")
-    results_path = work / "results.json"
+    results_path = work / f"{task.patch_name}-results.json"
     result_key = _key(
         v1_fp,
         v2_fp,
         s,
-        store.get("demo-tags").manifest.files,
-        store.get("demo-tags-v2-own-lora").manifest.files,
+        str(task.eval_data),
+        store.get(task.patch_name).manifest.files,
+        store.get(baseline).manifest.files,
     )
     cached = None
     if results_path.is_file() and not fresh:
@@ -351,35 +388,36 @@ def run_demo(
         summary = cached["summary"]
     else:
         cmp = compare_patch(
-            "demo-tags",
+            task.patch_name,
             old=str(v1.path),
             new=v2_name,
-            task=DEMO_TASK,
-            data=dev_path,
+            task=task.task,
+            data=task.eval_data,
             limit=s.eval_limit,
             seed=s.seed,
             precision=s.precision,
-            baseline="demo-tags-v2-own-lora",
-            template=DEMO_TEMPLATE,
-            verbalizers=DEMO_VERBALIZERS,
+            baseline=baseline,
+            template=task.template,
+            verbalizers=task.verbalizers,
+            batch_size=s.batch_size,
             on_row=lambda r: say(f"    {r}"),
         )
         common = {
             "base": str(v2.path),
-            "task": DEMO_TASK,
-            "template": DEMO_TEMPLATE,
-            "verbalizers": DEMO_VERBALIZERS,
+            "task": task.task,
+            "template": task.template,
+            "verbalizers": task.verbalizers,
             "batch_size": s.batch_size,
             "seed": s.seed,
         }
-        say("    measuring: port (load NF4 + attach + evaluate a batch) in a subprocess")
+        say(f"    measuring: port ({s.precision} load + attach + evaluate a batch) in a subprocess")
         port_mem = measure_job(
             "port",
             {
                 **common,
-                "adapter": str(store.get("demo-tags").adapter_dir),
+                "adapter": str(store.get(task.patch_name).adapter_dir),
                 "precision": s.precision,
-                "eval_data": str(dev_path),
+                "eval_data": str(task.eval_data),
                 "limit": s.batch_size * 4,
             },
         )
@@ -389,7 +427,7 @@ def run_demo(
             {
                 **common,
                 "dtype": "bf16",
-                "train_data": str(train_path),
+                "train_data": str(task.train_data),
                 "train_limit": s.batch_size * s.measure_steps,
                 "steps": s.measure_steps,
                 "r": s.lora_r,
@@ -398,7 +436,7 @@ def run_demo(
             },
         )
         summary = {
-            "task": "demo tagging (animal -> blue, vehicle -> red), dev items unseen in training",
+            "task": task.title,
             "precision": s.precision,
             "rows": [
                 {
@@ -431,3 +469,47 @@ def run_demo(
         "run_id": ported.run_id,
     }
     return summary
+
+
+def _tag_training_key(store: Any, name: str, key: str) -> None:
+    """Note the experiment's training key in the patch's lineage (so a changed setting retrains)."""
+    from portllm_edge.patches import LineageEntry
+
+    store.add_lineage(name, LineageEntry(kind="train", note=f"experiment key {key}"))
+
+
+def run_demo(
+    gguf: Path,
+    *,
+    settings: ExperimentSettings | None = None,
+    say: Say = print,
+    progress_factory: Callable[[str], Any] | None = None,
+    fresh: bool = False,
+) -> dict[str, Any]:
+    """The embedded default: SmolLM2 GGUF as v1, pydoc prose as the update corpus, the generated tagging task."""
+    from portllm_edge.models.gguf import import_gguf
+
+    say("importing the GGUF (once)")
+    v1_dir = import_gguf(gguf, reuse=True)
+    work = paths.cache_dir() / "demo"
+    train_path, dev_path = make_demo_task(work / "task", seed=(settings or ExperimentSettings()).seed)
+    corpus = write_pydoc_corpus(work / "pydoc_topics.txt")
+    task = ExperimentTask(
+        task=DEMO_TASK,
+        train_data=train_path,
+        eval_data=dev_path,
+        title="demo tagging (animal -> blue, vehicle -> red), dev items unseen in training",
+        patch_name="demo-tags",
+        template=DEMO_TEMPLATE,
+        verbalizers=DEMO_VERBALIZERS,
+    )
+    return run_experiment(
+        v1_dir,
+        [corpus],
+        task,
+        settings=settings,
+        v2_name=f"{v1_dir.name}-demo-v2",
+        say=say,
+        progress_factory=progress_factory,
+        fresh=fresh,
+    )
