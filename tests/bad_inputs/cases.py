@@ -406,3 +406,120 @@ PATCH_CASES: list[Case] = [
 
 CASES: list[Case] = [*PATCH_CASES]
 """Every case of the corpus. Other areas: append your list here (``CASES += [...]``)."""
+
+
+# --------------------------------------------------------------------------- cases (check / merge area)
+
+
+def _check_edit_base_config(family: str, version: str, **changes: Any) -> Callable[[Ctx], None]:
+    def build(ctx: Ctx) -> None:
+        ctx.adapter(family)
+        base = ctx.base(family, version)
+        cfg = json.loads((base / "config.json").read_text())
+        cfg.update(changes)
+        (base / "config.json").write_text(json.dumps(cfg, indent=2))
+
+    return build
+
+
+def _check_adapter_and_base(
+    adapter_family: str, base_family: str, breaker: Callable[[Path], None] | None = None
+):
+    def build(ctx: Ctx) -> None:
+        ad = ctx.adapter(adapter_family)
+        if breaker is not None:
+            breaker(ad)
+        ctx.base(base_family, "new")
+
+    return build
+
+
+def _check_rename_q_proj(d: Path) -> None:
+    """Rename the q_proj factors to a module the base lacks (qkv_proj)."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(d / WEIGHTS))
+    save_file(
+        {k.replace("q_proj", "qkv_proj"): v for k, v in tensors.items()},
+        str(d / WEIGHTS),
+        metadata={"format": "pt"},
+    )
+
+
+def _check_vocab_shrink(ctx: Ctx) -> None:
+    """A patch with embedding rows for Mistral-v0.3-like 268 tokens, onto the 260-token old base."""
+    import factories
+
+    pair = ctx.getfixture("tiny_pairs")["mistral"]
+    factories.build_lora_adapter(pair.new, ctx.tmp / "adapter", modules_to_save=["embed_tokens"])
+    ctx.base("mistral", "old")
+
+
+CHECK_ARGV = ("check", "{tmp}/adapter", "--base", "{tmp}/base")
+
+CHECK_CASES: list[Case] = [
+    Case(
+        "check-architecture-mismatch",
+        _check_adapter_and_base("llama", "qwen2"),
+        CHECK_ARGV,
+        ("`architecture`", "`llama`", "`qwen2`", "`model_type`", "same model family"),
+    ),
+    Case(
+        "check-target-module-absent",
+        _check_adapter_and_base("llama", "llama", _check_rename_q_proj),
+        CHECK_ARGV,
+        ("`target_modules`", "qkv_proj", "absent", "same architecture"),
+    ),
+    Case(
+        "check-hidden-size-mismatch",
+        _check_edit_base_config("llama", "new", hidden_size=32),
+        CHECK_ARGV,
+        ("`hidden_size`", "`hidden_size` is 32", "same model size"),
+    ),
+    Case(
+        "check-rank-mismatch",
+        _check_adapter_and_base("llama", "llama", lambda d: _edit_config(d, r=8)),
+        CHECK_ARGV,
+        ("`rank`", "lora_A", "r=8", "rank_pattern"),
+    ),
+    Case(
+        "check-vocab-shrink",
+        _check_vocab_shrink,
+        CHECK_ARGV,
+        ("`modules_to_save`", "embed_tokens", "268", "only 260", "shrink"),
+    ),
+    Case(
+        "check-tied-config-without-lm-head",
+        _check_edit_base_config("gemma2", "new", tie_word_embeddings=False),
+        CHECK_ARGV,
+        ("`tied_embeddings`", "lm_head.weight", "tie_word_embeddings"),
+    ),
+    Case(
+        "check-unknown-config-key",
+        _check_adapter_and_base("llama", "llama", lambda d: _edit_config(d, lora_scale_mode="sqrt")),
+        CHECK_ARGV,
+        ("`adapter_config`", "lora_scale_mode", "upgrade peft"),
+    ),
+    Case(
+        "check-dora-patch",
+        _check_adapter_and_base("llama", "llama", lambda d: _edit_config(d, use_dora=True)),
+        CHECK_ARGV,
+        ("`additive`", "DoRA", "plain LoRA"),
+    ),
+    Case(
+        "merge-quantized-base",
+        _check_edit_base_config(
+            "llama", "new", quantization_config={"quant_method": "bitsandbytes", "load_in_4bit": True}
+        ),
+        ("merge", "{tmp}/adapter", "--base", "{tmp}/base", "--out", "{tmp}/out"),
+        ("{tmp}/base", "quantized", "4-bit", "separate step"),
+    ),
+    Case(
+        "merge-bad-dtype",
+        _check_adapter_and_base("llama", "llama"),
+        ("merge", "{tmp}/adapter", "--base", "{tmp}/base", "--out", "{tmp}/out", "--dtype", "nf4"),
+        ("--dtype nf4", "bf16", "fp32"),
+    ),
+]
+
+CASES += CHECK_CASES
