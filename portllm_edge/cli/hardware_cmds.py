@@ -21,9 +21,12 @@ app.add_typer(profiles_app, name="profiles")
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    fmt = lambda cells: "  ".join(
-        c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
-    )  # noqa: E731
+
+    def fmt(cells: list[str]) -> str:
+        return "  ".join(
+            c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+
     return "\n".join([fmt(headers), fmt(["-" * w for w in widths]), *(fmt(r) for r in rows)])
 
 
@@ -99,7 +102,7 @@ def _breakdown_rows(options: Any) -> list[list[str]]:
                 format_size(b.term("unquantized")),
                 format_size(b.term("kv_cache")),
                 format_size(b.term("lora_params") + b.term("lora_grads") + b.term("optimizer")),
-                format_size(b.term("activations")),
+                format_size(b.term("activations") + b.term("allocator")),
                 format_size(b.term("runtime") + b.term("libraries")),
                 b.total_human(),
                 "fits" if o.fits else "does not fit",

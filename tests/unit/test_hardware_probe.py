@@ -26,17 +26,17 @@ class NVMLError(Exception):
         self.value = value
 
 
-class NVMLError_NotSupported(NVMLError):  # noqa: N801 - mirrors pynvml's names
+class NVMLError_NotSupported(NVMLError):
     def __init__(self) -> None:
         super().__init__(3)
 
 
-class NVMLError_NotFound(NVMLError):  # noqa: N801
+class NVMLError_NotFound(NVMLError):
     def __init__(self) -> None:
         super().__init__(6)
 
 
-class NVMLError_LibraryNotFound(NVMLError):  # noqa: N801
+class NVMLError_LibraryNotFound(NVMLError):
     def __init__(self) -> None:
         super().__init__(12)
 
