@@ -179,12 +179,12 @@ def f32_to_bf16_bits(x: np.ndarray) -> np.ndarray:
     return rounded
 
 
-def _encode(x: np.ndarray, out_dtype: str) -> bytes | memoryview:
+def _encode(x: np.ndarray, out_dtype: str) -> bytes:
     import numpy as np
 
     if out_dtype == "F32":
-        return memoryview(np.ascontiguousarray(x, dtype="<f4")).cast("B")
-    return memoryview(f32_to_bf16_bits(x).astype("<u2", copy=False)).cast("B")
+        return np.ascontiguousarray(x, dtype="<f4").tobytes()
+    return f32_to_bf16_bits(x).astype("<u2", copy=False).tobytes()
 
 
 # --------------------------------------------------------------------------- plan
@@ -317,9 +317,14 @@ def _plan(
                 f"{layout.path}: saved tensor `{st.key}` has no counterpart in {index.model_dir}",
                 hint="run `portllm-edge check`",
             )
-        src_shape = (
-            index.tensors[target].info.shape if target in index.tensors else index.tensors[embed].info.shape
-        )  # type: ignore[index]
+        from portllm_edge.porting.vocab import base_tensor_shape
+
+        src_shape = base_tensor_shape(index, target)
+        if src_shape is None:
+            raise PortingError(
+                f"{index.model_dir}: base tensor `{target}` not found for saved tensor `{st.key}`",
+                hint="run `portllm-edge check`",
+            )
         if tuple(st.shape) == tuple(src_shape) and not is_vocab_tensor(target, index):
             by_tensor[target] = {"saved_key": st.key}
             continue
