@@ -612,6 +612,7 @@ class PatchStore:
                         f"{patch.adapter_dir / rel}: changed while exporting",
                         hint="retry the export; if it persists, run `portllm-edge patch verify`",
                     )
+                _test_write_delay()
             write_manifest(tmp / MANIFEST_NAME, patch.manifest)
         return dest
 
