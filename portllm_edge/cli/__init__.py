@@ -16,6 +16,7 @@ import click
 # Each import registers its commands on ``app``.
 from portllm_edge.cli import (  # noqa: F401  (registration side effect)
     check_cmds,
+    compare_cmds,
     demo_cmds,
     eval_cmds,
     hardware_cmds,
