@@ -35,6 +35,7 @@ module's LoRA factors in memory, or import torch (numpy does the arithmetic).
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -159,6 +160,11 @@ class DriftReport:
         }
 
 
+def _natural_key(module: str) -> list[Any]:
+    """``layers.2`` sorts before ``layers.10``."""
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", module)]
+
+
 def lora_delta_norm(a: Any, b: Any, scale: float) -> float:
     """‖scale · B A‖_F without forming B A: ``|scale| · sqrt(Σ (BᵀB) ∘ (A Aᵀ))``.
 
@@ -219,7 +225,7 @@ def compute_drift(
     skipped: list[str] = []
     adapter = RowReader(layout.path)
     try:
-        items = list(layout.lora.items())
+        items = sorted(layout.lora.items(), key=lambda kv: _natural_key(kv[0]))
         for i, (module, lm) in enumerate(items):
             if progress is not None:
                 progress(module, i, len(items))
