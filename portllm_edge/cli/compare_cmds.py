@@ -33,7 +33,8 @@ def compare_cmd(
         Optional[str], typer.Option("--template", help="Prompt template (jsonl task).")
     ] = None,
     verbalizers: Annotated[
-        Optional[str], typer.Option("--verbalizers", help="LABEL=WORD pairs (jsonl task).")
+        Optional[list[str]],
+        typer.Option("--verbalizer", help="jsonl task: LABEL=WORD, once per class, in class order."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
@@ -95,7 +96,8 @@ def bench_cmd(
         Optional[str], typer.Option("--template", help="Prompt template (jsonl task).")
     ] = None,
     verbalizers: Annotated[
-        Optional[str], typer.Option("--verbalizers", help="LABEL=WORD pairs (jsonl task).")
+        Optional[list[str]],
+        typer.Option("--verbalizer", help="jsonl task: LABEL=WORD, once per class, in class order."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:

@@ -22,15 +22,16 @@ def _split_modules(value: str) -> tuple[str, ...]:
     return mods
 
 
-def _verbalizers(value: Optional[str]) -> Optional[dict[str, str]]:
+def _verbalizers(value: Optional[list[str]]) -> Optional[dict[str, str]]:
+    """``["0=negative", "1=positive"]`` -> ``{"0": "negative", "1": "positive"}`` (class order kept)."""
     if not value:
         return None
     pairs = {}
-    for item in value.split(","):
+    for item in value:
         if "=" not in item:
             raise ConfigError(
-                f"`--verbalizers` item {item!r} is not LABEL=WORD.",
-                hint="e.g. --verbalizers 0=negative,1=positive",
+                f"`--verbalizer` value {item!r} is not LABEL=WORD.",
+                hint="e.g. --verbalizer 0=negative --verbalizer 1=positive",
             )
         k, v = item.split("=", 1)
         pairs[k.strip()] = v.strip()
@@ -71,7 +72,8 @@ def train_cmd(
         ),
     ] = None,
     verbalizers: Annotated[
-        Optional[str], typer.Option("--verbalizers", help="LABEL=WORD pairs for --task jsonl.")
+        Optional[list[str]],
+        typer.Option("--verbalizer", help="jsonl task: LABEL=WORD, once per class, in class order."),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing patch of that name.")] = False,
 ) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from portllm_edge.cli.app import app  # noqa: F401
+from portllm_edge.cli.app import app
 
 
 def launch_tui() -> None:
