@@ -1,0 +1,118 @@
+"""`portllm-edge patch ...` in-process: outputs, JSON shapes, exit codes, convert."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from bad_inputs import cases
+
+from portllm_edge import paths
+from portllm_edge.cli import main
+from portllm_edge.patches import PatchStore
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(list(argv))
+    out = capsys.readouterr()
+    paths.set_home(None)
+    return code, out.out, out.err
+
+
+def test_import_list_show_verify_export_remove(capsys, tiny_adapters, tmp_path: Path) -> None:
+    src = tiny_adapters["mistral"]
+    code, out, err = run(capsys, "patch", "import", str(src), "--name", "m1", "--task", "sst2")
+    assert code == 0, err
+    assert "imported 'm1': LoRA r=4 alpha=8" in out
+
+    code, out, _ = run(capsys, "patch", "list")
+    assert code == 0 and "m1" in out and "sst2" in out
+    code, out, _ = run(capsys, "patch", "list", "--json")
+    listed = json.loads(out)
+    assert [m["name"] for m in listed] == ["m1"] and listed[0]["adapter"]["r"] == 4
+
+    code, out, _ = run(capsys, "patch", "show", "m1", "--json")
+    shown = json.loads(out)
+    assert shown["task"] == "sst2" and shown["source_base"]["model_type"] == "mistral"
+    assert Path(shown["adapter_dir"]).is_dir() and shown["lineage"][0]["kind"] == "import"
+    code, out, _ = run(capsys, "patch", "show", "m1")
+    assert "r=4 alpha=8" in out and "adapter_model.safetensors" in out
+
+    code, out, _ = run(capsys, "patch", "verify", "m1")
+    assert code == 0 and "1 entries consistent" in out
+    code, out, _ = run(capsys, "patch", "verify", "--all", "--json")
+    assert code == 0 and json.loads(out) == [
+        {"name": "m1", "path": str(PatchStore().root / "m1"), "kind": "entry", "ok": True, "problems": []}
+    ]
+    code, _, err = run(capsys, "patch", "verify", "m1", "--all")
+    assert code == 2 and "not both" in err
+
+    dest = tmp_path / "exported"
+    code, out, _ = run(capsys, "patch", "export", "m1", str(dest))
+    assert code == 0 and (dest / "manifest.json").is_file() and (dest / "adapter_model.safetensors").is_file()
+
+    code, _, err = run(capsys, "patch", "remove", "m1")  # stdin is not a terminal under pytest
+    assert code == 2 and "--yes" in err and PatchStore().names() == ["m1"]
+    code, out, _ = run(capsys, "patch", "remove", "m1", "--yes")
+    assert code == 0 and "removed 'm1'" in out and PatchStore().names() == []
+    code, out, _ = run(capsys, "patch", "list")
+    assert code == 0 and "no patches" in out
+
+
+def test_verify_clean_and_empty(capsys, tiny_adapters) -> None:
+    code, out, _ = run(capsys, "patch", "verify", "--all")
+    assert code == 0 and "empty" in out
+    store = PatchStore()
+    store.import_dir(tiny_adapters["llama"], name="p")
+    (store.root / ".tmp-zz").mkdir()
+    code, out, _ = run(capsys, "patch", "verify", "--all")
+    assert code == 0 and "leftover" in out and ".tmp-zz" in out
+    code, out, _ = run(capsys, "patch", "verify", "--all", "--clean")
+    assert code == 0 and "clean: removed" in out and not (store.root / ".tmp-zz").exists()
+
+
+def test_home_flag_selects_store(capsys, tiny_adapters, tmp_path: Path) -> None:
+    other = tmp_path / "other-home"
+    code, _, err = run(
+        capsys, "--home", str(other), "patch", "import", str(tiny_adapters["qwen2"]), "--name", "q"
+    )
+    assert code == 0, err
+    assert (other / "patches" / "q" / "manifest.json").is_file()
+    assert PatchStore().names() == []
+
+
+def test_convert_pickled_adapter(capsys, tiny_adapters, tmp_path: Path) -> None:
+    d = tmp_path / "pickled"
+    shutil.copytree(tiny_adapters["gemma2"], d)
+    cases.break_pickled_only(d)
+    out_dir = tmp_path / "converted"
+    code, out, err = run(capsys, "patch", "convert", str(d), "--out", str(out_dir))
+    assert code == 0, err
+    assert "weights_only=True" in out and "8 tensors" in out
+    assert not (out_dir / "adapter_model.bin").exists()
+    code, _, err = run(capsys, "patch", "import", str(out_dir), "--name", "g")
+    assert code == 0, err
+    from portllm_edge.patches.store import sha256_file
+
+    stored = PatchStore().get("g").manifest.files["adapter_model.safetensors"]
+    assert stored == sha256_file(out_dir / "adapter_model.safetensors")
+    # the converted tensors are bit-identical to the original safetensors
+    import torch
+    from safetensors.torch import load_file
+
+    a = load_file(str(tiny_adapters["gemma2"] / "adapter_model.safetensors"))
+    b = load_file(str(out_dir / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    code, out, err = run(capsys, "patch", "convert", str(d))  # in place
+    assert code == 0 and (d / "adapter_model.safetensors").is_file()
+    code, _, err = run(capsys, "patch", "convert", str(d))
+    assert code == 2 and "already exists" in err
+
+
+@pytest.mark.parametrize("argv", [("patch", "convert", "{tmp}/nope"), ("patch", "convert", "{tmp}")])
+def test_convert_refusals(capsys, tmp_path: Path, argv) -> None:
+    code, _, err = run(capsys, *(a.replace("{tmp}", str(tmp_path)) for a in argv))
+    assert code == 2 and "Traceback" not in err and "Fix:" in err
