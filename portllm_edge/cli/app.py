@@ -37,7 +37,10 @@ def _root(
     ctx: typer.Context,
     home: Annotated[
         Optional[Path],
-        typer.Option("--home", help="Data folder (patch store, models, runs). Default: $PORTLLM_EDGE_HOME or the user data folder."),
+        typer.Option(
+            "--home",
+            help="Data folder (patch store, models, runs). Default: $PORTLLM_EDGE_HOME or the user data folder.",
+        ),
     ] = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
