@@ -8,8 +8,11 @@ prints every entry, then fails with exit 2 when any entry is inconsistent.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -40,6 +43,26 @@ def _store() -> Any:
     from portllm_edge.patches import PatchStore
 
     return PatchStore()
+
+
+@contextlib.contextmanager
+def _manifest_warnings() -> Iterator[None]:
+    """Print manifest compatibility warnings as ``warning: ...`` lines on stderr (not Python's format)."""
+    from portllm_edge.patches import ManifestWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ManifestWarning)
+        try:
+            yield
+        finally:
+            seen = set()
+            for w in caught:
+                text = str(w.message)
+                if issubclass(w.category, ManifestWarning) and text not in seen:
+                    seen.add(text)
+                    print(f"warning: {text}", file=sys.stderr)
+                elif not issubclass(w.category, ManifestWarning):
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def _targets(m: Any) -> str:
@@ -76,14 +99,15 @@ def import_cmd(
     force: Annotated[bool, typer.Option("--force", help="Replace a stored patch of the same name.")] = False,
 ) -> None:
     """Validate an adapter folder and copy it into the store (atomic, checksummed)."""
-    manifest = _store().import_dir(
-        src,
-        name=name,
-        task=task,
-        source_base_id=base_id,
-        source_base_fingerprint=base_fingerprint,
-        force=force,
-    )
+    with _manifest_warnings():
+        manifest = _store().import_dir(
+            src,
+            name=name,
+            task=task,
+            source_base_id=base_id,
+            source_base_fingerprint=base_fingerprint,
+            force=force,
+        )
     typer.echo(
         f"imported '{manifest.name}': LoRA r={manifest.adapter.r} alpha={manifest.adapter.lora_alpha:g} "
         f"targets={_targets(manifest)} ({len(manifest.files)} files)"
@@ -96,7 +120,8 @@ def list_cmd(
 ) -> None:
     """List stored patches."""
     store = _store()
-    manifests = store.list()
+    with _manifest_warnings():
+        manifests = store.list()
     if as_json:
         typer.echo(json.dumps([m.to_json_dict() for m in manifests], indent=2))
         return
@@ -137,7 +162,8 @@ def show_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
 ) -> None:
     """Show one patch's manifest (checksums verified)."""
-    patch = _store().get(name)
+    with _manifest_warnings():
+        patch = _store().get(name)
     m = patch.manifest
     if as_json:
         data = m.to_json_dict()
@@ -193,7 +219,8 @@ def verify_cmd(
     if clean:
         for action in store.recover():
             typer.echo(f"clean: {action}")
-    results = store.verify(name)
+    with _manifest_warnings():
+        results = store.verify(name)
     bad = [r for r in results if r.kind == "entry" and not r.ok]
     entries = [r for r in results if r.kind == "entry"]
     if as_json:
@@ -242,7 +269,8 @@ def export_cmd(
     ] = False,
 ) -> None:
     """Copy a stored patch to a plain peft adapter folder (with its manifest)."""
-    out = _store().export(name, dest, force=force)
+    with _manifest_warnings():
+        out = _store().export(name, dest, force=force)
     typer.echo(f"exported '{name}' to {out}")
 
 

@@ -122,6 +122,16 @@ def _test_write_delay() -> None:
             time.sleep(max(0.0, min(float(raw), 5.0)))
 
 
+def _write_error(where: Path, exc: OSError) -> StoreError:
+    what = exc.strerror or str(exc)
+    name = f" ({exc.filename})" if exc.filename else ""
+    return StoreError(
+        f"cannot write to {where}: {what}{name}",
+        hint="free disk space or fix the folder's permissions, then retry; "
+        "the interrupted write left no partial entry",
+    )
+
+
 def _adapter_files(src: Path) -> list[Path]:
     """The files of an adapter folder that a store entry keeps (no manifest, pickles, hidden or temp files)."""
     out = []
@@ -191,12 +201,17 @@ class PatchStore:
     # ------------------------------------------------------------------ helpers
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
+    def _locked(self) -> Iterator[list[str]]:
+        """Hold the store lock, recover interrupted writes, and turn OS write errors into StoreError.
+
+        Yields:
+            The recovery actions taken (see :meth:`recover`).
+        """
         from filelock import FileLock, Timeout
 
-        self.root.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(self.root / LOCK_NAME))
         try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(str(self.root / LOCK_NAME))
             lock.acquire(timeout=self.lock_timeout)
         except Timeout:
             raise StoreError(
@@ -205,9 +220,12 @@ class PatchStore:
                 hint="wait for the other command to finish and retry, or raise "
                 f"${ENV_LOCK_TIMEOUT}; the lock is released automatically when that process exits",
             ) from None
+        except OSError as exc:
+            raise _write_error(self.root, exc) from None
         try:
-            self._recover_locked()
-            yield
+            yield self._recover_locked()
+        except OSError as exc:
+            raise _write_error(self.root, exc) from None
         finally:
             lock.release()
 
@@ -245,9 +263,18 @@ class PatchStore:
             raise self._unknown(name)
         return path
 
+    @staticmethod
+    def _symlink_problem(path: Path) -> str | None:
+        if path.is_symlink():
+            return f"{path}: is a symbolic link; store entries must be real folders (the store never creates links)"
+        return None
+
     def _check_entry(self, name: str, path: Path) -> tuple[PatchManifest | None, list[str]]:
         """Load an entry's manifest and compare checksums; return the manifest (if readable) and problems."""
         problems: list[str] = []
+        link = self._symlink_problem(path)
+        if link is not None:
+            return None, [link]
         try:
             manifest = read_manifest(path / MANIFEST_NAME)
         except PatchError as exc:
@@ -255,6 +282,9 @@ class PatchStore:
         if manifest.name != name:
             problems.append(f"{path / MANIFEST_NAME}: names the patch '{manifest.name}', not '{name}'")
         adapter = path / ADAPTER_SUBDIR
+        link = self._symlink_problem(adapter)
+        if link is not None:
+            return manifest, [link]
         for rel, digest in sorted(manifest.files.items()):
             rp = Path(rel)
             if rp.is_absolute() or ".." in rp.parts or len(rp.parts) != 1:
@@ -292,9 +322,11 @@ class PatchStore:
         found = [p for p in self.root.iterdir() if is_temporary(p)]
         for name in self.names():
             entry = self.root / name
+            if entry.is_symlink():
+                continue  # never clean up inside a folder outside the store
             found += [p for p in entry.iterdir() if is_temporary(p)]
             adapter = entry / ADAPTER_SUBDIR
-            if adapter.is_dir():
+            if adapter.is_dir() and not adapter.is_symlink():
                 found += [p for p in adapter.iterdir() if is_temporary(p)]
         return sorted(found)
 
@@ -345,20 +377,8 @@ class PatchStore:
         """
         if not self.root.is_dir():
             return []
-        from filelock import FileLock, Timeout
-
-        lock = FileLock(str(self.root / LOCK_NAME))
-        try:
-            lock.acquire(timeout=self.lock_timeout)
-        except Timeout:
-            raise StoreError(
-                f"the patch store at {self.root} is busy (waited {self.lock_timeout:g} s)",
-                hint="wait for the other portllm-edge command to finish and retry",
-            ) from None
-        try:
-            return self._recover_locked()
-        finally:
-            lock.release()
+        with self._locked() as actions:
+            return actions
 
     def import_dir(
         self,
@@ -604,6 +624,14 @@ class PatchStore:
                     f"{dest}: is a non-empty folder that is not an adapter; refusing to replace it even with --force",
                     hint="choose a new or empty destination folder",
                 )
+        try:
+            self._export_files(patch, dest, force)
+        except OSError as exc:
+            raise _write_error(dest, exc) from None
+        return dest
+
+    @staticmethod
+    def _export_files(patch: StoredPatch, dest: Path, force: bool) -> None:
         with atomic_dir(dest, overwrite=force) as tmp:
             for rel in sorted(patch.manifest.files):
                 digest = _copy_hashing(patch.adapter_dir / rel, tmp / rel)
@@ -614,7 +642,6 @@ class PatchStore:
                     )
                 _test_write_delay()
             write_manifest(tmp / MANIFEST_NAME, patch.manifest)
-        return dest
 
     def remove(self, name: str) -> None:
         """Delete a stored patch (atomically: renamed aside, then deleted).

@@ -262,6 +262,11 @@ def _archive_like_name(ctx: Ctx) -> None:
     ctx.adapter()
 
 
+def _store_root_is_file(ctx: Ctx) -> None:
+    ctx.adapter()
+    (ctx.home / "patches").write_text("a file where the store folder should be")
+
+
 PATCH_CASES: list[Case] = [
     Case(
         "patch-missing-weights",

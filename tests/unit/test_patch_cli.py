@@ -116,3 +116,19 @@ def test_convert_pickled_adapter(capsys, tiny_adapters, tmp_path: Path) -> None:
 def test_convert_refusals(capsys, tmp_path: Path, argv) -> None:
     code, _, err = run(capsys, *(a.replace("{tmp}", str(tmp_path)) for a in argv))
     assert code == 2 and "Traceback" not in err and "Fix:" in err
+
+
+def test_newer_manifest_warns_on_one_line(capsys, tiny_adapters, tmp_path: Path) -> None:
+    store = PatchStore()
+    store.import_dir(tiny_adapters["llama"], name="p")
+    exported = store.export("p", tmp_path / "exp")
+    data = json.loads((exported / "manifest.json").read_text())
+    data["schema_version"] = 2
+    data["signed_by"] = "future"
+    (exported / "manifest.json").write_text(json.dumps(data))
+    code, _out, err = run(capsys, "patch", "import", str(exported), "--name", "p2")
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if line]
+    assert all(line.startswith("warning: ") for line in lines) and len(lines) == 2
+    assert "signed_by" in err and "schema_version 2" in err
+    assert PatchStore().get("p2").manifest.schema_version == 1

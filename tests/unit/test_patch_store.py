@@ -256,3 +256,50 @@ def test_lock_timeout_is_a_clear_error(store: PatchStore, src: Path) -> None:
 def test_lock_timeout_from_env(monkeypatch) -> None:
     monkeypatch.setenv("PORTLLM_EDGE_LOCK_TIMEOUT", "7.5")
     assert PatchStore().lock_timeout == 7.5
+
+
+def test_disk_full_is_a_store_error_and_leaves_nothing(store: PatchStore, src: Path, monkeypatch) -> None:
+    import errno
+
+    from portllm_edge.patches import store as store_mod
+
+    real = store_mod._copy_hashing
+    calls = {"n": 0}
+
+    def full(a: Path, b: Path) -> str:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(b))
+        return real(a, b)
+
+    monkeypatch.setattr(store_mod, "_copy_hashing", full)
+    with pytest.raises(StoreError) as ei:
+        store.import_dir(src, name="p")
+    assert "No space left on device" in ei.value.message and "free disk space" in (ei.value.hint or "")
+    assert [p.name for p in store.root.iterdir()] == [".lock"]
+
+
+def test_store_root_is_a_file(tmp_path: Path, src: Path) -> None:
+    root = tmp_path / "patches"
+    root.write_text("not a folder")
+    with pytest.raises(StoreError, match="cannot write to"):
+        PatchStore(root).import_dir(src, name="p")
+    assert root.read_text() == "not a folder"
+
+
+def test_symlinked_entry_is_flagged_and_never_cleaned_through(
+    store: PatchStore, src: Path, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    store.import_dir(src, name="real")
+    shutil.copytree(store.root / "real", outside)
+    (outside / ".tmp-precious").write_text("keep")
+    (store.root / "linked").symlink_to(outside, target_is_directory=True)
+    r = {x.name: x for x in store.verify()}
+    assert not r["linked"].ok and "symbolic link" in r["linked"].problems[0]
+    with pytest.raises(StoreError, match="damaged"):
+        store.get("linked")
+    store.recover()
+    assert (outside / ".tmp-precious").read_text() == "keep"
+    store.remove("linked")
+    assert outside.is_dir() and (outside / "manifest.json").is_file()
