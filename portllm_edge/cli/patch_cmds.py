@@ -74,7 +74,10 @@ def _targets(m: Any) -> str:
 def import_cmd(
     src: Annotated[
         Path,
-        typer.Argument(help="A peft LoRA adapter folder (adapter_config.json + adapter_model.safetensors)."),
+        typer.Argument(
+            help="A peft LoRA adapter folder (adapter_config.json + adapter_model.safetensors), "
+            "or a .tar/.tar.gz/.tgz made by `patch export`."
+        ),
     ],
     name: Annotated[
         Optional[str], typer.Option("--name", help="Store name (default: the folder's name).")
@@ -99,7 +102,23 @@ def import_cmd(
     force: Annotated[bool, typer.Option("--force", help="Replace a stored patch of the same name.")] = False,
 ) -> None:
     """Validate an adapter folder and copy it into the store (atomic, checksummed)."""
+    from portllm_edge.patches.store import is_archive_path
+
     with _manifest_warnings():
+        if src.is_file() and is_archive_path(src):
+            manifest = _store().import_archive(
+                src,
+                name=name,
+                task=task,
+                source_base_id=base_id,
+                source_base_fingerprint=base_fingerprint,
+                force=force,
+            )
+            typer.echo(
+                f"imported '{manifest.name}' from archive: LoRA r={manifest.adapter.r} "
+                f"alpha={manifest.adapter.lora_alpha:g} targets={_targets(manifest)} ({len(manifest.files)} files)"
+            )
+            return
         manifest = _store().import_dir(
             src,
             name=name,
@@ -263,14 +282,24 @@ def verify_cmd(
 @patch_app.command("export")
 def export_cmd(
     name: Annotated[str, typer.Argument(help="Store name.")],
-    dest: Annotated[Path, typer.Argument(help="Destination folder (adapter files + manifest.json).")],
+    dest: Annotated[
+        Path,
+        typer.Argument(
+            help="Destination folder (adapter files + manifest.json), or a .tar/.tar.gz/.tgz archive."
+        ),
+    ],
     force: Annotated[
         bool, typer.Option("--force", help="Replace DEST if it is an existing adapter folder.")
     ] = False,
 ) -> None:
     """Copy a stored patch to a plain peft adapter folder (with its manifest)."""
+    from portllm_edge.patches.store import is_archive_path
+
     with _manifest_warnings():
-        out = _store().export(name, dest, force=force)
+        if is_archive_path(dest):
+            out = _store().export_archive(name, dest, force=force)
+        else:
+            out = _store().export(name, dest, force=force)
     typer.echo(f"exported '{name}' to {out}")
 
 

@@ -41,7 +41,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from portllm_edge import paths
 from portllm_edge.errors import PatchError, PortllmError, StoreError
@@ -120,6 +120,75 @@ def _test_write_delay() -> None:
     if raw:
         with contextlib.suppress(ValueError):
             time.sleep(max(0.0, min(float(raw), 5.0)))
+
+
+ARCHIVE_MAX_MEMBERS = 256
+"""Most members a patch archive may hold."""
+ARCHIVE_MAX_BYTES = 64 * 1024**3
+"""Most uncompressed bytes a patch archive may hold (64 GiB), against tar bombs."""
+_ARCHIVE_MODES = {".tar": "", ".tar.gz": "gz", ".tgz": "gz"}
+
+
+def _archive_mode(path: Path, rw: str) -> str:
+    name = path.name.lower()
+    for suffix, comp in _ARCHIVE_MODES.items():
+        if name.endswith(suffix):
+            if rw == "r":
+                return "r:*"  # detect the compression from the bytes, not the name
+            return f"w:{comp}" if comp else "w"
+    raise StoreError(
+        f"{path}: unsupported archive type", hint="use a .tar, .tar.gz or .tgz file name, or a folder"
+    )
+
+
+def is_archive_path(path: str | os.PathLike[str]) -> bool:
+    """True when ``path``'s name ends with a supported archive suffix (``.tar``, ``.tar.gz``, ``.tgz``)."""
+    name = Path(path).name.lower()
+    return any(name.endswith(s) for s in _ARCHIVE_MODES)
+
+
+def _safe_members(archive: Path, tf: Any, hint: str) -> list[tuple[Any, str]]:
+    """Check every member before extracting anything; return (member, file name) pairs."""
+    out: list[tuple[Any, str]] = []
+    tops: set[str] = set()
+    total = 0
+    for count, m in enumerate(tf, start=1):
+        if count > ARCHIVE_MAX_MEMBERS:
+            raise StoreError(f"{archive}: holds more than {ARCHIVE_MAX_MEMBERS} members", hint=hint)
+        raw = m.name
+        parts = [p for p in raw.replace("\\", "/").split("/") if p not in ("", ".")]
+        if raw.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", raw) or ".." in parts:
+            raise StoreError(
+                f"{archive}: member {raw!r} has an absolute path or '..'; refusing an archive that could "
+                "write outside its folder",
+                hint=hint,
+            )
+        if m.isdir():
+            if len(parts) > 1:
+                raise StoreError(f"{archive}: member {raw!r} is a nested folder", hint=hint)
+            tops.update(parts)
+            continue
+        if not m.isfile():
+            kind = "a link" if (m.issym() or m.islnk()) else "not a regular file"
+            raise StoreError(
+                f"{archive}: member {raw!r} is {kind}; patch archives hold regular files only", hint=hint
+            )
+        if len(parts) == 2:
+            tops.add(parts[0])
+        elif len(parts) != 1:
+            raise StoreError(f"{archive}: member {raw!r} is nested too deep", hint=hint)
+        total += m.size
+        if total > ARCHIVE_MAX_BYTES:
+            raise StoreError(f"{archive}: unpacks to more than {ARCHIVE_MAX_BYTES} bytes", hint=hint)
+        rel = parts[-1]
+        if rel.startswith(".") or any(r == rel for _, r in out):
+            raise StoreError(f"{archive}: member {raw!r} is hidden or duplicated", hint=hint)
+        out.append((m, rel))
+    if len(tops) > 1:
+        raise StoreError(f"{archive}: holds several top-level folders ({', '.join(sorted(tops))})", hint=hint)
+    if not out:
+        raise StoreError(f"{archive}: holds no files", hint=hint)
+    return out
 
 
 def _write_error(where: Path, exc: OSError) -> StoreError:
@@ -643,6 +712,114 @@ class PatchStore:
                 _test_write_delay()
             write_manifest(tmp / MANIFEST_NAME, patch.manifest)
 
+    def export_archive(self, name: str, dest: Path, *, force: bool = False) -> Path:
+        """Write a stored patch as a tar archive (``.tar``, ``.tar.gz`` or ``.tgz``), atomically.
+
+        Members are ``<name>/<file>`` for each adapter file plus
+        ``<name>/manifest.json``: regular files only, owner 0, mode 0644, the
+        manifest's ``created_at`` as mtime (so the same patch gives the same bytes).
+
+        Raises:
+            StoreError: unknown/damaged patch, an unsupported suffix, or ``dest``
+                exists without ``force`` (or is a folder).
+        """
+        import io
+        import json
+        import tarfile
+
+        patch = self._load(name)
+        dest = Path(dest).expanduser()
+        mode = _archive_mode(dest, "w")
+        if dest.exists() and (dest.is_dir() or not force):
+            raise StoreError(
+                f"{dest}: already exists" + (" and is a folder" if dest.is_dir() else ""),
+                hint="choose another archive path"
+                + ("" if dest.is_dir() else ", or pass --force to replace it"),
+            )
+        mtime = int(patch.manifest.created_at.timestamp())
+
+        def add(tf: tarfile.TarFile, rel: str, data: bytes) -> None:
+            info = tarfile.TarInfo(f"{name}/{rel}")
+            info.size, info.mode, info.mtime, info.uid, info.gid = len(data), 0o644, mtime, 0, 0
+            tf.addfile(info, io.BytesIO(data))
+
+        tmp = dest.with_name(f"{TMP_PREFIX}{dest.name}")
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with tarfile.open(tmp, mode) as tf:  # type: ignore[call-overload]
+                for rel in sorted(patch.manifest.files):
+                    data = (patch.adapter_dir / rel).read_bytes()
+                    if hashlib.sha256(data).hexdigest() != patch.manifest.files[rel]:
+                        raise StoreError(
+                            f"{patch.adapter_dir / rel}: changed while exporting",
+                            hint="retry; if it persists, run `portllm-edge patch verify`",
+                        )
+                    add(tf, rel, data)
+                    _test_write_delay()
+                add(
+                    tf,
+                    MANIFEST_NAME,
+                    (json.dumps(patch.manifest.to_json_dict(), indent=2, sort_keys=True) + "\n").encode(),
+                )
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, dest)
+        except OSError as exc:
+            raise _write_error(dest, exc) from None
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        return dest
+
+    def import_archive(self, archive: Path, *, name: str | None = None, **kwargs: Any) -> PatchManifest:
+        """Import a patch from a tar archive made by :meth:`export_archive` (or by hand), safely.
+
+        Every member must be a regular file directly at the archive root or
+        inside one top-level folder; absolute paths, ``..``, deeper folders,
+        links, devices, more than :data:`ARCHIVE_MAX_MEMBERS` members or more
+        than :data:`ARCHIVE_MAX_BYTES` uncompressed bytes are refused before
+        anything is written. Files are extracted by content into a private
+        temporary folder (never ``extractall``), then imported with
+        :meth:`import_dir` (same validation, same atomic write).
+
+        Args:
+            archive: ``.tar``, ``.tar.gz`` or ``.tgz`` file.
+            name: Store name (default: the manifest's name, else the top folder's or file's stem).
+            **kwargs: Passed to :meth:`import_dir` (``task``, ``force``, ...).
+
+        Raises:
+            StoreError: unsafe or unreadable archive, or any :meth:`import_dir` error.
+            PatchError: the archived adapter is invalid (paths name the archive).
+        """
+        import tarfile
+
+        archive = Path(archive)
+        mode = _archive_mode(archive, "r")
+        hint = "re-create the archive with `portllm-edge patch export NAME FILE.tar.gz`"
+        try:
+            with tarfile.open(archive, mode) as tf:  # type: ignore[call-overload]
+                members = _safe_members(archive, tf, hint)
+                with tempfile.TemporaryDirectory(prefix="portllm-edge-archive-") as tmpdir:
+                    stage = Path(tmpdir) / "patch"
+                    stage.mkdir()
+                    for member, rel in members:
+                        fh = tf.extractfile(member)
+                        if fh is None:  # pragma: no cover - regular files always have data
+                            continue
+                        with fh, open(stage / rel, "xb") as out:
+                            shutil.copyfileobj(fh, out, _CHUNK)
+                    if name is None and not (stage / MANIFEST_NAME).is_file():
+                        top = {m.name.split("/")[0] for m, _ in members if "/" in m.name}
+                        name = default_name(Path(top.pop() if len(top) == 1 else archive.name.split(".")[0]))
+                    try:
+                        return self.import_dir(stage, name=name, **kwargs)
+                    except PortllmError as exc:
+                        exc.message = exc.message.replace(str(stage), str(archive))
+                        exc.args = (exc.message,)
+                        raise
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            raise StoreError(f"{archive}: not a readable tar archive ({exc})", hint=hint) from None
+
     def remove(self, name: str) -> None:
         """Delete a stored patch (atomically: renamed aside, then deleted).
 
@@ -682,6 +859,7 @@ __all__ = [
     "StoredPatch",
     "VerifyResult",
     "default_name",
+    "is_archive_path",
     "sha256_file",
     "validate_name",
 ]

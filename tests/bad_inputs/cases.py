@@ -262,6 +262,28 @@ def _archive_like_name(ctx: Ctx) -> None:
     ctx.adapter()
 
 
+def _archive_with(member: str, kind: str) -> Callable[[Ctx], None]:
+    """An otherwise valid patch archive plus one hostile member (``kind``: file or sym)."""
+
+    def build(ctx: Ctx) -> None:
+        import io
+        import tarfile
+
+        src = ctx.getfixture("tiny_adapters")["llama"]
+        with tarfile.open(ctx.tmp / "patch.tar.gz", "w:gz") as tf:
+            for f in sorted(src.iterdir()):
+                tf.add(f, arcname=f"patch/{f.name}")
+            info = tarfile.TarInfo(member)
+            if kind == "sym":
+                info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+                tf.addfile(info)
+            else:
+                info.size = 4
+                tf.addfile(info, io.BytesIO(b"evil"))
+
+    return build
+
+
 def _store_root_is_file(ctx: Ctx) -> None:
     ctx.adapter()
     (ctx.home / "patches").write_text("a file where the store folder should be")

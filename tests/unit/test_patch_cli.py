@@ -132,3 +132,14 @@ def test_newer_manifest_warns_on_one_line(capsys, tiny_adapters, tmp_path: Path)
     assert all(line.startswith("warning: ") for line in lines) and len(lines) == 2
     assert "signed_by" in err and "schema_version 2" in err
     assert PatchStore().get("p2").manifest.schema_version == 1
+
+
+def test_archive_export_import_via_cli(capsys, tiny_adapters, tmp_path: Path) -> None:
+    PatchStore().import_dir(tiny_adapters["llama"], name="p", task="sst2")
+    arc = tmp_path / "p.tar.gz"
+    code, out, err = run(capsys, "patch", "export", "p", str(arc))
+    assert code == 0 and arc.is_file(), err
+    code, out, err = run(capsys, "patch", "import", str(arc), "--name", "p-copy")
+    assert code == 0, err
+    assert "from archive" in out
+    assert PatchStore().get("p-copy").manifest.task == "sst2"

@@ -303,3 +303,111 @@ def test_symlinked_entry_is_flagged_and_never_cleaned_through(
     assert (outside / ".tmp-precious").read_text() == "keep"
     store.remove("linked")
     assert outside.is_dir() and (outside / "manifest.json").is_file()
+
+
+# ----------------------------------------------------------------------------- archives
+
+
+def _tar(path: Path, members: list[tuple[str, bytes | None, str]]) -> Path:
+    """Write a tar with (name, data, kind) members; kind is file, dir, sym, lnk or fifo."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz" if path.name.endswith("gz") else "w") as tf:
+        for name, data, kind in members:
+            info = tarfile.TarInfo(name)
+            if kind == "file":
+                info.size = len(data or b"")
+                tf.addfile(info, io.BytesIO(data or b""))
+                continue
+            info.type = {
+                "dir": tarfile.DIRTYPE,
+                "sym": tarfile.SYMTYPE,
+                "lnk": tarfile.LNKTYPE,
+                "fifo": tarfile.FIFOTYPE,
+            }[kind]
+            info.linkname = "/etc/passwd" if kind in ("sym", "lnk") else ""
+            tf.addfile(info)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".tar", ".tar.gz", ".tgz"])
+def test_archive_round_trip(store: PatchStore, src: Path, tmp_path: Path, suffix: str) -> None:
+    store.import_dir(src, name="p", task="sst2")
+    store.add_lineage("p", LineageEntry(kind="port", base_id="v2"))
+    arc = store.export_archive("p", tmp_path / f"p{suffix}")
+    again = store.export_archive("p", tmp_path / f"again{suffix}")
+    if suffix == ".tar":  # deterministic bytes for the same patch
+        assert arc.read_bytes() == again.read_bytes()
+    with pytest.raises(StoreError, match="already exists"):
+        store.export_archive("p", arc)
+    m = store.import_archive(arc, name="q")
+    assert m.task == "sst2" and [e.kind for e in m.lineage] == ["import", "port", "import"]
+    assert m.files == store.get("p").manifest.files
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_hand_made_flat_archive(store: PatchStore, src: Path, tmp_path: Path) -> None:
+    files = [(f.name, f.read_bytes(), "file") for f in src.iterdir()]
+    m = store.import_archive(_tar(tmp_path / "my-lora.tar", files))
+    assert m.name == "my-lora"
+    m2 = store.import_archive(
+        _tar(tmp_path / "x.tar", [("top", None, "dir")] + [(f"top/{n}", d, k) for n, d, k in files])
+    )
+    assert m2.name == "top"
+
+
+@pytest.mark.parametrize(
+    ("member", "kind", "words"),
+    [
+        ("../../evil.txt", "file", "absolute path or '..'"),
+        ("/etc/cron.d/evil", "file", "absolute path or '..'"),
+        ("top/../../x", "file", "absolute path or '..'"),
+        ("C:/evil", "file", "absolute path or '..'"),
+        ("top/link", "sym", "is a link"),
+        ("top/hard", "lnk", "is a link"),
+        ("top/fifo", "fifo", "not a regular file"),
+        ("top/a/b/deep", "file", "nested too deep"),
+        ("top/.hidden", "file", "hidden or duplicated"),
+    ],
+)
+def test_unsafe_archives_refused_before_writing(
+    store: PatchStore, src: Path, tmp_path: Path, member, kind, words
+):
+    files = [(f"top/{f.name}", f.read_bytes(), "file") for f in src.iterdir()]
+    arc = _tar(tmp_path / "bad.tar", [*files, (member, b"x", kind)])
+    with pytest.raises(StoreError) as ei:
+        store.import_archive(arc, name="p")
+    assert words in ei.value.message and str(arc) in ei.value.message
+    assert not store.root.exists() or store.names() == []
+    assert not (tmp_path / "evil.txt").exists() and not Path("/etc/cron.d/evil").exists()
+
+
+def test_archive_limits_and_garbage(store: PatchStore, src: Path, tmp_path: Path, monkeypatch) -> None:
+    from portllm_edge.patches import store as store_mod
+
+    files = [(f.name, f.read_bytes(), "file") for f in src.iterdir()]
+    monkeypatch.setattr(store_mod, "ARCHIVE_MAX_BYTES", 1000)
+    with pytest.raises(StoreError, match="unpacks to more than 1000 bytes"):
+        store.import_archive(_tar(tmp_path / "big.tar", files))
+    monkeypatch.setattr(store_mod, "ARCHIVE_MAX_BYTES", 10**9)
+    monkeypatch.setattr(store_mod, "ARCHIVE_MAX_MEMBERS", 2)
+    with pytest.raises(StoreError, match="more than 2 members"):
+        store.import_archive(_tar(tmp_path / "many.tar", files))
+    junk = tmp_path / "junk.tar.gz"
+    junk.write_bytes(b"not a tar at all" * 10)
+    with pytest.raises(StoreError, match="not a readable tar archive"):
+        store.import_archive(junk)
+    with pytest.raises(StoreError, match="unsupported archive type"):
+        store.import_archive(tmp_path / "x.zip")
+
+
+def test_archived_bad_adapter_names_the_archive(store: PatchStore, src: Path, tmp_path: Path) -> None:
+    files = [
+        (f.name, f.read_bytes()[:100] if f.suffix == ".safetensors" else f.read_bytes(), "file")
+        for f in src.iterdir()
+    ]
+    arc = _tar(tmp_path / "trunc.tar", files)
+    with pytest.raises(PatchError) as ei:
+        store.import_archive(arc, name="p")
+    assert f"{arc}/adapter_model.safetensors" in ei.value.message
