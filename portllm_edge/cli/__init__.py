@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 import click
+import typer
 
 # Each import registers its commands on ``app``.
 from portllm_edge.cli import (  # noqa: F401  (registration side effect)
@@ -32,6 +33,23 @@ from portllm_edge.errors import EXIT_USAGE, PortllmError
 __all__ = ["app", "main"]
 
 
+def _typer_click(name: str) -> tuple[type[BaseException], ...]:
+    """Typer >= 0.2x vendors click as ``typer._click``; its usage errors are not click's classes."""
+    try:
+        import typer._click.exceptions as vendored
+    except ImportError:  # pragma: no cover - older typer uses click itself
+        return ()
+    cls = getattr(vendored, name, None)
+    return (cls,) if isinstance(cls, type) and issubclass(cls, BaseException) else ()
+
+
+_USAGE_ERRORS: tuple[type[BaseException], ...] = (
+    click.exceptions.ClickException,
+    *_typer_click("ClickException"),
+)
+_ABORTS: tuple[type[BaseException], ...] = (click.exceptions.Abort, typer.Abort)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code (0 ok, 2 expected error, 130 interrupted)."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -40,11 +58,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         rv = app(args=args, prog_name="portllm-edge", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return int(exc.exit_code or 0)
-    except click.exceptions.Abort:
+    except _ABORTS:
         print("aborted", file=sys.stderr)
         return 130
-    except click.exceptions.ClickException as exc:
-        exc.show()
+    except _USAGE_ERRORS as exc:
+        exc.show()  # type: ignore[attr-defined]
         return EXIT_USAGE
     except PortllmError as exc:
         print(f"error: {exc.one_line()}", file=sys.stderr)
