@@ -252,6 +252,8 @@ def read_safetensors_header(
     try:
         text = raw.decode("utf-8")
         obj = json.loads(text, object_pairs_hook=_no_duplicates)
+    except RecursionError:
+        raise _fail(error_cls, p, "has a header that is nested too deeply; the file is corrupt") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise _fail(
             error_cls, p, f"has a header that is not valid JSON ({exc}); the file is corrupt"
@@ -322,6 +324,34 @@ def read_safetensors_header(
     return SafetensorsHeader(tensors, path=p, metadata=metadata, header_size=n, file_size=size)
 
 
+MAX_JSON_BYTES = 16 * 1024 * 1024
+"""Largest small JSON file (adapter config, manifest, shard index) we read: 16 MiB."""
+
+
+def read_small_json(path: str | os.PathLike[str], *, max_bytes: int = MAX_JSON_BYTES) -> Any:
+    """Parse a small UTF-8 JSON file with a size cap, turning every parse failure into ``ValueError``.
+
+    Guards the config-like files we read (``adapter_config.json``, ``manifest.json``,
+    ``model.safetensors.index.json``) against huge or pathologically nested input.
+
+    Raises:
+        OSError: the file can't be read.
+        ValueError: larger than ``max_bytes``, not UTF-8, not JSON, or nested too deeply.
+    """
+    p = Path(path)
+    size = p.stat().st_size
+    if size > max_bytes:
+        raise ValueError(f"the file is {size} bytes, above the {max_bytes}-byte limit for this JSON file")
+    with open(p, "rb") as fh:
+        raw = fh.read(max_bytes + 1)
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except RecursionError:
+        raise ValueError("the JSON is nested too deeply") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 ({exc.reason})") from None
+
+
 def pickle_hint(folder: Path, command: str | None = None) -> str:
     """The fix for a folder holding only pickled weights.
 
@@ -387,7 +417,7 @@ def list_weight_files(
     index = d / INDEX_NAME
     if index.is_file():
         try:
-            data = json.loads(index.read_text(encoding="utf-8"))
+            data = read_small_json(index)
             weight_map = data["weight_map"]
             if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
                 raise TypeError("weight_map is not a map of tensor name to file name")
@@ -679,4 +709,5 @@ __all__ = [
     "pickle_hint",
     "pickled_files",
     "read_safetensors_header",
+    "read_small_json",
 ]

@@ -21,7 +21,6 @@ It must not import torch or UI code, and never loads the base model.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -108,8 +107,8 @@ def read_adapter_config(folder: str | os.PathLike[str]) -> dict[str, Any]:
             hint="point to a folder saved by peft's `save_pretrained` (adapter_config.json + adapter_model.safetensors)",
         )
     try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        cfg = tensorio.read_small_json(cfg_path)
+    except (OSError, ValueError) as exc:
         raise _config_error(cfg_path, f"is not valid JSON ({exc})") from None
     if not isinstance(cfg, dict):
         raise _config_error(cfg_path, f"holds a JSON {type(cfg).__name__}, not an object")

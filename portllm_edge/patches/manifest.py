@@ -18,7 +18,6 @@ This module must not import torch or UI code; it only reads and writes JSON.
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from datetime import datetime, timezone
@@ -29,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from portllm_edge.errors import PatchError
 from portllm_edge.fsutil import atomic_write_json
+from portllm_edge.tensorio import read_small_json
 
 SCHEMA_VERSION = 1
 """Manifest schema written by this version."""
@@ -257,7 +257,7 @@ def read_manifest(path: str | os.PathLike[str]) -> PatchManifest:
     """
     p = Path(path)
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
+        data = read_small_json(p)
     except FileNotFoundError:
         raise PatchError(
             f"{p}: manifest not found",

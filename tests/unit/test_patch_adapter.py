@@ -108,3 +108,13 @@ def test_no_lora_tensors(adapter: Path) -> None:
     save_file({"model.embed_tokens.weight": torch.zeros(2, 2)}, str(adapter / "adapter_model.safetensors"))
     with pytest.raises(PatchError, match="holds no LoRA tensors"):
         validate_adapter_dir(adapter)
+
+
+def test_huge_or_deep_config_refused(adapter: Path) -> None:
+    (adapter / "adapter_config.json").write_bytes(b"[" * 100_000 + b"]" * 100_000)
+    with pytest.raises(PatchError, match="nested too deeply"):
+        validate_adapter_dir(adapter)
+    with open(adapter / "adapter_config.json", "wb") as fh:
+        fh.truncate(17 * 1024 * 1024)  # sparse: 17 MiB of zeros
+    with pytest.raises(PatchError, match="limit for this JSON file"):
+        validate_adapter_dir(adapter)

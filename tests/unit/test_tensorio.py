@@ -242,3 +242,17 @@ def test_file_scan_chunks(tmp_path: Path, monkeypatch) -> None:
     p = tmp_path / "c.safetensors"
     save_file({"w": t}, str(p))
     assert tensorio.find_nonfinite_in_file(p) == tensorio.NonFiniteTensor("w", 1, 1, 100)
+
+
+def test_deeply_nested_header_and_json(tmp_path: Path) -> None:
+    raw = b"[" * 200_000 + b"]" * 200_000
+    p = tmp_path / "deep.safetensors"
+    p.write_bytes(struct.pack("<Q", len(raw)) + raw)
+    with pytest.raises(PatchError, match="nested too deeply"):
+        tensorio.read_safetensors_header(p)
+    j = tmp_path / "deep.json"
+    j.write_bytes(raw)
+    with pytest.raises(ValueError, match="nested too deeply"):
+        tensorio.read_small_json(j)
+    with pytest.raises(ValueError, match="above the 10-byte limit"):
+        tensorio.read_small_json(j, max_bytes=10)
