@@ -256,3 +256,15 @@ def test_deeply_nested_header_and_json(tmp_path: Path) -> None:
         tensorio.read_small_json(j)
     with pytest.raises(ValueError, match="above the 10-byte limit"):
         tensorio.read_small_json(j, max_bytes=10)
+
+
+def test_importing_tensorio_and_patches_loads_no_heavy_library() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, portllm_edge.tensorio, portllm_edge.patches, portllm_edge.cli.patch_cmds;"
+        "print(sorted(m for m in ('torch', 'safetensors', 'transformers', 'peft', 'textual') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
