@@ -198,12 +198,16 @@ def plan_cmd(
         )
     else:
         cheapest = min(plan.inference, key=lambda o: o.breakdown.total_bytes)
-        typer.echo(
-            f"\nNothing fits: the smallest, {cheapest.label}, needs {cheapest.breakdown.total_human()} "
-            f"of {plan.budget.usable_human()} usable. Try a shorter --context, a smaller model, or `portllm-edge pick`."
-        )
     for note in dict.fromkeys(n for o in (*plan.inference, *plan.finetune) for n in o.breakdown.notes):
         typer.echo(f"note: {note}")
+    if plan.best is None:
+        from portllm_edge.errors import PlanningError
+
+        raise PlanningError(
+            f"{plan.model.name} does not fit at any precision: the smallest, {cheapest.label}, needs "
+            f"{cheapest.breakdown.total_human()} of {plan.budget.usable_human()} usable.",
+            hint="try a shorter --context, a smaller model, or `portllm-edge pick`",
+        )
 
 
 @app.command("pick")
@@ -252,10 +256,12 @@ def pick_cmd(
         return
     typer.echo(f"Budget: {budget.describe()}; context {context}")
     if not choices:
-        typer.echo(
-            "Nothing fits this budget. Try a shorter --context, less --headroom, or another --hardware profile."
+        from portllm_edge.errors import PlanningError
+
+        raise PlanningError(
+            f"nothing fits this budget ({budget.describe()}; context {context}).",
+            hint="try a shorter --context, less --headroom, or another --hardware profile",
         )
-        return
     rows = [
         [
             str(c.rank),

@@ -38,7 +38,7 @@ def _header(path: Path) -> tuple[int, dict[str, dict[str, object]]]:
             )
         (n,) = struct.unpack("<Q", raw)
     if read_safetensors_header is not None:
-        read_safetensors_header(path)  # full validation (raises with the file named)
+        read_safetensors_header(path, error_cls=BaseModelError)  # full validation, file named
     with open(path, "rb") as fh:
         fh.seek(8)
         header = json.loads(fh.read(n))

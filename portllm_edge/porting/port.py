@@ -161,6 +161,9 @@ def port_patch(
 
         return _T()
 
+    from portllm_edge.porting.load import default_device, resolve_precision
+
+    resolve_precision(precision, device or default_device())  # fail before any work on a bad --precision
     run_id = new_run_id("port")
     adapter_dir, stored = resolve_patch(patch)
     resolved = resolve_base(base)

@@ -550,3 +550,171 @@ CHECK_CASES: list[Case] = [
 ]
 
 CASES += CHECK_CASES
+
+
+# --------------------------------------------------------------------------- cases (bases, config files, runtime limits)
+
+
+def _base_for_port(breaker: Callable[[Path], None]) -> Callable[[Ctx], None]:
+    """A stored patch ``sst2-llama`` and a copy of the llama base at ``{tmp}/base`` broken by ``breaker``."""
+
+    def build(ctx: Ctx) -> None:
+        ctx.store_patch()
+        breaker(ctx.base("llama", "new"))
+
+    return build
+
+
+def _drop_config(d: Path) -> None:
+    (d / "config.json").unlink()
+
+
+def _garbage_tokenizer(d: Path) -> None:
+    (d / "tokenizer.json").write_text("{ this is not a tokenizer")
+
+
+def _pickle_only(d: Path) -> None:
+    (d / "model.safetensors").unlink()
+    (d / "pytorch_model.bin").write_bytes(b"\x80\x04pickled weights would run code")
+
+
+def _fake_gguf(ctx: Ctx) -> None:
+    (ctx.tmp / "model.gguf").write_bytes(b"PK\x03\x04 this is a zip file renamed to .gguf")
+
+
+def _user_hardware_profile(text: str) -> Callable[[Ctx], None]:
+    def build(ctx: Ctx) -> None:
+        folder = ctx.home / "profiles" / "hardware"
+        folder.mkdir(parents=True)
+        (folder / "my-card.toml").write_text(text)
+
+    return build
+
+
+def _eval_file(text: str, name: str = "dev.tsv") -> Callable[[Ctx], None]:
+    def build(ctx: Ctx) -> None:
+        ctx.base("llama", "new")
+        (ctx.tmp / name).write_text(text)
+
+    return build
+
+
+def _nothing(ctx: Ctx) -> None:
+    ctx.base("llama", "new")
+
+
+PORT_ARGV = ("port", "sst2-llama", "--base", "{tmp}/base")
+
+BASE_RUNTIME_CASES: list[Case] = [
+    Case(
+        "base-missing-config",
+        _base_for_port(_drop_config),
+        PORT_ARGV,
+        ("{tmp}/base", "config.json", "folder"),
+    ),
+    Case(
+        "base-unreadable-tokenizer",
+        _base_for_port(_garbage_tokenizer),
+        PORT_ARGV,
+        ("{tmp}/base", "tokenizer"),
+    ),
+    Case(
+        "base-pickle-only",
+        _base_for_port(_pickle_only),
+        PORT_ARGV,
+        ("pytorch_model.bin", "safetensors", "convert"),
+    ),
+    Case(
+        "base-not-a-gguf",
+        _fake_gguf,
+        ("models", "import-gguf", "{tmp}/model.gguf"),
+        ("{tmp}/model.gguf", "not a GGUF file", ".gguf"),
+    ),
+    Case(
+        "base-unknown-store-name",
+        lambda ctx: ctx.store_patch(),
+        ("port", "sst2-llama", "--base", "no-such-model"),
+        ("no-such-model", "folder"),
+    ),
+    Case(
+        "config-profile-unknown-key",
+        _user_hardware_profile(
+            'name = "my-card"\ndisplay_name = "My card"\nkind = "cuda"\nmemroy = "8GiB"\n'
+        ),
+        ("plan", "SmolLM2-135M", "--hardware", "my-card"),
+        ("my-card.toml", "memroy", "did you mean"),
+    ),
+    Case(
+        "config-profile-negative-memory",
+        _user_hardware_profile(
+            'name = "my-card"\ndisplay_name = "My card"\nkind = "cuda"\nmemory = "-8GiB"\n'
+        ),
+        ("plan", "SmolLM2-135M", "--hardware", "my-card"),
+        ("my-card.toml", "memory"),
+    ),
+    Case(
+        "runtime-plan-nothing-fits",
+        _nothing,
+        ("plan", "Mistral-7B-v0.3", "--hardware", "jetson-orin-nano-8gb", "--context", "400000"),
+        ("Mistral-7B-v0.3", "does not fit", "--context"),
+    ),
+    Case(
+        "runtime-pick-nothing-fits",
+        _nothing,
+        ("pick", "--hardware", "rtx-4060-8gb", "--context", "400000"),
+        ("nothing fits", "--context"),
+    ),
+    Case(
+        "runtime-port-unknown-precision",
+        lambda ctx: (ctx.store_patch(), ctx.base("llama", "new")) and None,
+        ("port", "sst2-llama", "--base", "{tmp}/base", "--precision", "nf3"),
+        ("nf3", "--precision", "nf4"),
+    ),
+    Case(
+        "runtime-eval-wrong-columns",
+        _eval_file("review\tlabel\nfine movie\t1\n"),
+        ("eval", "--task", "sst2", "--data", "{tmp}/dev.tsv", "--base", "{tmp}/base", "--limit", "1"),
+        ("{tmp}/dev.tsv", "sentence", "label"),
+    ),
+    Case(
+        "runtime-eval-test-split-without-labels",
+        _eval_file("index\tsentence\n0\tfine movie\n", "test.tsv"),
+        ("eval", "--task", "sst2", "--data", "{tmp}/test.tsv", "--base", "{tmp}/base"),
+        ("{tmp}/test.tsv", "label"),
+    ),
+    Case(
+        "runtime-train-bad-rank",
+        _nothing,
+        (
+            "train",
+            "--base",
+            "{tmp}/base",
+            "--task",
+            "sst2",
+            "--data",
+            "{tmp}/none.tsv",
+            "--name",
+            "x",
+            "--r",
+            "0",
+        ),
+        ("`r`", "positive"),
+    ),
+    Case(
+        "runtime-update-missing-corpus",
+        _nothing,
+        (
+            "simulate-update",
+            "{tmp}/base",
+            "--corpus",
+            "{tmp}/no-such-dir",
+            "--out",
+            "{tmp}/v2",
+            "--steps",
+            "1",
+        ),
+        ("{tmp}/no-such-dir", "corpus", "plain-text"),
+    ),
+]
+
+CASES += BASE_RUNTIME_CASES
