@@ -145,6 +145,35 @@ def _encode_request(
     return _Encoded(tokens, len(tokens) - len(cont), len(continuation.encode("utf-8")))
 
 
+@dataclass(frozen=True)
+class _Unit:
+    """One row of a forward pass: ``tokens`` and the requests scored from it.
+
+    Requests with a one-token continuation after the same context share a unit: the
+    logits at the last context position score every such choice at once (the
+    lm-eval-harness one-token-continuation shortcut), which halves the work of a
+    binary classification task.
+    """
+
+    tokens: list[int]
+    ctx_len: int
+    members: tuple[int, ...]
+
+
+def _group_units(encoded: Sequence[_Encoded]) -> list[_Unit]:
+    units: list[_Unit] = []
+    shared: dict[tuple[int, ...], list[int]] = {}
+    for i, e in enumerate(encoded):
+        if len(e.tokens) - e.ctx_len == 1:
+            shared.setdefault(tuple(e.tokens[: e.ctx_len]), []).append(i)
+        else:
+            units.append(_Unit(e.tokens, e.ctx_len, (i,)))
+    for members in shared.values():
+        e = encoded[members[0]]
+        units.append(_Unit(e.tokens, e.ctx_len, tuple(members)))
+    return units
+
+
 def _supports_logits_to_keep(model: Any) -> bool:
     import inspect
 
@@ -181,7 +210,8 @@ def score_continuations(
 ) -> tuple[list[ContinuationScore], int]:
     """Log-likelihood of each ``(context, continuation)`` pair under a causal LM.
 
-    Requests are sorted longest first and batched with right padding; each item's
+    Requests are sorted longest first and batched with right padding (requests that
+    share a context and have one-token continuations share one row); each item's
     score is ``sum_t log_softmax(logits[t-1])[token_t]`` over its continuation tokens,
     computed in float32 from the model's logits. Only the logit rows that some item in
     the batch needs are materialized (``logits_to_keep``) when the model supports it,
@@ -211,38 +241,43 @@ def score_continuations(
     prefix = _special_prefix(tokenizer)
     max_len = _max_length(model, tokenizer, max_length)
     encoded = [_encode_request(tokenizer, c, x, prefix, max_len) for c, x in requests]
-    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i].tokens))
+    units = _group_units(encoded)
+    order = sorted(range(len(units)), key=lambda u: -len(units[u].tokens))
     device = _model_device(model)
     pad = _pad_id(tokenizer)
     keep_ok = _supports_logits_to_keep(model)
     results: list[ContinuationScore | None] = [None] * len(encoded)
     n_tokens = 0
+    done = 0
     with _EvalMode(model), torch.inference_mode():
         for start in range(0, len(order), batch_size):
-            batch = order[start : start + batch_size]
-            items = [encoded[i] for i in batch]
-            width = max(len(e.tokens) for e in items)
-            ids = torch.full((len(items), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(items), width), dtype=torch.long)
-            for row, e in enumerate(items):
-                ids[row, : len(e.tokens)] = torch.tensor(e.tokens, dtype=torch.long)
-                mask[row, : len(e.tokens)] = 1
-            first = min(e.ctx_len - 1 for e in items)  # earliest logit row any item needs
+            batch = [units[u] for u in order[start : start + batch_size]]
+            width = max(len(u.tokens) for u in batch)
+            ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, u in enumerate(batch):
+                ids[row, : len(u.tokens)] = torch.tensor(u.tokens, dtype=torch.long)
+                mask[row, : len(u.tokens)] = 1
+            first = min(u.ctx_len - 1 for u in batch)  # earliest logit row any item needs
             kwargs: dict[str, Any] = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
             if keep_ok:
                 kwargs["logits_to_keep"] = width - first
             logits = model(**kwargs).logits
             offset = width - logits.shape[1]  # 0 without logits_to_keep
-            for row, (i, e) in enumerate(zip(batch, items, strict=True)):
-                rows = logits[row, e.ctx_len - 1 - offset : len(e.tokens) - 1 - offset].float()
-                target = ids[row, e.ctx_len : len(e.tokens)].to(rows.device)
-                logp = torch.log_softmax(rows, dim=-1)
-                token_lp = logp.gather(1, target.unsqueeze(1)).squeeze(1)
-                greedy = bool((rows.argmax(dim=-1) == target).all())
-                results[i] = ContinuationScore(float(token_lp.sum()), int(target.numel()), e.n_bytes, greedy)
+            for row, u in enumerate(batch):
+                for i in u.members:
+                    e = encoded[i]
+                    cont = e.tokens[e.ctx_len :]
+                    rows = logits[row, u.ctx_len - 1 - offset : u.ctx_len - 1 - offset + len(cont)].float()
+                    target = torch.tensor(cont, dtype=torch.long, device=rows.device)
+                    logp = torch.log_softmax(rows, dim=-1)
+                    token_lp = logp.gather(1, target.unsqueeze(1)).squeeze(1)
+                    greedy = bool((rows.argmax(dim=-1) == target).all())
+                    results[i] = ContinuationScore(float(token_lp.sum()), len(cont), e.n_bytes, greedy)
+                done += len(u.members)
             n_tokens += int(mask.sum())
             if progress is not None:
-                progress(min(start + batch_size, len(order)), len(order))
+                progress(done, len(encoded))
     return [r for r in results if r is not None], n_tokens
 
 
@@ -434,23 +469,23 @@ def evaluate(
             batch_size=batch_size,
             progress=progress,
         )
-        for e, out in zip(gen, outputs, strict=True):
+        for g, out in zip(gen, outputs, strict=True):
             answer = extract_answer(out)
-            predictions.append(Prediction(e.id, answer, e.answer, numbers_match(answer, e.answer), None, out))
+            predictions.append(Prediction(g.id, answer, g.answer, numbers_match(answer, g.answer), None, out))
         options["max_new_tokens"] = max_new_tokens
     elif all(isinstance(e, ChoiceExample) for e in examples):
         choice = [e for e in examples if isinstance(e, ChoiceExample)]
         flat: list[tuple[str, str]] = []
-        for e in choice:
-            flat.extend(e.requests())
+        for c in choice:
+            flat.extend(c.requests())
         scores, tokens = score_continuations(model, tokenizer, flat, batch_size=batch_size, progress=progress)
         pos = 0
-        for e in choice:
-            k = len(e.choices)
+        for c in choice:
+            k = len(c.choices)
             values = tuple(_normalized(s, normalization) for s in scores[pos : pos + k])
             pos += k
             pred = max(range(k), key=lambda j: values[j])
-            predictions.append(Prediction(e.id, pred, e.gold, pred == e.gold, values, None))
+            predictions.append(Prediction(c.id, pred, c.gold, pred == c.gold, values, None))
         options["normalization"] = normalization
     else:
         raise EvaluationError("examples mix generation and choice tasks", hint="Evaluate one task at a time.")

@@ -56,6 +56,16 @@ def test_logprob_equals_manual_computation(llama):
     assert tokens == sum(len((c + x).encode()) for c, x in REQUESTS)
 
 
+def test_one_token_choices_share_one_row(llama):
+    model, tok = llama
+    reqs = [("Pick:", "x"), ("Pick:", "y"), ("Other context:", "x"), ("Pick:", "xy")]
+    scores, tokens = score_continuations(model, tok, reqs, batch_size=2)
+    for (ctx, cont), s in zip(reqs, scores, strict=True):
+        assert s.logprob == pytest.approx(_manual_logprob(model, tok, ctx, cont), rel=1e-5, abs=1e-4)
+    # rows: "Pick:"+"x" (shared by x and y), "Other context:"+"x", "Pick:"+"xy"
+    assert tokens == (5 + 1) + (14 + 1) + (5 + 2)
+
+
 @pytest.mark.parametrize("family", ["llama", "gemma2"])
 def test_batching_gives_the_same_scores(tiny_pairs, family):
     from transformers import AutoModelForCausalLM, AutoTokenizer
