@@ -178,7 +178,7 @@ def train_lora(
     while step < total:
         for idx in epoch_batches(len(encoded), hp.batch_size, hp.seed + epoch):
             batch = {k: v.to(device) for k, v in collate([encoded[i] for i in idx], pad).items()}
-            out = peft_model(**batch)
+            out = peft_model(**batch, use_cache=False)
             loss = out.loss
             if not torch.isfinite(loss):
                 raise TrainingError(

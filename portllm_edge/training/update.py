@@ -195,7 +195,7 @@ def simulate_update(
             batch.append(train[cursor % len(train)])
             cursor += 1
         ids = torch.tensor(batch, device=device)
-        loss = model(input_ids=ids, labels=ids).loss
+        loss = model(input_ids=ids, labels=ids, use_cache=False).loss
         if not torch.isfinite(loss):
             raise TrainingError(
                 f"continued pretraining loss became {float(loss)} at step {step + 1}.", hint="lower --lr"
