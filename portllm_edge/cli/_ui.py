@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import Callable, Iterator
 
 from rich.console import Console
@@ -34,7 +33,26 @@ def human_bytes(n: float | None) -> str:
 
 @contextlib.contextmanager
 def step_progress(label: str) -> Iterator[Callable[[int, int, float], None]]:
-    """A progress bar for training loops; yields ``update(step, total, loss)``."""
+    """Progress for training loops; yields ``update(step, total, loss)``.
+
+    A live bar in a terminal; elsewhere (CI logs, pipes) one plain line per ~10 % of the steps,
+    with the rate, so that progress is visible in any log.
+    """
+    if not console.is_terminal:
+        import time
+
+        start = time.perf_counter()
+        shown = {"last": 0}
+
+        def plain(step: int, total: int, loss: float) -> None:
+            every = max(1, total // 10)
+            if step == total or step - shown["last"] >= every:
+                shown["last"] = step
+                rate = (time.perf_counter() - start) / step
+                console.print(f"    {label}: step {step}/{total}, loss {loss:.4f}, {rate:.1f} s/step")
+
+        yield plain
+        return
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -44,7 +62,6 @@ def step_progress(label: str) -> Iterator[Callable[[int, int, float], None]]:
         TimeRemainingColumn(),
         console=console,
         transient=False,
-        disable=not sys.stderr.isatty() and False,
     ) as progress:
         task = progress.add_task(label, total=None, loss="-")
 
