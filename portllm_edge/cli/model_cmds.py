@@ -56,7 +56,9 @@ def list_cmd(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")
         out.print(f"no models in {root} (import one with `portllm-edge models import-gguf FILE`)")
         return
     for r in rows:
-        out.print(f"{r['name']:<40} {r['model_type']!s:<12} {human_bytes(r['bytes']):>12}  {r['path']}")
+        out.print(
+            f"{r['name']:<40} {r['model_type']!s:<12} {human_bytes(float(r['bytes'] or 0)):>12}  {r['path']}"
+        )
 
 
 @models_app.command("convert-pickle")

@@ -61,7 +61,7 @@ class BenchResult:
 def _summarize(name: str, runs: list[MeasureResult]) -> BenchConfigResult:
     peak, spread = median_and_spread([float(r.peak_bytes) for r in runs])
     wall, _ = median_and_spread([r.wall_seconds for r in runs])
-    tps = [r.details.get("tokens_per_s") for r in runs if r.details.get("tokens_per_s")]
+    tps = [float(r.details["tokens_per_s"]) for r in runs if r.details.get("tokens_per_s")]
     return BenchConfigResult(
         name=name,
         metric=runs[0].metric,

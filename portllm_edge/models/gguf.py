@@ -113,7 +113,7 @@ def import_gguf(
             hint="check that the architecture is supported by transformers' GGUF loader and the file is complete",
         ) from exc
     # The GGUF "quantizer" only marks the model as loaded-from-GGUF; the tensors are already fp32.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.config.name_or_path = name

@@ -219,7 +219,7 @@ def load_base_model(
             hint="check the folder with `portllm-edge check`, or try another --precision",
         ) from exc
     if qcfg is None and device == "cuda":
-        model.to("cuda")
+        model.to("cuda")  # type: ignore[arg-type]
     model.eval()
     if concrete == "nf4" and not cpu_repack:
         from portllm_edge.porting.quant import disable_cpu_repacking

@@ -76,7 +76,8 @@ def restore_4bit_layout(model: Any) -> int:
                 hint="reload the base model and merge before any forward pass, or use `port --merge-to`",
             ) from exc
         mod.weight.data, mod.weight.quant_state = _convert_weight_packed_for_cpu_inverse(
-            mod.weight.data, state
+            mod.weight.data,
+            state,  # type: ignore[arg-type]
         )
         if hasattr(mod, "quant_state"):
             mod.quant_state = mod.weight.quant_state

@@ -179,7 +179,7 @@ def simulate_update(
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(device)
+    model.to(device)  # type: ignore[arg-type]
     old_state = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
     ppl_before = _perplexity(model, held, device)
     model.train()

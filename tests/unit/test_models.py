@@ -37,7 +37,7 @@ def test_unknown_name_suggests_close_store_entry(tiny_pairs):
 
 def test_folder_without_config_is_refused(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"")
-    with pytest.raises(BaseModelError, match="no config.json"):
+    with pytest.raises(BaseModelError, match=r"no config\.json"):
         resolve_base(str(tmp_path))
 
 
