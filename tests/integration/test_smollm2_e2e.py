@@ -68,3 +68,49 @@ def test_sst2_patch_ports_from_v1_to_v2_in_nf4(smollm2_gguf, shared_data):
     assert mem["port"]["peak_bytes"] < mem["lora_finetune"]["peak_bytes"]
     assert summary["ratio"] > 1.0
     assert summary["update"]["mean_linear_drift"] > 0
+
+
+def test_drift_table_and_exact_streaming_merge_on_smollm2(smollm2_gguf, shared_data, tmp_path, capsys):
+    """Issue 3's real input: the drift table of the SST-2 patch on the SmolLM2 update, and a streamed
+    merge whose logits equal the unmerged port (fp32, ≤ 1e-4 relative)."""
+    import torch
+
+    from portllm_edge.cli import main
+    from portllm_edge.models import resolve_base
+    from portllm_edge.porting.attach import attach_patch, probe_logits
+    from portllm_edge.porting.drift import compute_drift
+    from portllm_edge.porting.load import load_base_model
+
+    v1 = import_gguf(smollm2_gguf, reuse=True)
+    task = ExperimentTask(
+        task="sst2",
+        train_data=shared_data / "sst2" / "train.tsv",
+        eval_data=shared_data / "sst2" / "dev.tsv",
+        title="SST-2",
+        patch_name="sst2-smol",
+    )
+    summary = run_experiment(
+        v1, [shared_data / "gutenberg" / "pg1342.txt"], task, settings=CI_SETTINGS, say=lambda _line: None
+    )
+    v2 = resolve_base(f"{v1.name}-sst2-smol-v2")
+    patch_dir = PatchStore().get("sst2-smol").adapter_dir
+
+    drift = compute_drift(patch_dir, v1, v2.path)
+    assert len(drift.modules) == 30 * 4  # 30 layers x q,k,v,o
+    assert all(m.base_drift > 0 and m.patch_size > 0 for m in drift.modules)
+    capsys.readouterr()
+    assert main(["check", "sst2-smol", "--base", str(v2.path), "--old", str(v1)]) == 0
+    table = capsys.readouterr().out
+    assert "model.layers.0.self_attn.q_proj" in table
+
+    merged = tmp_path / "merged"
+    assert main(["merge", "sst2-smol", "--base", str(v2.path), "--out", str(merged), "--dtype", "fp32"]) == 0
+    loaded = load_base_model(str(v2.path), "fp32")
+    ported = attach_patch(loaded.model, loaded.tokenizer, patch_dir)
+    want = probe_logits(ported.model, loaded.tokenizer)
+    got_model = load_base_model(str(merged), "fp32")
+    got = probe_logits(got_model.model, got_model.tokenizer)
+    rel = float((got - want).abs().max() / want.abs().max())
+    assert rel <= 1e-4, rel
+    assert torch.isfinite(got).all()
+    assert summary["port"]["ported_name"] == "sst2-smol@SmolLM2-135M-Instruct-sst2-smol-v2"
