@@ -16,6 +16,23 @@ from portllm_edge.patches import PatchStore
 
 pytestmark = pytest.mark.slow
 
+
+@pytest.fixture(scope="module")
+def _smol_home(tmp_path_factory):
+    return tmp_path_factory.mktemp("smol-home")
+
+
+@pytest.fixture(autouse=True)
+def portllm_home(_smol_home, monkeypatch):
+    """One home for this module: the second test reuses the first one's v2, patches and results (cached)."""
+    from portllm_edge import paths
+
+    monkeypatch.setenv(paths.ENV_HOME, str(_smol_home))
+    paths.set_home(None)
+    yield _smol_home
+    paths.set_home(None)
+
+
 CI_SETTINGS = ExperimentSettings(
     update_steps=3,
     update_seq_len=64,
