@@ -155,7 +155,7 @@ def report_cmd(
 ) -> None:
     """Write a report (Markdown, JSON, PNG charts) from recorded runs."""
     from portllm_edge.history import get_run, list_runs
-    from portllm_edge.reports import budget_rows, build_report, write_report
+    from portllm_edge.reports import budget_rows, build_report, with_planner_estimates, write_report
 
     if run_ids:
         runs = [get_run(r) for r in run_ids]
@@ -180,7 +180,14 @@ def report_cmd(
             print(
                 f"warning: no memory-budget section ({errors[-1] if errors else 'no model'})", file=sys.stderr
             )
-    report = build_report(runs, budget=rows, budget_model=model_used, title=title)
+    records: list[Any] = []
+    for run in runs:
+        try:
+            records.append(with_planner_estimates(run))
+        except PortllmError as exc:
+            print(f"warning: no planner estimates for run {run.id} ({exc.message})", file=sys.stderr)
+            records.append(run)
+    report = build_report(records, budget=rows, budget_model=model_used, title=title)
     paths_written = write_report(report, out)
     typer.echo(f"report of {len(runs)} runs written to {out}:")
     for p in paths_written:

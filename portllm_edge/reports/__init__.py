@@ -4,17 +4,19 @@ Public API (pure functions over run records; matplotlib and the planner load laz
 
 * :func:`build_report` (runs, budget=...) -> :class:`Report`;
 * :func:`budget_rows` (model, profiles=...) -> list of :class:`BudgetRow`;
+* :func:`with_planner_estimates` (bench run) -> the run with planner estimates per configuration;
 * :func:`render_markdown`, :func:`render_json`, :func:`render_charts`, :func:`write_report`.
 """
 
 from __future__ import annotations
 
-from portllm_edge.reports.budget import budget_rows
+from portllm_edge.reports.budget import budget_rows, with_planner_estimates
 from portllm_edge.reports.model import (
     BREAKDOWN_KEYS,
     AccuracyRow,
     BudgetCell,
     BudgetRow,
+    GainKept,
     MemoryPhase,
     Ratio,
     Report,
@@ -28,6 +30,7 @@ __all__ = [
     "AccuracyRow",
     "BudgetCell",
     "BudgetRow",
+    "GainKept",
     "MemoryPhase",
     "Ratio",
     "Report",
@@ -37,5 +40,6 @@ __all__ = [
     "render_charts",
     "render_json",
     "render_markdown",
+    "with_planner_estimates",
     "write_report",
 ]

@@ -12,7 +12,7 @@ It must not import torch, and must not probe the local GPU (profiles only).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,3 +84,72 @@ def budget_rows(
             )
         )
     return rows
+
+
+DEFAULT_BENCH_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
+"""Target modules of the benchmark's LoRA fine-tune when its run does not record them (the worker's default)."""
+
+
+def _config_estimate(name: str, arch: Any, inputs: Mapping[str, Any], device: str) -> dict[str, Any] | None:
+    from portllm_edge.planning.estimate import estimate_inference_peak, estimate_lora_finetune_peak
+
+    seq_len = int(inputs.get("seq_len") or 256)
+    batch = int(inputs.get("batch_size") or 8)
+    if name.startswith("port_"):
+        prec = name.split("_", 1)[1]
+        return estimate_inference_peak(arch, prec, seq_len, batch, device=device).to_dict()  # type: ignore[arg-type]
+    if name.startswith(("lora_", "qlora_")):
+        prec = name.split("_", 1)[1]
+        targets = tuple(inputs.get("target_modules") or DEFAULT_BENCH_TARGETS)
+        est = estimate_lora_finetune_peak(
+            arch,
+            prec,
+            int(inputs.get("r") or 8),
+            targets,
+            seq_len,
+            batch,
+            False,
+            device=device,  # type: ignore[arg-type]
+        )
+        return est.to_dict()
+    return None
+
+
+def with_planner_estimates(run: Mapping[str, Any] | Any) -> dict[str, Any]:
+    """A copy of a ``bench`` run record with the planner's estimate added to each configuration.
+
+    Each entry of ``results.configs`` named ``lora_<precision>``, ``qlora_<precision>`` or
+    ``port_<precision>`` that has no ``estimate`` gets
+    :func:`~portllm_edge.planning.estimate.estimate_lora_finetune_peak` or
+    :func:`~portllm_edge.planning.estimate.estimate_inference_peak` for the run's base,
+    sequence length, batch size and device, as a ``MemoryBreakdown.to_dict()``. The
+    report then shows the estimate beside the measured peak and an estimated breakdown.
+
+    Args:
+        run: A ``RunRecord`` or a dict of its fields.
+
+    Returns:
+        The run as a dict (unchanged copy when it is not a bench run or has no configs).
+
+    Raises:
+        PlanningError: The base can't be sized from its ``config.json``.
+    """
+    import copy
+
+    data = run.to_dict() if hasattr(run, "to_dict") else dict(run)
+    data = copy.deepcopy(data)
+    results = data.get("results") or {}
+    inputs = data.get("inputs") or {}
+    configs = results.get("configs")
+    if data.get("kind") != "bench" or not isinstance(configs, list) or not inputs.get("base"):
+        return data
+    from portllm_edge.planning.plan import resolve_model_spec
+
+    arch = resolve_model_spec(inputs["base"]).arch
+    device = "cuda" if str(inputs.get("device") or "cpu").startswith("cuda") else "cpu"
+    for cfg in configs:
+        if isinstance(cfg, dict) and "estimate" not in cfg and isinstance(cfg.get("name"), str):
+            est = _config_estimate(cfg["name"], arch, inputs, device)
+            if est is not None:
+                cfg["estimate"] = est
+    return data

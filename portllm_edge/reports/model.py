@@ -16,7 +16,8 @@ Accepted run results (all keys optional except where noted; unknown keys are ign
 * ``bench`` / ``port`` / ``train`` — measurements: any dict (top level, in a list under
   ``measurements``/``jobs``/``phases``/``runs``, or under a named key such as ``port``,
   ``lora_finetune`` or ``memory``) holding ``peak_bytes`` (a ``MeasureResult.to_dict()``
-  fits). Optional per measurement: ``label``/``name``/``job``, ``metric``,
+  fits) or ``peak_median_bytes`` (with ``peak_spread_bytes`` and ``wall_median_seconds``:
+  a ``BenchConfigResult`` in ``configs``). Optional per measurement: ``label``/``name``/``job``, ``metric``,
   ``breakdown`` (``{"weights": bytes, "adapter": ..., "optimizer": ..., "activations":
   ..., "other": ...}``, measured), ``estimate`` (a planner ``MemoryBreakdown.to_dict()``)
   or ``estimate_bytes``, ``wall_seconds``, ``details.precision``/``details.dtype``.
@@ -49,7 +50,7 @@ _TERM_CATEGORY = {
 }
 """Planner ``MemoryTerm.key`` -> report category; any other key is ``other``."""
 
-_LIST_KEYS = ("measurements", "jobs", "phases", "runs")
+_LIST_KEYS = ("configs", "measurements", "jobs", "phases", "runs")
 _LABEL_KEYS = ("label", "name", "job", "config")
 
 
@@ -91,6 +92,7 @@ class MemoryPhase:
         estimate_bytes: The planner's estimate of the same peak, bytes, or ``None``.
         wall_seconds: Wall time of the job, seconds, or ``None``.
         run_id: The run it came from.
+        spread_bytes: max − min of repeated peaks, bytes, or ``None`` for one measurement.
     """
 
     label: str
@@ -101,6 +103,7 @@ class MemoryPhase:
     estimate_bytes: int | None = None
     wall_seconds: float | None = None
     run_id: str | None = None
+    spread_bytes: int | None = None
 
     @property
     def estimate_ratio(self) -> float | None:
@@ -124,6 +127,18 @@ class Ratio:
     label: str
     value: float
     metric: str | None = None
+    run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class GainKept:
+    """PortLLM's headline of a comparison: the share of the patch's gain the port keeps.
+
+    ``(ported − zero-shot) / (old base + patch − zero-shot)``; 1.0 keeps all of it.
+    """
+
+    task: str
+    value: float
     run_id: str | None = None
 
 
@@ -189,6 +204,7 @@ class Report:
         accuracy: Accuracy rows, grouped by task in first-seen order.
         memory: Measured memory phases.
         ratios: Ratios (fine-tune / port peak).
+        gains: Share of each patch's gain kept by the port (compare runs).
         budget: Memory-budget rows per hardware profile, or empty.
         budget_model: The model the budget rows are for, or ``None``.
         notes: Free-text caveats.
@@ -200,6 +216,7 @@ class Report:
     accuracy: tuple[AccuracyRow, ...] = ()
     memory: tuple[MemoryPhase, ...] = ()
     ratios: tuple[Ratio, ...] = ()
+    gains: tuple[GainKept, ...] = ()
     budget: tuple[BudgetRow, ...] = ()
     budget_model: str | None = None
     notes: tuple[str, ...] = ()
@@ -306,7 +323,7 @@ def _estimate_total(d: Mapping[str, Any]) -> int | None:
 
 
 def _phase(label: str, d: Mapping[str, Any], run_id: str | None) -> MemoryPhase | None:
-    peak = _int(d.get("peak_bytes", d.get("peak_bytes_median", d.get("median_peak_bytes"))))
+    peak = _int(d.get("peak_bytes", d.get("peak_median_bytes", d.get("median_peak_bytes"))))
     if peak is None:
         return None
     details = d.get("details") if isinstance(d.get("details"), Mapping) else {}
@@ -330,8 +347,9 @@ def _phase(label: str, d: Mapping[str, Any], run_id: str | None) -> MemoryPhase 
         breakdown=breakdown,
         breakdown_source=source,
         estimate_bytes=_estimate_total(d),
-        wall_seconds=_num(d.get("wall_seconds", d.get("seconds"))),
+        wall_seconds=_num(d.get("wall_seconds", d.get("wall_median_seconds", d.get("seconds")))),
         run_id=run_id,
+        spread_bytes=_int(d.get("peak_spread_bytes")),
     )
 
 
@@ -379,9 +397,20 @@ def ratios_of(results: Mapping[str, Any], run_id: str | None = None) -> list[Rat
                 )
             )
     elif (value := _num(single)) is not None:
+        label = results.get("ratio_label")
+        configs = results.get("configs")
+        if not label and isinstance(configs, Sequence) and len(configs) >= 2:
+            first, last = configs[0], configs[-1]
+            if (
+                isinstance(first, Mapping)
+                and isinstance(last, Mapping)
+                and first.get("name")
+                and last.get("name")
+            ):
+                label = f"{first['name']} peak / {last['name']} peak"
         out.append(
             Ratio(
-                str(results.get("ratio_label") or "LoRA fine-tune peak / port peak"),
+                str(label or "LoRA fine-tune peak / port peak"),
                 value,
                 str(metric) if metric else None,
                 run_id,
@@ -446,6 +475,7 @@ def build_report(
     acc: list[AccuracyRow] = []
     mem: list[MemoryPhase] = []
     ratios: list[Ratio] = []
+    gains: list[GainKept] = []
     notes: list[str] = []
     for run in runs:
         kind = str(_get(run, "kind") or "")
@@ -463,6 +493,8 @@ def build_report(
             continue
         if kind in ("eval", "compare"):
             acc.extend(accuracy_rows(kind, inputs, results, rid))
+        if kind == "compare" and (gain := _num(results.get("recovered_gain"))) is not None:
+            gains.append(GainKept(str(results.get("task") or inputs.get("task") or "task"), gain, rid))
         if kind in ("bench", "port", "train"):
             mem.extend(memory_phases(kind, results, rid))
             ratios.extend(ratios_of(results, rid))
@@ -477,6 +509,7 @@ def build_report(
         accuracy=tuple(acc),
         memory=tuple(mem),
         ratios=tuple(ratios),
+        gains=tuple(gains),
         budget=tuple(budget),
         budget_model=budget_model,
         notes=tuple(notes),

@@ -74,21 +74,29 @@ def render_markdown(report: Report, charts: Sequence[str] = ()) -> str:
                     f"| {_md_escape(r.config)} | {_pct(r.accuracy)} | {ci} | {n} |{f1} {r.run_id or ''} |"
                 )
             out.append("")
+        for g in report.gains:
+            out.append(
+                f"- {g.task}: the port keeps **{_pct(g.value)}** of the patch's gain over zero-shot "
+                f"((ported − zero-shot) / (old base + patch − zero-shot); run {g.run_id})"
+            )
+        if report.gains:
+            out.append("")
         if CHART_ACCURACY in charts:
             out += [f"![Accuracy per configuration]({CHART_ACCURACY})", ""]
     if report.memory:
         out += ["## Peak memory per phase", ""]
         out += [
-            "| phase | metric | measured peak | " + " | ".join(BREAKDOWN_KEYS) + " | breakdown from "
+            "| phase | metric | measured peak | spread | " + " | ".join(BREAKDOWN_KEYS) + " | breakdown from "
             "| planner estimate | estimate / measured | wall time |"
         ]
-        out.append("|" + "---|" * (len(BREAKDOWN_KEYS) + 7))
+        out.append("|" + "---|" * (len(BREAKDOWN_KEYS) + 8))
         for p in report.memory:
             parts = [format_size(p.breakdown[k]) if p.breakdown else "n/a" for k in BREAKDOWN_KEYS]
             ratio = f"{p.estimate_ratio:.2f}" if p.estimate_ratio is not None else "n/a"
             wall = f"{p.wall_seconds:.1f} s" if p.wall_seconds is not None else "n/a"
             out.append(
                 f"| {_md_escape(p.label)} | {p.metric or 'n/a'} | {format_size(p.peak_bytes)} | "
+                f"{format_size(p.spread_bytes) if p.spread_bytes is not None else 'n/a'} | "
                 + " | ".join(parts)
                 + f" | {p.breakdown_source or 'n/a'} | {format_size(p.estimate_bytes)} | {ratio} | {wall} |"
             )

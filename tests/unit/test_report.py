@@ -183,7 +183,10 @@ def test_markdown_has_tables_ratio_and_budget():
     assert "| v2 + mrpc-v1 (nf4) | 70.0% | 60.0% – 78.0% | 100 | 80.0% |" in md
     assert "v2 + own LoRA" not in md.split("## Runs")[0]
     assert "- **LoRA fine-tune peak / port peak: 2.50×** (metric: peak_rss)" in md
-    assert "| port (nf4) | peak_rss | 1.00 GiB |" in md and "| estimated | 921.60 MiB | 0.90 | 12.5 s |" in md
+    assert (
+        "| port (nf4) | peak_rss | 1.00 GiB | n/a |" in md
+        and "| estimated | 921.60 MiB | 0.90 | 12.5 s |" in md
+    )
     assert "## Memory budget for `v2`" in md
     assert "| RTX 4060 8GB | 8.00 GiB | 7.00 GiB | ✓ 2.00 GiB | ✗ -8.00 GiB | nf4 | ✗ | ✓ |" in md
     assert "![Accuracy per configuration](accuracy.png)" in md
@@ -233,3 +236,71 @@ def test_budget_rows_from_the_planner(tiny_pairs):
     assert r.usable_bytes < r.total_bytes
     assert r.best is not None
     assert set(rows[0].finetune_fits) == set(rows[1].finetune_fits)  # bf16 and fp16 share a column
+
+
+def test_bench_run_gets_planner_estimates(tiny_pairs):
+    from portllm_edge.planning.estimate import estimate_inference_peak, estimate_lora_finetune_peak
+    from portllm_edge.planning.plan import resolve_model_spec
+    from portllm_edge.reports import with_planner_estimates
+
+    base = str(tiny_pairs["llama"].new)
+    run = {
+        "id": "bench-1",
+        "kind": "bench",
+        "status": "ok",
+        "started_at": "",
+        "inputs": {"base": base, "seq_len": 64, "batch_size": 4, "device": "cpu"},
+        "results": {
+            "configs": [
+                {
+                    "name": "lora_bf16",
+                    "metric": "peak_rss",
+                    "peak_median_bytes": 9e8,
+                    "peak_spread_bytes": 1e6,
+                    "wall_median_seconds": 3.0,
+                },
+                {
+                    "name": "port_nf4",
+                    "metric": "peak_rss",
+                    "peak_median_bytes": 6e8,
+                    "peak_spread_bytes": 0.0,
+                    "wall_median_seconds": 2.0,
+                },
+            ],
+            "ratio": 1.5,
+            "ratio_metric": "peak_rss (median of 1)",
+        },
+    }
+    enriched = with_planner_estimates(run)
+    assert "estimate" not in run["results"]["configs"][0]  # the input is not modified
+    arch = resolve_model_spec(base).arch
+    lora = estimate_lora_finetune_peak(
+        arch, "bf16", 8, ("q_proj", "k_proj", "v_proj", "o_proj"), 64, 4, False, device="cpu"
+    )
+    port = estimate_inference_peak(arch, "nf4", 64, 4, device="cpu")
+    rep = build_report([enriched])
+    ft, pt = rep.memory
+    assert (ft.label, ft.peak_bytes, ft.spread_bytes, ft.wall_seconds) == (
+        "lora_bf16",
+        900_000_000,
+        1_000_000,
+        3.0,
+    )
+    assert ft.estimate_bytes == lora.total_bytes and pt.estimate_bytes == port.total_bytes
+    assert pt.breakdown_source == "estimated" and sum(pt.breakdown.values()) == port.total_bytes
+    assert ft.breakdown["optimizer"] == lora.term("optimizer") > 0
+    assert [(r.label, r.value, r.metric) for r in rep.ratios] == [
+        ("lora_bf16 peak / port_nf4 peak", 1.5, "peak_rss (median of 1)")
+    ]
+    assert with_planner_estimates({"kind": "eval", "inputs": {}, "results": {}}) == {
+        "kind": "eval",
+        "inputs": {},
+        "results": {},
+    }
+
+
+def test_compare_gain_kept_is_reported():
+    run = {**COMPARE, "results": {**COMPARE["results"], "recovered_gain": 0.9333}}
+    rep = build_report([run])
+    assert [(g.task, g.value) for g in rep.gains] == [("sst2", 0.9333)]
+    assert "- sst2: the port keeps **93.3%** of the patch's gain over zero-shot" in render_markdown(rep)
