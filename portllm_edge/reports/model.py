@@ -17,7 +17,8 @@ Accepted run results (all keys optional except where noted; unknown keys are ign
   ``measurements``/``jobs``/``phases``/``runs``, or under a named key such as ``port``,
   ``lora_finetune`` or ``memory``) holding ``peak_bytes`` (a ``MeasureResult.to_dict()``
   fits) or ``peak_median_bytes`` (with ``peak_spread_bytes`` and ``wall_median_seconds``:
-  a ``BenchConfigResult`` in ``configs``). Optional per measurement: ``label``/``name``/``job``, ``metric``,
+  a ``BenchConfigResult`` in ``configs``), or, for a ``port`` run's own record,
+  ``peak_rss_bytes``/``cuda_max_reserved_bytes`` with ``precision`` and ``phases`` (seconds). Optional per measurement: ``label``/``name``/``job``, ``metric``,
   ``breakdown`` (``{"weights": bytes, "adapter": ..., "optimizer": ..., "activations":
   ..., "other": ...}``, measured), ``estimate`` (a planner ``MemoryBreakdown.to_dict()``)
   or ``estimate_bytes``, ``wall_seconds``, ``details.precision``/``details.dtype``.
@@ -324,8 +325,18 @@ def _estimate_total(d: Mapping[str, Any]) -> int | None:
 
 def _phase(label: str, d: Mapping[str, Any], run_id: str | None) -> MemoryPhase | None:
     peak = _int(d.get("peak_bytes", d.get("peak_median_bytes", d.get("median_peak_bytes"))))
+    metric = d.get("metric")
+    if peak is None:  # a port run's own record: peak RSS on CPU, max reserved on CUDA
+        for key, name in (("cuda_max_reserved_bytes", "cuda_max_reserved"), ("peak_rss_bytes", "peak_rss")):
+            if (peak := _int(d.get(key))) is not None:
+                metric = metric or name
+                break
     if peak is None:
         return None
+    wall = _num(d.get("wall_seconds", d.get("wall_median_seconds", d.get("seconds"))))
+    if wall is None and isinstance(d.get("phases"), Mapping):
+        times = [_num(v) for v in d["phases"].values()]
+        wall = sum(t for t in times if t is not None) if any(t is not None for t in times) else None
     details = d.get("details") if isinstance(d.get("details"), Mapping) else {}
     assert isinstance(details, Mapping)
     prec = d.get("precision") or details.get("precision") or details.get("dtype")
@@ -343,11 +354,11 @@ def _phase(label: str, d: Mapping[str, Any], run_id: str | None) -> MemoryPhase 
     return MemoryPhase(
         label=label,
         peak_bytes=peak,
-        metric=str(d["metric"]) if d.get("metric") else None,
+        metric=str(metric) if metric else None,
         breakdown=breakdown,
         breakdown_source=source,
         estimate_bytes=_estimate_total(d),
-        wall_seconds=_num(d.get("wall_seconds", d.get("wall_median_seconds", d.get("seconds")))),
+        wall_seconds=wall,
         run_id=run_id,
         spread_bytes=_int(d.get("peak_spread_bytes")),
     )

@@ -304,3 +304,27 @@ def test_compare_gain_kept_is_reported():
     rep = build_report([run])
     assert [(g.task, g.value) for g in rep.gains] == [("sst2", 0.9333)]
     assert "- sst2: the port keeps **93.3%** of the patch's gain over zero-shot" in render_markdown(rep)
+
+
+def test_port_run_record_shape():
+    port = {
+        "id": "port-1",
+        "kind": "port",
+        "status": "ok",
+        "started_at": "",
+        "inputs": {"patch": "p", "precision": "nf4"},
+        "results": {
+            "peak_rss_bytes": 452239360,
+            "cuda_max_reserved_bytes": None,
+            "precision": "nf4",
+            "phases": {"load": 0.5, "attach": 0.25, "check": 4.0},
+            "evaluation": None,
+        },
+    }
+    (phase,) = build_report([port]).memory
+    assert (phase.label, phase.peak_bytes, phase.metric, phase.wall_seconds) == (
+        "port (nf4)",
+        452239360,
+        "peak_rss",
+        4.75,
+    )
