@@ -1,0 +1,97 @@
+"""Domain messages that thread workers post back to the UI thread.
+
+Why this module exists: workers run the core off the UI thread and must not touch
+widgets; they post one of these small records instead, and the screen updates
+itself in the handler. Tests observe them with ``App.run_test(message_hook=...)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from textual.message import Message
+
+
+@dataclass
+class HardwareRead(Message):
+    """A fresh hardware reading and the budget derived from it."""
+
+    report: Any
+    """:class:`portllm_edge.hardware.HardwareReport`."""
+    budget: Any
+    """:class:`portllm_edge.planning.Budget`, or ``None`` when it could not be built."""
+
+
+@dataclass
+class RunsLoaded(Message):
+    """The run history's most recent records (``RunRecord`` list, newest first)."""
+
+    runs: list[Any]
+
+
+@dataclass
+class ModelsPlanned(Message):
+    """The Models screen's rows: one per model, ranked, with every precision planned."""
+
+    budget: Any
+    rows: list[Any]
+
+
+@dataclass
+class PatchesLoaded(Message):
+    """The patch store's manifests, with each entry's size in bytes."""
+
+    patches: list[Any]
+    sizes: dict[str, int]
+
+
+@dataclass
+class PortOptionsLoaded(Message):
+    """What the Port screen can offer: stored patch names and local-store model names."""
+
+    patches: list[str]
+    models: list[str]
+
+
+@dataclass
+class PrecisionPicked(Message):
+    """The planner's best precision for a base on this machine (``None`` when nothing fits)."""
+
+    base: str
+    precision: str | None
+    note: str
+
+
+@dataclass
+class PreflightDone(Message):
+    """The preflight report of the chosen patch against the chosen base."""
+
+    report: Any
+    """:class:`portllm_edge.porting.preflight.PreflightReport`."""
+    then_port: bool = False
+    """Continue with the port when the report has no failure."""
+
+
+@dataclass
+class PortPhase(Message):
+    """A port phase started (``check``, ``load``, ``attach``, ``evaluate``, ``save``)."""
+
+    phase: str
+    elapsed: float
+    """Seconds since the port started."""
+
+
+@dataclass
+class PortFinished(Message):
+    """A port completed; ``summary`` is a :class:`tui.screens.port.PortSummary`."""
+
+    summary: Any
+
+
+@dataclass
+class PortStopped(Message):
+    """A port ended without a result: cancelled, or a core error (already notified)."""
+
+    reason: str
+    cancelled: bool

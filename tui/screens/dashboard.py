@@ -1,0 +1,175 @@
+"""Dashboard: live memory bars (host RAM, each GPU, disk at the store), the budget and recent runs.
+
+The bars refresh on a timer while the screen is shown. Each refresh reads the
+hardware in a thread worker through the injected reader (psutil, cgroup files and
+NVML; never torch), so the UI thread never waits on a driver call.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from rich.console import Group
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.timer import Timer
+from textual.widgets import DataTable, Static
+
+from ..common import BaseScreen, human, notify_error_from_thread
+from ..messages import HardwareRead, RunsLoaded
+
+
+def _bar_row(table: Table, label: str, used: int | None, total: int | None, note: str) -> None:
+    if used is None or total is None or total <= 0:
+        table.add_row(label, Text("n/a", style="dim"), note)
+        return
+    frac = used / total
+    style = "red" if frac > 0.9 else "yellow" if frac > 0.7 else "green"
+    bar = ProgressBar(total=float(total), completed=float(used), complete_style=style, finished_style=style)
+    table.add_row(label, bar, f"{human(used)} / {human(total)}  {note}".rstrip())
+
+
+def render_hardware(report: Any) -> Group:
+    """Bars for host RAM, each GPU (or MIG slice) and the disk at the model store."""
+    table = Table.grid(padding=(0, 1), expand=True)
+    table.add_column("what", no_wrap=True, width=16)
+    table.add_column("bar", ratio=1, min_width=10)
+    table.add_column("numbers", no_wrap=True)
+    host = report.host
+    limit = f"(limit {host.limit_human()})" if host.limit_bytes is not None else ""
+    _bar_row(table, "host RAM", host.total_bytes - host.available_bytes, host.total_bytes, limit)
+    for gpu in report.gpus:
+        label = f"GPU {gpu.nvml_index}" + (f" MIG {gpu.mig_index}" if gpu.is_mig else "")
+        note = (gpu.name or "")[:22]
+        _bar_row(table, label, gpu.used_bytes, gpu.total_bytes, note)
+    disk = report.disk
+    used_disk = (
+        None if disk.total_bytes is None or disk.free_bytes is None else disk.total_bytes - disk.free_bytes
+    )
+    _bar_row(table, "disk (store)", used_disk, disk.total_bytes, "")
+    parts: list[Any] = [table]
+    if not report.gpus:
+        why = report.nvml_status if report.nvml_status != "ok" else "no GPU found"
+        parts.append(Text(f"No NVIDIA GPU: {why}. Plans use host RAM.", style="dim"))
+    for note in report.notes:
+        parts.append(Text(note, style="dim"))
+    return Group(*parts)
+
+
+def render_budget(budget: Any) -> Text:
+    """The budget a job may use: device, available, usable after headroom."""
+    if budget is None:
+        return Text("no budget (see the error notification)", style="dim")
+    kept = budget.available_bytes - budget.usable_bytes
+    text = Text()
+    text.append(f"{budget.name}", style="bold")
+    text.append(f"  [{budget.device}, {budget.source}]\n")
+    text.append(f"total {human(budget.total_bytes)}   available {human(budget.available_bytes)}   ")
+    text.append(f"usable {human(budget.usable_bytes)}", style="bold green")
+    text.append(f"   headroom {budget.headroom_fraction:.0%} ({human(kept)})")
+    return text
+
+
+class DashboardScreen(BaseScreen):
+    """Memory, budget and the most recent runs."""
+
+    MODE = "dashboard"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("g", "refresh", "Refresh"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._timer: Timer | None = None
+        self.report: Any = None
+        self.budget: Any = None
+
+    def compose_body(self) -> ComposeResult:
+        with Vertical(id="dash"):
+            hw = Static("reading memory ...", id="hardware", classes="panel")
+            hw.border_title = "Memory"
+            yield hw
+            bud = Static("computing budget ...", id="budget", classes="panel")
+            bud.border_title = "Budget"
+            yield bud
+            runs = DataTable(id="recent", classes="panel main", cursor_type="row", zebra_stripes=True)
+            runs.border_title = "Recent runs"
+            yield runs
+
+    def on_mount(self) -> None:
+        table = self.query_one("#recent", DataTable)
+        table.add_columns("run", "kind", "status", "what")
+        refresh = self.papp.deps.refresh_seconds
+        if refresh:
+            self._timer = self.set_interval(refresh, self.read_hardware, pause=False)
+
+    def on_screen_resume(self) -> None:
+        self.action_refresh()
+        if self._timer is not None:
+            self._timer.resume()
+
+    def on_screen_suspend(self) -> None:
+        if self._timer is not None:
+            self._timer.pause()
+
+    def action_refresh(self) -> None:
+        """Re-read memory and the run history."""
+        self.read_hardware()
+        self.load_runs()
+
+    def palette_commands(self) -> list[tuple[str, str, Any]]:
+        return [("Refresh dashboard", "Re-read memory and recent runs", self.action_refresh)]
+
+    @work(thread=True, exclusive=True, group="hardware")
+    def read_hardware(self) -> None:
+        """Read memory (no torch) and derive the budget; posts :class:`HardwareRead`."""
+        deps = self.papp.deps
+        try:
+            report = deps.read_hardware()
+        except Exception as exc:
+            notify_error_from_thread(self.app, exc)
+            return
+        try:
+            budget = deps.budget(report)
+        except Exception as exc:
+            notify_error_from_thread(self.app, exc)
+            budget = None
+        self.post_message(HardwareRead(report, budget))
+
+    @work(thread=True, exclusive=True, group="dashboard-runs")
+    def load_runs(self) -> None:
+        """Read the ten most recent runs; posts :class:`RunsLoaded`."""
+        from portllm_edge.history import list_runs
+
+        try:
+            runs = list_runs(limit=10)
+        except Exception as exc:
+            notify_error_from_thread(self.app, exc)
+            return
+        self.post_message(RunsLoaded(runs))
+
+    def on_hardware_read(self, message: HardwareRead) -> None:
+        self.report, self.budget = message.report, message.budget
+        self.query_one("#hardware", Static).update(render_hardware(message.report))
+        self.query_one("#budget", Static).update(render_budget(message.budget))
+
+    def on_runs_loaded(self, message: RunsLoaded) -> None:
+        from portllm_edge.reports import describe_run
+
+        table = self.query_one("#recent", DataTable)
+        table.clear()
+        for run in message.runs:
+            try:
+                what = describe_run(run.kind, run.inputs, run.results)
+            except Exception:
+                what = ""
+            table.add_row(run.id, run.kind, run.status, what, key=run.id)
+        if not message.runs:
+            table.border_subtitle = "no runs yet: port a patch (4)"
+        else:
+            table.border_subtitle = f"{len(message.runs)} most recent (5 for all)"

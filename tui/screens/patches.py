@@ -1,0 +1,275 @@
+"""Patches: the local patch store as a table, a details pane, and verify / export / remove.
+
+Removing asks for confirmation. Verify (sha256 of every file), export and remove
+run in thread workers; their outcome is a notification and a refreshed table.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical, VerticalScroll
+from textual.widgets import DataTable, Static
+
+from ..common import BaseScreen, ConfirmModal, PathModal, human, notify_error_from_thread
+from ..messages import PatchesLoaded
+
+
+def lineage_text(manifest: Any) -> str:
+    """``import → port(llama-new)``: each lineage step's kind, with the base for ports."""
+    steps = []
+    for entry in manifest.lineage:
+        if entry.kind == "port" and entry.base_id:
+            steps.append(f"port({entry.base_id.rsplit('/', 1)[-1]})")
+        else:
+            steps.append(entry.kind)
+    return " → ".join(steps) or "-"
+
+
+def render_details(manifest: Any, size: int | None) -> Group:
+    """Everything the manifest says: source base, adapter shape, files, lineage."""
+    head = Text()
+    head.append(manifest.name, style="bold")
+    head.append(f"   task {manifest.task or '-'}   created {manifest.created_at:%Y-%m-%d %H:%M} UTC")
+    head.append(f"   {human(size)}\n" if size is not None else "\n")
+    sb = manifest.source_base
+    head.append("source base: ", style="bold")
+    head.append(f"{sb.id or 'unknown'} ({sb.model_type or '?'}), fingerprint {sb.fingerprint or 'n/a'}\n")
+    ad = manifest.adapter
+    targets = ad.target_modules if isinstance(ad.target_modules, str) else ", ".join(ad.target_modules)
+    head.append("adapter: ", style="bold")
+    head.append(
+        f"{ad.peft_type} r={ad.r} alpha={ad.lora_alpha:g} (scale {ad.lora_alpha / ad.r:g}) on {targets}"
+        + (f"; modules_to_save {', '.join(ad.modules_to_save)}" if ad.modules_to_save else "")
+        + ("; DoRA" if ad.use_dora else "")
+    )
+    files = Table(box=None, padding=(0, 1), show_header=True, header_style="bold")
+    files.add_column("file")
+    files.add_column("sha256")
+    for rel, digest in sorted(manifest.files.items()):
+        files.add_row(rel, digest[:16] + "…")
+    lin = Table(box=None, padding=(0, 1), show_header=True, header_style="bold")
+    lin.add_column("step")
+    lin.add_column("when (UTC)")
+    lin.add_column("base")
+    lin.add_column("precision")
+    lin.add_column("note", overflow="fold")
+    for e in manifest.lineage:
+        lin.add_row(
+            e.kind,
+            f"{e.at:%Y-%m-%d %H:%M}",
+            (e.base_id or "-")[-40:],
+            e.precision or "-",
+            e.note or (e.run_id or ""),
+        )
+    return Group(head, Text(""), files, Text(""), lin)
+
+
+def _entry_size(path: Any) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+class PatchesScreen(BaseScreen):
+    """The patch store."""
+
+    MODE = "patches"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("v", "verify", "Verify"),
+        Binding("e", "export", "Export"),
+        Binding("x,delete", "remove", "Remove"),
+        Binding("g", "refresh", "Refresh"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.manifests: dict[str, Any] = {}
+        self.sizes: dict[str, int] = {}
+
+    def compose_body(self) -> ComposeResult:
+        with Vertical(id="patches-body"):
+            table = DataTable(id="patches", classes="panel main", cursor_type="row", zebra_stripes=True)
+            table.border_title = "Patch store"
+            yield table
+            with VerticalScroll(id="patch-details-box", classes="panel") as box:
+                box.border_title = "Details"
+                yield Static("no patch selected", id="patch-details")
+
+    def on_mount(self) -> None:
+        self.query_one("#patches", DataTable).add_columns(
+            "name", "task", "source base", "r", "size", "lineage"
+        )
+
+    def on_screen_resume(self) -> None:
+        self.action_refresh()
+
+    def palette_commands(self) -> list[tuple[str, str, Any]]:
+        return [
+            ("Verify patch", "Check every file's sha256 against the manifest", self.action_verify),
+            ("Export patch", "Copy the selected patch to a folder", self.action_export),
+            ("Remove patch", "Delete the selected patch (asks first)", self.action_remove),
+            ("Refresh patches", "Re-read the patch store", self.action_refresh),
+        ]
+
+    @property
+    def selected(self) -> str | None:
+        """Name of the highlighted patch, or ``None``."""
+        table = self.query_one("#patches", DataTable)
+        if table.row_count == 0:
+            return None
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
+        return key.value if key is not None else None
+
+    def action_refresh(self) -> None:
+        self.load()
+
+    @work(thread=True, exclusive=True, group="patches")
+    def load(self) -> None:
+        """Read the store's manifests and sizes; posts :class:`PatchesLoaded`."""
+        from portllm_edge.patches import PatchStore
+
+        try:
+            store = PatchStore()
+            manifests = store.list()
+            sizes = {m.name: _entry_size(store.path_of(m.name)) for m in manifests}
+        except Exception as exc:
+            notify_error_from_thread(self.app, exc)
+            return
+        self.post_message(PatchesLoaded(manifests, sizes))
+
+    def on_patches_loaded(self, message: PatchesLoaded) -> None:
+        table = self.query_one("#patches", DataTable)
+        previous = self.selected
+        table.clear()
+        self.manifests = {m.name: m for m in message.patches}
+        self.sizes = message.sizes
+        for m in message.patches:
+            base = (m.source_base.id or "unknown").rstrip("/").rsplit("/", 1)[-1]
+            table.add_row(
+                m.name,
+                m.task or "-",
+                base[:28],
+                str(m.adapter.r),
+                human(message.sizes.get(m.name)),
+                lineage_text(m),
+                key=m.name,
+            )
+        table.border_subtitle = (
+            f"{len(message.patches)} patches" if message.patches else "empty: `portllm-edge patch import DIR`"
+        )
+        if previous in self.manifests:
+            table.move_cursor(row=table.get_row_index(previous))
+        self._show(self.selected)
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key is not None:
+            self._show(event.row_key.value)
+
+    def _show(self, name: str | None) -> None:
+        details = self.query_one("#patch-details", Static)
+        if name is None or name not in self.manifests:
+            details.update("no patch selected")
+            return
+        details.update(render_details(self.manifests[name], self.sizes.get(name)))
+
+    def _need_selection(self) -> str | None:
+        name = self.selected
+        if name is None:
+            self.notify("the store is empty: nothing selected", severity="warning")
+        return name
+
+    def action_verify(self) -> None:
+        name = self._need_selection()
+        if name:
+            self.verify(name)
+
+    @work(thread=True, exclusive=True, group="patches-action")
+    def verify(self, name: str) -> None:
+        """Check every file's sha256; a notification says ok or lists the problems."""
+        from portllm_edge.patches import PatchStore
+
+        try:
+            results = PatchStore().verify(name)
+        except Exception as exc:
+            notify_error_from_thread(self.app, exc)
+            return
+        res = results[0]
+        if res.ok:
+            self.app.call_from_thread(
+                self.notify, f"{name}: every checksum matches", title="Verified", markup=False
+            )
+        else:
+            self.app.call_from_thread(
+                self.notify,
+                f"{name}: " + "; ".join(res.problems),
+                title="Verify failed",
+                severity="error",
+                timeout=12,
+                markup=False,
+            )
+
+    def action_export(self) -> None:
+        name = self._need_selection()
+        if not name:
+            return
+
+        def done(dest: str | None) -> None:
+            if dest:
+                self.export(name, dest)
+
+        self.app.push_screen(
+            PathModal(
+                f"Export '{name}' to a new folder",
+                placeholder="/path/to/new-folder",
+                value=f"./{name.replace('@', '-')}-export",
+                ok_label="Export",
+            ),
+            done,
+        )
+
+    @work(thread=True, exclusive=True, group="patches-action")
+    def export(self, name: str, dest: str) -> None:
+        """Copy the patch (adapter + manifest) to ``dest``."""
+        from pathlib import Path
+
+        from portllm_edge.patches import PatchStore
+
+        try:
+            out = PatchStore().export(name, Path(dest))
+        except Exception as exc:
+            notify_error_from_thread(self.app, exc)
+            return
+        self.app.call_from_thread(
+            self.notify, f"{name} exported to {out.resolve()}", title="Exported", markup=False
+        )
+
+    def action_remove(self) -> None:
+        name = self._need_selection()
+        if not name:
+            return
+
+        def done(yes: bool | None) -> None:
+            if yes:
+                self.remove(name)
+
+        self.app.push_screen(
+            ConfirmModal(f"Remove the patch '{name}' from the store? This cannot be undone."), done
+        )
+
+    @work(thread=True, exclusive=True, group="patches-action")
+    def remove(self, name: str) -> None:
+        """Delete the patch, then refresh the table."""
+        from portllm_edge.patches import PatchStore
+
+        try:
+            PatchStore().remove(name)
+        except Exception as exc:
+            notify_error_from_thread(self.app, exc)
+            return
+        self.app.call_from_thread(self.notify, f"removed {name}", title="Patch store", markup=False)
+        self.app.call_from_thread(self.load)
