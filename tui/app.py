@@ -12,19 +12,20 @@ UI thread for anything that can block. Screens run the core in thread workers.
 
 from __future__ import annotations
 
+import functools
+import importlib
 import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual.app import App, SystemCommand
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.screen import Screen
 
 from .common import NAV_ITEMS
-from .screens import DashboardScreen, ModelsScreen, PatchesScreen, PortScreen, RunsScreen
 
 if TYPE_CHECKING:
     from portllm_edge.hardware import HardwareReport
@@ -59,6 +60,22 @@ def _default_read_hardware() -> HardwareReport:
     from portllm_edge.hardware import probe
 
     return probe()
+
+
+_SCREEN_CLASSES = {
+    "dashboard": ("dashboard", "DashboardScreen"),
+    "models": ("models", "ModelsScreen"),
+    "patches": ("patches", "PatchesScreen"),
+    "port": ("port", "PortScreen"),
+    "runs": ("runs", "RunsScreen"),
+}
+
+
+def _make_screen(mode: str) -> Screen[Any]:
+    """Import a screen's module when the screen is first opened (keeps start-up light)."""
+    module, cls = _SCREEN_CLASSES[mode]
+    screen_cls = getattr(importlib.import_module(f"{__package__}.screens.{module}"), cls)
+    return screen_cls()  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)
@@ -109,14 +126,10 @@ class PortllmApp(App[None]):
 
     CSS_PATH = str(Path(__file__).with_name("app.tcss"))
     TITLE = "portllm-edge"
-    MODES = {
-        "dashboard": DashboardScreen,
-        "models": ModelsScreen,
-        "patches": PatchesScreen,
-        "port": PortScreen,
-        "runs": RunsScreen,
+    MODES: ClassVar[dict[str, str | Callable[[], Screen[Any]]]] = {
+        mode: functools.partial(_make_screen, mode) for mode, _title, _help in NAV_ITEMS
     }
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("1", "switch_mode('dashboard')", "Dashboard", show=False),
         Binding("2", "switch_mode('models')", "Models", show=False),
         Binding("3", "switch_mode('patches')", "Patches", show=False),

@@ -13,7 +13,7 @@ def test_keys_and_palette_reach_every_screen() -> None:
         async with app.run_test(size=(100, 30)) as pilot:
             await settle(pilot)
             seen = {}
-            for key, name in zip("12345", ("Dashboard", "Models", "Patches", "Port", "Runs")):
+            for key, name in zip("12345", ("Dashboard", "Models", "Patches", "Port", "Runs"), strict=True):
                 await pilot.press(key)
                 await settle(pilot)
                 seen[key] = type(app.screen).__name__

@@ -68,7 +68,7 @@ def bar_chart(title: str, labels: list[str], values: list[float], width: int) ->
     value_w = max(len(v) for v in value_strs)
     bar_w = max(4, width - label_w - value_w - 3)
     top = max(values) if values and max(values) > 0 else 1.0
-    for label, value, vs in zip(labels, values, value_strs):
+    for label, value, vs in zip(labels, values, value_strs, strict=True):
         cells = value / top * bar_w
         full = int(cells)
         part = " ▏▎▍▌▋▊▉"[int((cells - full) * 8)] if full < bar_w else ""
