@@ -38,7 +38,7 @@ _COLORS = {
 
 
 def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}%"
+    return "n/a" if x is None else f"{100 * x + 0.0:.1f}%"  # + 0.0: no "-0.0%"
 
 
 def _md_escape(text: str) -> str:
@@ -236,12 +236,24 @@ def chart_memory(report: Report) -> bytes | None:
     if any(plain):
         ax.bar(xs, plain, 0.6, label="peak (no breakdown)", color="#CCCCCC", hatch="//", edgecolor="#666666")
     peaks = [_gib(p.peak_bytes) for p in phases]
-    ax.scatter(xs, peaks, marker="_", s=900, color="black", zorder=3, label="measured peak")
+    ax.hlines(
+        peaks,
+        [x - 0.35 for x in xs],
+        [x + 0.35 for x in xs],
+        colors="black",
+        linewidth=2,
+        zorder=3,
+        label="measured peak",
+    )
     for x, p in zip(xs, peaks, strict=True):
         ax.annotate(f"{p:.2f}", (x, p), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=7)
     ax.set_xticks(xs, [p.label for p in phases], rotation=15, ha="right", fontsize=8)
     ax.set_ylabel("GiB")
-    ax.set_title("Peak memory per phase")
+    sources = {p.breakdown_source for p in phases if p.breakdown}
+    subtitle = (
+        "bars: planner estimate by category" if sources == {"estimated"} else "bars: breakdown by category"
+    )
+    ax.set_title(f"Peak memory per phase\n({subtitle}; line: measured peak)", fontsize=10)
     ax.legend(fontsize=7)
     ax.grid(axis="y", alpha=0.3)
     return _png(fig)
