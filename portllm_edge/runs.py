@@ -31,6 +31,15 @@ def _hardware_summary() -> dict[str, Any]:
         return {"machine": platform.machine(), "cpus": os.cpu_count()}
 
 
+def _started_from_id(run_id: str) -> str | None:
+    """The UTC start time encoded in a :func:`new_run_id` id (``<kind>-YYYYmmddTHHMMSS-<hex>``), or None."""
+    try:
+        stamp = run_id.rsplit("-", 2)[-2]
+        return datetime.strptime(stamp, "%Y%m%dT%H%M%S").replace(tzinfo=timezone.utc).isoformat()
+    except (IndexError, ValueError):
+        return None
+
+
 def new_run_id(kind: str) -> str:
     """``<kind>-<UTC timestamp>-<8 hex>``, sortable by time."""
     return f"{kind}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
@@ -43,6 +52,7 @@ def record_run(
     *,
     status: str = "ok",
     run_id: str | None = None,
+    started_at: str | None = None,
 ) -> str:
     """Store a run record; returns its id.
 
@@ -52,14 +62,18 @@ def record_run(
         results: what it measured (JSON-serializable; times in seconds, memory in bytes).
         status: "ok" or "failed".
         run_id: reuse an id made with :func:`new_run_id` (default: a new one).
+        started_at: ISO 8601 start time (default: parsed from a :func:`new_run_id` id, else now).
     """
     run_id = run_id or new_run_id(kind)
+    if started_at is None:
+        started_at = _started_from_id(run_id)
     versions = library_versions()
     hardware = _hardware_summary()
     record = {
         "id": run_id,
         "kind": kind,
         "status": status,
+        "started_at": started_at,
         "finished_at": datetime.now(timezone.utc).isoformat(),
         "inputs": inputs,
         "results": results,
@@ -75,7 +89,14 @@ def record_run(
 
     try:
         history_record(
-            kind, inputs, results, versions=versions, hardware=hardware, status=status, run_id=run_id
+            kind,
+            inputs,
+            results,
+            versions=versions,
+            hardware=hardware,
+            status=status,
+            run_id=run_id,
+            started_at=started_at,
         )
     except PortllmError as exc:  # the JSON record above is complete; the index is a convenience
         import logging
