@@ -76,16 +76,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _quiet_libraries() -> None:
     """Hide library progress bars and advisory warnings; our own progress is shown instead."""
     import os
+    import warnings
 
+    # peft 0.21 on transformers 5 trips this deprecation on every LoRA set-up; it is not the user's to fix.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # read when transformers is first imported
     if "transformers" in sys.modules:
         _silence_transformers()
-    else:
-        import importlib.abc  # noqa: F401  (transformers is silenced when it is first used)
-
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 def _silence_transformers() -> None:
