@@ -170,6 +170,7 @@ class DashboardScreen(BaseScreen):
                 what = ""
             table.add_row(run.id, run.kind, run.status, what, key=run.id)
         if not message.runs:
-            table.border_subtitle = "no runs yet: port a patch (4)"
+            table.add_row("no runs yet", "", "", "port a patch (key 4) and it shows here", key="-")
+            table.border_subtitle = "no runs yet"
         else:
             table.border_subtitle = f"{len(message.runs)} most recent (5 for all)"

@@ -93,10 +93,10 @@ def render_breakdown(row: ModelRow) -> Group:
         f"in {plan.budget.usable_human()} usable",
         style="green" if chosen.fits else "red",
     )
-    terms = Table(show_header=True, header_style="bold", box=None, padding=(0, 1), expand=False)
-    terms.add_column("term")
-    terms.add_column("bytes", justify="right")
-    terms.add_column("formula", overflow="ellipsis", no_wrap=True, max_width=40)
+    terms = Table(show_header=True, header_style="bold", box=None, padding=(0, 1), expand=True)
+    terms.add_column("term", no_wrap=True, overflow="ellipsis", ratio=2)
+    terms.add_column("bytes", justify="right", no_wrap=True, min_width=10)
+    terms.add_column("formula", overflow="ellipsis", no_wrap=True, ratio=3)
     for term in est.terms:
         terms.add_row(term.label, term.human(), term.formula)
     ft = Table(show_header=True, header_style="bold", box=None, padding=(0, 1))
@@ -165,6 +165,7 @@ class ModelsScreen(BaseScreen):
     def __init__(self) -> None:
         super().__init__()
         self.rows: dict[str, ModelRow] = {}
+        self._select_after: str | None = None
 
     def compose_body(self) -> ComposeResult:
         with Vertical(id="models-body"):
@@ -236,7 +237,11 @@ class ModelsScreen(BaseScreen):
                     )
             cells.append(row.best.precision.value if row.best else Text("none", style="red"))
             table.add_row(*cells, key=row.key)
-        if message.rows:
+        if self._select_after in self.rows:
+            table.move_cursor(row=table.get_row_index(self._select_after))
+            self._show(self._select_after)
+            self._select_after = None
+        elif message.rows:
             self._show(message.rows[0].key)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -282,6 +287,7 @@ class ModelsScreen(BaseScreen):
             notify_error_from_thread(self.app, exc)
             return
         self.app.call_from_thread(self.notify, f"imported {folder.name}", title="Model store", markup=False)
+        self._select_after = f"store:{folder.name}"
         self.app.call_from_thread(self.plan)
 
     @work(thread=True, exclusive=True, group="models-import")
@@ -295,4 +301,5 @@ class ModelsScreen(BaseScreen):
         self.app.call_from_thread(
             self.notify, f"imported {folder.name} into {folder.parent}", title="Model store", markup=False
         )
+        self._select_after = f"store:{folder.name}"
         self.app.call_from_thread(self.plan)

@@ -160,7 +160,9 @@ class PatchesScreen(BaseScreen):
                 key=m.name,
             )
         table.border_subtitle = (
-            f"{len(message.patches)} patches" if message.patches else "empty: `portllm-edge patch import DIR`"
+            (f"{len(message.patches)} patch" + ("es" if len(message.patches) != 1 else ""))
+            if message.patches
+            else "empty: `portllm-edge patch import DIR`"
         )
         if previous in self.manifests:
             table.move_cursor(row=table.get_row_index(previous))

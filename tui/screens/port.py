@@ -257,6 +257,7 @@ class PortScreen(BaseScreen):
                 yield Button("5 Port (g)", id="port-btn", variant="primary", compact=True)
                 yield Button("Cancel (x)", id="cancel-btn", variant="error", compact=True, disabled=True)
             with Horizontal(classes="row"):
+                yield Label("  Progress", classes="step")
                 yield ProgressBar(total=len(PHASES), show_eta=False, id="progress")
                 yield Static("", id="phases")
         with VerticalScroll(id="port-output", classes="panel") as out:
@@ -388,7 +389,10 @@ class PortScreen(BaseScreen):
             self.post_message(PrecisionPicked(base, None, note))
             return
         opt = plan.option(plan.best)
-        note = f"planner's pick: {plan.best.value} ({opt.breakdown.total_human()} of {budget.usable_human()})"
+        note = (
+            f"planner's pick: {plan.best.value} ({opt.breakdown.total_human()} of "
+            f"{budget.usable_human()} usable)"
+        )
         self.post_message(PrecisionPicked(base, plan.best.value, note))
 
     def on_precision_picked(self, message: PrecisionPicked) -> None:
@@ -419,7 +423,13 @@ class PortScreen(BaseScreen):
             return
         inputs = self._inputs()
         if inputs:
+            self._checking(*inputs)
             self.run_preflight(*inputs, then_port=False)
+
+    def _checking(self, patch: str, base: str) -> None:
+        self.query_one("#port-status", Static).update(
+            Text(f"Checking {patch} against {base} (configs and safetensors headers only) ...", style="bold")
+        )
 
     @on(Button.Pressed, "#check-btn")
     def _check_pressed(self) -> None:
@@ -490,6 +500,7 @@ class PortScreen(BaseScreen):
         if not inputs:
             return
         if self.preflight is None or self.preflight_key != inputs:
+            self._checking(*inputs)
             self.run_preflight(*inputs, then_port=True)
             return
         if not self.preflight.ok:

@@ -55,7 +55,9 @@ def chart_series(run: Any) -> list[tuple[str, list[str], list[float]]]:
         )
     phases = run.results.get("phases") if isinstance(run.results, dict) else None
     if isinstance(phases, dict) and phases:
-        items = [(str(k), float(v)) for k, v in phases.items() if isinstance(v, (int, float))]
+        known = ("check", "load", "attach", "evaluate", "save", "merge")
+        keys = sorted(phases, key=lambda k: (known.index(k) if k in known else len(known), str(k)))
+        items = [(str(k), float(phases[k])) for k in keys if isinstance(phases[k], (int, float))]
         out.append(("seconds per phase", [k for k, _ in items], [round(v, 2) for _, v in items]))
     return out
 
@@ -116,7 +118,7 @@ def render_run(run: Any) -> Group:
     if isinstance(attach, dict) and "matched_tensors" in attach:
         table.add_row("tensors", f"{attach['matched_tensors']}/{attach['total_tensors']} matched")
     for key in ("accuracy", "n", "ported_name", "precision"):
-        if results.get(key) is not None:
+        if results.get(key) is not None and results.get(key) != run.inputs.get(key):
             table.add_row(key, str(results[key]))
     for key in ("peak_rss_bytes", "cuda_max_reserved_bytes"):
         if results.get(key):
@@ -199,7 +201,8 @@ class RunsScreen(BaseScreen):
             except Exception:
                 what = ""
             table.add_row(r.id, r.kind, r.status, r.started_at[:19].replace("T", " "), what[:60], key=r.id)
-        table.border_subtitle = f"{len(message.runs)} runs" if message.runs else "no runs yet"
+        n = len(message.runs)
+        table.border_subtitle = (f"{n} run" + ("s" if n != 1 else "")) if n else "no runs yet"
         if not message.runs:
             self.query_one("#run-details", Static).update(
                 "No runs recorded yet. Port a patch (4) or run `portllm-edge eval` to record one."
