@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import (  # type: ignore[import-not-found]
+from tui_helpers import (  # type: ignore[import-not-found]
     fake_cpu_report,
     make_app,
     notifications,

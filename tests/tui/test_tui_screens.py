@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import GiB, fake_report, make_app, notifications, plain, run, settle  # type: ignore[import-not-found]
+from tui_helpers import GiB, fake_report, make_app, notifications, plain, run, settle  # type: ignore[import-not-found]
 
 
 def test_keys_and_palette_reach_every_screen() -> None:

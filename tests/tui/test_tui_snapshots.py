@@ -8,7 +8,7 @@ after checking the new SVGs by eye.
 
 from __future__ import annotations
 
-from conftest import make_app  # type: ignore[import-not-found]
+from tui_helpers import make_app  # type: ignore[import-not-found]
 
 
 async def _settle(pilot) -> None:
