@@ -97,7 +97,9 @@ class DashboardScreen(BaseScreen):
             bud = Static("computing budget ...", id="budget", classes="panel")
             bud.border_title = "Budget"
             yield bud
-            runs = DataTable(id="recent", classes="panel main", cursor_type="row", zebra_stripes=True)
+            runs: DataTable[Any] = DataTable(
+                id="recent", classes="panel main", cursor_type="row", zebra_stripes=True
+            )
             runs.border_title = "Recent runs"
             yield runs
 

@@ -171,7 +171,9 @@ class ModelsScreen(BaseScreen):
         with Vertical(id="models-body"):
             budget = Static("planning for this machine ...", id="models-budget")
             yield budget
-            table = DataTable(id="models", classes="panel main", cursor_type="row", zebra_stripes=True)
+            table: DataTable[Any] = DataTable(
+                id="models", classes="panel main", cursor_type="row", zebra_stripes=True
+            )
             table.border_title = "Models (ranked: largest that fits first)"
             yield table
             with VerticalScroll(id="breakdown-box", classes="panel") as box:

@@ -93,7 +93,9 @@ class PatchesScreen(BaseScreen):
 
     def compose_body(self) -> ComposeResult:
         with Vertical(id="patches-body"):
-            table = DataTable(id="patches", classes="panel main", cursor_type="row", zebra_stripes=True)
+            table: DataTable[Any] = DataTable(
+                id="patches", classes="panel main", cursor_type="row", zebra_stripes=True
+            )
             table.border_title = "Patch store"
             yield table
             with VerticalScroll(id="patch-details-box", classes="panel") as box:
@@ -143,7 +145,7 @@ class PatchesScreen(BaseScreen):
         self.post_message(PatchesLoaded(manifests, sizes))
 
     def on_patches_loaded(self, message: PatchesLoaded) -> None:
-        table = self.query_one("#patches", DataTable)
+        table: DataTable[Any] = self.query_one("#patches", DataTable)
         previous = self.selected
         table.clear()
         self.manifests = {m.name: m for m in message.patches}
@@ -257,14 +259,14 @@ class PatchesScreen(BaseScreen):
 
         def done(yes: bool | None) -> None:
             if yes:
-                self.remove(name)
+                self.remove_patch(name)
 
         self.app.push_screen(
             ConfirmModal(f"Remove the patch '{name}' from the store? This cannot be undone."), done
         )
 
     @work(thread=True, exclusive=True, group="patches-action")
-    def remove(self, name: str) -> None:
+    def remove_patch(self, name: str) -> None:
         """Delete the patch, then refresh the table."""
         from portllm_edge.patches import PatchStore
 

@@ -220,7 +220,7 @@ class PortScreen(BaseScreen):
         super().__init__()
         self._cancel = threading.Event()
         self.preflight: Any = None
-        self.preflight_key: tuple[str, str] | None = None
+        self.preflight_key: tuple[str | None, str | None] | None = None
         self.running = False
         self.summary: PortSummary | None = None
         self._phase_times: dict[str, float] = {}

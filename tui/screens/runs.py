@@ -149,7 +149,9 @@ class RunsScreen(BaseScreen):
 
     def compose_body(self) -> ComposeResult:
         with Vertical(id="runs-body"):
-            table = DataTable(id="runs", classes="panel main", cursor_type="row", zebra_stripes=True)
+            table: DataTable[Any] = DataTable(
+                id="runs", classes="panel main", cursor_type="row", zebra_stripes=True
+            )
             table.border_title = "Run history"
             yield table
             with Horizontal(id="runs-lower"):
