@@ -15,7 +15,10 @@ async def _settle(pilot) -> None:
     for _ in range(3):
         await pilot.pause()
         await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
+    # DataTable sizes its columns on Idle events, after the rows' messages are handled:
+    # give it a few idle rounds, or a snapshot can catch header-width columns.
+    for _ in range(5):
+        await pilot.pause(0.05)
 
 
 def test_snapshot_dashboard_80x24(snap_compare) -> None:

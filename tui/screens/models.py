@@ -182,7 +182,19 @@ class ModelsScreen(BaseScreen):
 
     def on_mount(self) -> None:
         table = self.query_one("#models", DataTable)
-        table.add_columns("model", "src", "params", "nf4", "int8", "16-bit", "fp32", "best")
+        # Fixed widths: every cell is short, and the layout does not wait on DataTable's
+        # idle-time measuring (which made snapshots depend on timing).
+        for label, width in (
+            ("model", 18),
+            ("src", 7),
+            ("params", 6),
+            ("nf4", 6),
+            ("int8", 6),
+            ("16-bit", 6),
+            ("fp32", 6),
+            ("best", 5),
+        ):
+            table.add_column(label, width=width)
         self.action_refresh()
 
     def palette_commands(self) -> list[tuple[str, str, Any]]:
@@ -224,7 +236,7 @@ class ModelsScreen(BaseScreen):
         self.rows = {r.key: r for r in message.rows}
         half = "bf16" if budget.bf16 else "fp16"
         for row in message.rows:
-            cells: list[Any] = [row.spec.name[:28], row.spec.kind, _params(row.spec.params)]
+            cells: list[Any] = [row.spec.name[:18], row.spec.kind, _params(row.spec.params)]
             for prec in ("nf4", "int8", half, "fp32"):
                 c = row.choices.get(prec)
                 if c is None:
