@@ -185,7 +185,7 @@ class ModelsScreen(BaseScreen):
         # Fixed widths: every cell is short, and the layout does not wait on DataTable's
         # idle-time measuring (which made snapshots depend on timing).
         for label, width in (
-            ("model", 18),
+            ("model", 16),
             ("src", 7),
             ("params", 6),
             ("nf4", 6),
@@ -236,7 +236,7 @@ class ModelsScreen(BaseScreen):
         self.rows = {r.key: r for r in message.rows}
         half = "bf16" if budget.bf16 else "fp16"
         for row in message.rows:
-            cells: list[Any] = [row.spec.name[:18], row.spec.kind, _params(row.spec.params)]
+            cells: list[Any] = [row.spec.name[:16], row.spec.kind, _params(row.spec.params)]
             for prec in ("nf4", "int8", half, "fp32"):
                 c = row.choices.get(prec)
                 if c is None:

@@ -176,6 +176,12 @@ class PatchesScreen(BaseScreen):
 
     def _show(self, name: str | None) -> None:
         details = self.query_one("#patch-details", Static)
+        if not self.manifests:
+            details.update(
+                "The patch store is empty. Add a LoRA adapter folder with "
+                "`portllm-edge patch import DIR --name NAME`, then press g to refresh."
+            )
+            return
         if name is None or name not in self.manifests:
             details.update("no patch selected")
             return
