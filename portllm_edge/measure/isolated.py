@@ -2,10 +2,12 @@
 
 Metrics (the record always names the one it used):
 
-* CPU: ``peak_rss`` = ``getrusage(RUSAGE_SELF).ru_maxrss`` of the worker (KiB on
-  Linux, bytes on macOS; we convert to bytes), i.e. the whole process including the
-  Python interpreter and imported libraries, and ``steady_rss`` = the RSS right
-  after the job (psutil). ``baseline_rss`` is the RSS after ``import torch,
+* CPU: ``peak_rss`` = the worker's peak resident set (Linux ``VmHWM``, which equals
+  ``ru_maxrss`` except that it is reset by ``execve``; ``ru_maxrss`` elsewhere), i.e. the
+  whole process including the Python interpreter, imported libraries and file-backed
+  (mmap'd safetensors) pages, and ``steady_rss`` = the RSS right after the job (psutil).
+  ``details["peak_anon_rss_bytes"]`` is the sampled peak of anonymous memory alone
+  (tensors and heap, without the page cache of mmap'd weight files). ``baseline_rss`` is the RSS after ``import torch,
   transformers, peft`` and before the job, so ``peak_rss - baseline_rss`` is what
   the job itself added.
 * CUDA: ``torch.cuda.max_memory_reserved()`` plus the CUDA context (device memory in

@@ -30,8 +30,69 @@ def _rss() -> int:
 
 
 def _maxrss_bytes() -> int:
+    """Peak RSS of this process image, bytes.
+
+    On Linux this is ``VmHWM`` from ``/proc/self/status``: ``ru_maxrss`` is *not* reset by
+    ``execve`` (the kernel keeps the forked parent's high-water mark), so a worker started
+    from a parent holding a model would report the parent's size. Elsewhere ``ru_maxrss``
+    (bytes on macOS, KiB on other systems).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+class _AnonSampler:
+    """Samples anonymous RSS (``RssAnon``: heap, tensors; not file-backed mmap pages) every 5 ms.
+
+    Linux has no high-water mark for anonymous memory alone, so a daemon thread polls
+    ``/proc/self/status``; the maximum seen is a lower bound of the true peak, tight at
+    this rate for allocations that live longer than a few milliseconds.
+    """
+
+    def __init__(self, interval_s: float = 0.005) -> None:
+        import threading
+
+        self.peak = 0
+        self._stop = threading.Event()
+        self._interval = interval_s
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def read() -> int | None:
+        try:
+            with open("/proc/self/status", encoding="ascii") as fh:
+                for line in fh:
+                    if line.startswith("RssAnon:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+        return None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            value = self.read()
+            if value is None:
+                return
+            self.peak = max(self.peak, value)
+            self._stop.wait(self._interval)
+
+    def __enter__(self) -> _AnonSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        value = self.read()
+        if value is not None:
+            self.peak = max(self.peak, value)
 
 
 def _nvml_process_bytes() -> int | None:
@@ -137,8 +198,10 @@ def main(argv: list[str]) -> int:
         baseline = _rss()
         phases: dict[str, float] = {}
         start = time.perf_counter()
-        details = JOBS[job](params, phases)
+        with _AnonSampler() as anon:
+            details = JOBS[job](params, phases)
         wall = time.perf_counter() - start
+        details["peak_anon_rss_bytes"] = anon.peak or None
         if device == "cuda":
             peak = int(torch.cuda.max_memory_reserved()) + int(context or 0)
             metric = "cuda_max_reserved_plus_context"
