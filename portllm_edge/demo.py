@@ -5,8 +5,9 @@
 1. import the SmolLM2-135M-Instruct GGUF as base **v1**;
 2. make **v2** by continued pretraining of v1 on the prose that Python ships
    (``pydoc_data.topics``), as PortLLM (§4.1) simulates an update;
-3. generate a deterministic task (sentences about animals or vehicles, tagged with
-   the arbitrary words "blue"/"red", so a base can't know it zero-shot) and train a
+3. generate a deterministic task (everyday sentences that mention an animal or a
+   vehicle; the model answers "animal" or "vehicle"; evaluation sentences name items
+   never seen in training; SmolLM2-135M answers it at chance zero-shot) and train a
    LoRA patch on **v1**;
 4. train v2's own LoRA with the same hyperparameters (the baseline);
 5. port the v1 patch onto v2 loaded in NF4, training-free;
@@ -31,8 +32,8 @@ from portllm_edge import paths
 from portllm_edge.fsutil import atomic_write_json, atomic_write_text
 
 DEMO_TASK = "jsonl"
-DEMO_TEMPLATE = "Sentence: {text}\nTag:"
-DEMO_VERBALIZERS = {"animal": "blue", "vehicle": "red"}
+DEMO_TEMPLATE = "Sentence: {text}\nQuestion: is the thing in the sentence an animal or a vehicle?\nAnswer:"
+DEMO_VERBALIZERS = {"animal": "animal", "vehicle": "vehicle"}
 
 ANIMALS = [
     "cat",
@@ -421,12 +422,16 @@ def run_experiment(
                 "limit": s.batch_size * 4,
             },
         )
-        say("    measuring: LoRA fine-tune of v2 (bf16, a few AdamW steps) in a subprocess")
+        from portllm_edge.measure.bench import default_finetune_dtype
+        from portllm_edge.porting.load import default_device
+
+        ft_dtype = default_finetune_dtype(default_device())
+        say(f"    measuring: LoRA fine-tune of v2 ({ft_dtype}, a few AdamW steps) in a subprocess")
         ft_mem = measure_job(
             "lora_finetune",
             {
                 **common,
-                "dtype": "bf16",
+                "dtype": ft_dtype,
                 "train_data": str(task.train_data),
                 "train_limit": s.batch_size * s.measure_steps,
                 "steps": s.measure_steps,
@@ -498,7 +503,7 @@ def run_demo(
         task=DEMO_TASK,
         train_data=train_path,
         eval_data=dev_path,
-        title="demo tagging (animal -> blue, vehicle -> red), dev items unseen in training",
+        title="demo task: animal or vehicle? (evaluation items unseen in training)",
         patch_name="demo-tags",
         template=DEMO_TEMPLATE,
         verbalizers=DEMO_VERBALIZERS,

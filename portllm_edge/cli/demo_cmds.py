@@ -54,13 +54,17 @@ def demo_cmd(
         )
     mem = summary["memory"]
     p, f = mem["port"], mem["lora_finetune"]
+    p_anon, f_anon = p["details"].get("peak_anon_rss_bytes"), f["details"].get("peak_anon_rss_bytes")
     out.print(
-        f"peak memory ({summary['metric']}, whole process, isolated subprocesses):\n"
-        f"  port (NF4 load + attach + evaluate a batch): {human_bytes(p['peak_bytes'])} "
-        f"(steady {human_bytes(p['steady_bytes'])}, {p['wall_seconds']:.1f} s)\n"
-        f"  LoRA fine-tune of v2 (bf16, {f['details'].get('steps')} steps): {human_bytes(f['peak_bytes'])} "
-        f"(steady {human_bytes(f['steady_bytes'])}, {f['wall_seconds']:.1f} s)\n"
-        f"  fine-tune / port = {summary['ratio']:.2f}x"
+        f"peak memory ({summary['metric']}: whole process incl. Python, torch and mmap'd weight pages; "
+        f"each job in its own subprocess):\n"
+        f"  port ({p['details'].get('precision')} load + attach + evaluate a batch): {human_bytes(p['peak_bytes'])} "
+        f"(anonymous {human_bytes(p_anon)}, steady {human_bytes(p['steady_bytes'])}, {p['wall_seconds']:.1f} s)\n"
+        f"  LoRA fine-tune of v2 ({f['details'].get('dtype')}, {f['details'].get('steps')} steps): "
+        f"{human_bytes(f['peak_bytes'])} (anonymous {human_bytes(f_anon)}, steady {human_bytes(f['steady_bytes'])}, "
+        f"{f['wall_seconds']:.1f} s)\n"
+        f"  fine-tune / port = {summary['ratio']:.2f}x peak RSS"
+        + (f", {f_anon / p_anon:.2f}x anonymous" if p_anon and f_anon else "")
     )
     port = summary["port"]
     out.print(

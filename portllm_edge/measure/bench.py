@@ -23,7 +23,7 @@ class BenchConfigResult:
     """Repeated measurements of one configuration.
 
     Attributes:
-        name: "lora_bf16", "qlora_nf4" or "port_<precision>".
+        name: "lora_<dtype>" (the baseline), "qlora_nf4" or "port_<precision>".
         metric: the peak metric (see :class:`MeasureResult`).
         peak_median_bytes / peak_spread_bytes: median and max−min of the peaks, bytes.
         wall_median_seconds: median wall time, seconds.
@@ -56,6 +56,15 @@ class BenchResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def default_finetune_dtype(device: str) -> str:
+    """The LoRA baseline's dtype: bf16 on CUDA (the paper's 16-bit baseline), fp32 on CPU.
+
+    On CPU ``portllm-edge train`` fine-tunes in fp32 (CPU bf16 autograd is slow and not what
+    CPU users run), so the honest baseline there is the fine-tune the user would actually run.
+    """
+    return "bf16" if device == "cuda" else "fp32"
 
 
 def _summarize(name: str, runs: list[MeasureResult]) -> BenchConfigResult:
@@ -93,6 +102,7 @@ def run_bench(
     verbalizers: dict[str, str] | None = None,
     on_config: Callable[[str, int], None] | None = None,
     record: bool = True,
+    finetune_dtype: str = "auto",
 ) -> BenchResult:
     """Measure LoRA fine-tuning vs porting on the same base, data, sequence length and batch size.
 
@@ -110,13 +120,15 @@ def run_bench(
         device: "cpu" or "cuda" (default: CUDA when available).
         on_config: called with (config name, repeat index) before each measurement.
         record: store a ``bench`` run.
+        finetune_dtype: dtype of the LoRA baseline; ``auto`` = :func:`default_finetune_dtype`.
 
     Returns:
-        A :class:`BenchResult`; ``ratio`` = median peak of LoRA bf16 / median peak of the port.
+        A :class:`BenchResult`; ``ratio`` = median peak of the LoRA baseline / median peak of the port.
     """
     from portllm_edge.porting.load import default_device
 
     device = device or default_device()
+    ft_dtype = default_finetune_dtype(device) if finetune_dtype == "auto" else finetune_dtype
     common = {
         "base": str(base),
         "task": task,
@@ -128,11 +140,11 @@ def run_bench(
     }
     jobs: list[tuple[str, str, dict[str, Any]]] = [
         (
-            "lora_bf16",
+            f"lora_{ft_dtype}",
             "lora_finetune",
             {
                 **common,
-                "dtype": "bf16",
+                "dtype": ft_dtype,
                 "train_data": str(train_data),
                 "train_limit": batch_size * steps,
                 "steps": steps,
