@@ -23,10 +23,36 @@ ENV_HOME = "PORTLLM_EDGE_HOME"
 _override: Path | None = None
 
 
+def _checked_home(raw: str | os.PathLike[str], source: str) -> Path:
+    """``raw`` as an absolute folder path; refuse an empty value or an existing non-folder.
+
+    An empty ``--home ''`` would otherwise resolve to the current directory and scatter the
+    store there; a file would make every read say "nothing stored" instead of failing.
+    """
+    from portllm_edge.errors import ConfigError
+
+    if not str(raw).strip():
+        raise ConfigError(
+            f"{source} is empty; it must name the data folder.",
+            hint=f"pass a folder path to {source}, or leave it out to use the default data folder",
+        )
+    path = Path(raw).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(
+            f"{source} {path}: is a file, not a folder.",
+            hint=f"point {source} at a folder (it is created if missing)",
+        )
+    return path
+
+
 def set_home(path: str | os.PathLike[str] | None) -> None:
-    """Override the home folder for this process (the CLI's ``--home``)."""
+    """Override the home folder for this process (the CLI's ``--home``).
+
+    Raises:
+        ConfigError: ``path`` is empty or names an existing file.
+    """
     global _override
-    _override = Path(path).expanduser().resolve() if path is not None else None
+    _override = _checked_home(path, "--home") if path is not None else None
 
 
 def home() -> Path:
@@ -39,7 +65,7 @@ def home() -> Path:
         return _override
     env = os.environ.get(ENV_HOME)
     if env:
-        return Path(env).expanduser().resolve()
+        return _checked_home(env, f"${ENV_HOME}")
     import platformdirs
 
     return Path(platformdirs.user_data_dir("portllm-edge", appauthor=False))

@@ -9,7 +9,6 @@ and exit code 2.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -36,9 +35,10 @@ def _version(value: bool) -> None:
 def _root(
     ctx: typer.Context,
     home: Annotated[
-        Optional[Path],
+        Optional[str],  # str, not Path: Path("") would silently become the current folder
         typer.Option(
             "--home",
+            metavar="<path>",
             help="Data folder (patch store, models, runs). Default: $PORTLLM_EDGE_HOME or the user data folder.",
         ),
     ] = None,

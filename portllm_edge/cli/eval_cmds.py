@@ -134,6 +134,13 @@ def eval_cmd(
             f"`--normalize` must be none, tokens or bytes, got `{normalize}`",
             hint="Use --normalize none (default), tokens or bytes.",
         )
+    if predictions is not None and (predictions.is_dir() or predictions.parent.is_file()):
+        raise ConfigError(
+            f"--predictions {predictions}: is a folder"
+            if predictions.is_dir()
+            else f"--predictions {predictions}: its parent {predictions.parent} is a file, not a folder",
+            hint="pass a file path for the predictions, e.g. --predictions predictions.json",
+        )
     options = LoadOptions(
         template=template, verbalizers=parse_verbalizers(verbalizer) if verbalizer else None
     )

@@ -128,9 +128,12 @@ def simulate_update_cmd(
     """Make an updated base by full-parameter continued pretraining on plain text; report weight drift."""
     from portllm_edge.errors import TrainingError
     from portllm_edge.models import resolve_base
-    from portllm_edge.training.update import simulate_update
+    from portllm_edge.training.update import check_update_args, simulate_update
 
     resolved = resolve_base(base)
+    check_update_args(
+        resolved.path, out_dir, steps=steps, seq_len=seq_len, batch_size=batch_size, learning_rate=lr
+    )
     if out_dir.exists() and not force:
         raise TrainingError(
             f"{out_dir}: already exists.", hint="pass --force to replace it, or choose another --out"

@@ -154,14 +154,30 @@ def report_cmd(
     title: Annotated[str, typer.Option("--title", help="Report heading.")] = "portllm-edge report",
 ) -> None:
     """Write a report (Markdown, JSON, PNG charts) from recorded runs."""
+    from portllm_edge import paths
+    from portllm_edge.errors import ConfigError
     from portllm_edge.history import get_run, list_runs
     from portllm_edge.reports import budget_rows, build_report, with_planner_estimates, write_report
 
+    for flag, value in (("--last", last), ("--context", context)):
+        if value < 1:
+            raise ConfigError(f"`{flag}` must be at least 1, got {value}.", hint=f"pass {flag} 1 or more")
+    if hardware:
+        from portllm_edge.catalog import load_catalog
+
+        catalog = load_catalog()
+        for name in hardware:
+            catalog.hardware_profile(name)  # unknown name: ConfigError with a did-you-mean hint
     if run_ids:
         runs = [get_run(r) for r in run_ids]
     else:
-        runs = [r for r in list_runs(limit=max(1, last)) if r.kind in REPORT_KINDS]
+        runs = [r for r in list_runs(limit=last) if r.kind in REPORT_KINDS]
         runs.reverse()  # oldest first reads naturally in a report
+        if not runs:
+            raise ConfigError(
+                f"no {'/'.join(REPORT_KINDS)} runs in the run history {paths.runs_db()}; nothing to report",
+                hint="run `portllm-edge eval`, `port`, `compare` or `bench` first (or pass RUN_IDs)",
+            )
     rows: list[Any] = []
     model_used: str | None = None
     if budget:

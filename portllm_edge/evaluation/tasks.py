@@ -106,6 +106,44 @@ class LoadOptions:
     template: str | None = None
     verbalizers: Mapping[str, str] | None = None
 
+    def __post_init__(self) -> None:
+        if self.template is not None:
+            check_template(self.template)
+
+
+def check_template(template: str) -> None:
+    """Refuse a prompt template that ``str.format`` can't fill with plain record fields.
+
+    Only ``{field}`` placeholders are allowed: no attribute or index access
+    (``{text.__class__}`` reads Python internals), no format spec (``{text:>999999999}``
+    allocates without bound), no conversion; literal braces are written ``{{`` and ``}}``.
+
+    Raises:
+        ConfigError: naming the template and the offending placeholder.
+    """
+    import string
+
+    hint = "write placeholders as {text} or {field}, and literal braces as {{ and }}"
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ConfigError(f"`--template` {template!r} is not a valid template ({exc})", hint=hint) from None
+    for _, field_name, spec, conversion in parts:
+        if field_name is None:
+            continue
+        if not field_name.isidentifier() or spec or conversion:
+            shown = (
+                "{"
+                + field_name
+                + (f"!{conversion}" if conversion else "")
+                + (f":{spec}" if spec else "")
+                + "}"
+            )
+            raise ConfigError(
+                f"`--template` {template!r}: placeholder {shown} is not a plain field name",
+                hint=hint,
+            )
+
 
 Loader = Callable[[Path, LoadOptions], list[Example]]
 

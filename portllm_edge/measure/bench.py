@@ -125,8 +125,19 @@ def run_bench(
     Returns:
         A :class:`BenchResult`; ``ratio`` = median peak of the LoRA baseline / median peak of the port.
     """
+    from portllm_edge.errors import ConfigError
     from portllm_edge.porting.load import default_device
 
+    for flag, value, least in (
+        ("--steps", steps, 1),
+        ("--repeats", repeats, 1),
+        ("--seq-len", seq_len, 2),
+        ("--batch-size", batch_size, 1),
+    ):
+        if value < least:  # refused here, before any measurement subprocess starts
+            raise ConfigError(
+                f"`{flag}` must be at least {least}, got {value}.", hint=f"pass {flag} {least} or more"
+            )
     device = device or default_device()
     ft_dtype = default_finetune_dtype(device) if finetune_dtype == "auto" else finetune_dtype
     common = {

@@ -21,6 +21,7 @@ It must not import torch or UI code, and never loads the base model.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ SUPPORTED_PEFT_TYPES = ("LORA",)
 _LORA_KEY = re.compile(
     r"^(?P<module>.+)\.(?P<kind>lora_A|lora_B|lora_embedding_A|lora_embedding_B)(?:\.[^.]+)?$"
 )
+_FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16"})
 _PAIR = {"lora_A": "lora_B", "lora_embedding_A": "lora_embedding_B"}
 
 
@@ -125,6 +127,13 @@ def read_adapter_config(folder: str | os.PathLike[str]) -> dict[str, Any]:
     alpha = cfg.get("lora_alpha")
     if not isinstance(alpha, (int, float)) or isinstance(alpha, bool):
         raise _config_error(cfg_path, f"`lora_alpha` is {alpha!r}; it must be a number")
+    if not math.isfinite(alpha) or alpha == 0:
+        raise _config_error(
+            cfg_path,
+            f"`lora_alpha` is {alpha!r}; it must be a finite, non-zero number "
+            "(ΔW = lora_alpha/r·B·A, so 0 makes the patch do nothing)",
+            hint="set `lora_alpha` to the value the patch was trained with (often 2 × r), or re-export it",
+        )
     targets = cfg.get("target_modules")
     if not (
         isinstance(targets, str) or (isinstance(targets, list) and all(isinstance(t, str) for t in targets))
@@ -132,6 +141,21 @@ def read_adapter_config(folder: str | os.PathLike[str]) -> dict[str, Any]:
         raise _config_error(
             cfg_path, f"`target_modules` is {targets!r}; it must be a list of names or a regex"
         )
+    if not targets:
+        raise _config_error(
+            cfg_path,
+            "`target_modules` is empty, so peft would attach the patch to no module",
+            hint='list the modules the patch was trained on (e.g. ["q_proj", "v_proj"]), or re-export it',
+        )
+    if isinstance(targets, str):
+        try:
+            re.compile(targets)
+        except re.error as exc:
+            raise _config_error(
+                cfg_path,
+                f"`target_modules` {targets!r} is not a valid regular expression ({exc})",
+                hint='fix the regex or give a list of module names such as ["q_proj", "v_proj"]',
+            ) from None
     mts = cfg.get("modules_to_save")
     if mts is not None and not (isinstance(mts, list) and all(isinstance(m, str) for m in mts)):
         raise _config_error(cfg_path, f"`modules_to_save` is {mts!r}; it must be a list of names or null")
@@ -141,6 +165,15 @@ def read_adapter_config(folder: str | os.PathLike[str]) -> dict[str, Any]:
     ):
         raise _config_error(
             cfg_path, f"`rank_pattern` is {rank_pattern!r}; it must map module patterns to ranks"
+        )
+    alpha_pattern = cfg.get("alpha_pattern") or {}
+    if not isinstance(alpha_pattern, dict) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v != 0
+        for v in alpha_pattern.values()
+    ):
+        raise _config_error(
+            cfg_path,
+            f"`alpha_pattern` is {alpha_pattern!r}; it must map module patterns to finite, non-zero alphas",
         )
     return cfg
 
@@ -233,6 +266,16 @@ def validate_adapter_dir(path: str | os.PathLike[str]) -> AdapterSummary:
                     f"{b.shape[1] if len(b.shape) > 1 else None}, but {CONFIG_NAME} {src} is {want}",
                     hint=f"fix `r` in {d / CONFIG_NAME} to match the tensors, or re-export the adapter",
                 )
+    not_float = sorted(
+        (info for kinds in parts.values() for info in kinds.values() if info.dtype not in _FLOAT_DTYPES),
+        key=lambda t: t.name,
+    )
+    if not_float:
+        raise PatchError(
+            f"{weights}, tensor `{not_float[0].name}`: dtype {not_float[0].dtype} is not a floating-point type "
+            f"({len(not_float)} such tensors); LoRA factors are F32, F16 or BF16",
+            hint="re-export the adapter from the trained (unquantized) peft model with `save_pretrained`",
+        )
     tensorio.check_finite(
         weights,
         error_cls=PatchError,

@@ -127,6 +127,8 @@ ARCHIVE_MAX_MEMBERS = 256
 ARCHIVE_MAX_BYTES = 64 * 1024**3
 """Most uncompressed bytes a patch archive may hold (64 GiB), against tar bombs."""
 _ARCHIVE_MODES = {".tar": "", ".tar.gz": "gz", ".tgz": "gz"}
+_UNSUPPORTED_ARCHIVES = (".zip", ".7z", ".rar", ".gz", ".bz2", ".xz", ".zst", ".tbz2", ".txz")
+"""Archive-looking names ``export`` refuses rather than silently creating a folder so named."""
 
 
 def _archive_mode(path: Path, rw: str) -> str:
@@ -679,6 +681,11 @@ class PatchStore:
         if resolved == root or root in resolved.parents:
             raise StoreError(
                 f"cannot export into the store itself ({dest})", hint="choose a folder outside the store"
+            )
+        if dest.name.lower().endswith(_UNSUPPORTED_ARCHIVES):
+            raise StoreError(
+                f"{dest}: unsupported archive type (this name would become a folder)",
+                hint="use a .tar, .tar.gz or .tgz file name, or a folder name",
             )
         if dest.exists():
             if not dest.is_dir():

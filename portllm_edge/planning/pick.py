@@ -120,10 +120,18 @@ def pick_models(
     precs = [as_precision(p) for p in precisions]
     if models is None:
         specs = profile_model_specs(family)
-        if include_store:
-            specs += [
-                s for s in store_model_specs() if family is None or (s.family or "").lower() == family.lower()
-            ]
+        store_specs = store_model_specs() if include_store else []
+        specs += [s for s in store_specs if family is None or (s.family or "").lower() == family.lower()]
+        if family is not None and not specs:
+            from portllm_edge.catalog.loader import did_you_mean
+            from portllm_edge.errors import ConfigError
+
+            known = sorted({s.family for s in [*profile_model_specs(None), *store_specs] if s.family})
+            guess = did_you_mean(family, known)
+            raise ConfigError(
+                f"unknown model family {family!r} (known: {', '.join(known)}).",
+                hint=f"did you mean `--family {guess}`?" if guess else "run `portllm-edge profiles list`",
+            )
     else:
         specs = [s for s in models if family is None or (s.family or "").lower() == family.lower()]
 

@@ -447,6 +447,34 @@ def read_json(
     return data
 
 
+_SIZE_KEYS = (
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "intermediate_size",
+    "vocab_size",
+    "head_dim",
+)
+
+
+def _check_config_sizes(config: dict[str, Any], path: Path) -> None:
+    """Refuse size fields that are present but not positive integers.
+
+    transformers would otherwise fail later with a multi-line validation error
+    (or a ZeroDivisionError for ``num_attention_heads: 0``) that names neither file nor fix.
+    """
+    for key in _SIZE_KEYS:
+        if key not in config or (key in ("head_dim", "num_key_value_heads") and config[key] is None):
+            continue
+        value = config[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise BaseModelError(
+                f"{path}: `{key}` is {value!r}; it must be a positive integer",
+                hint="restore the model's original config.json (re-download or re-save the model)",
+            )
+
+
 def read_base_index(model_dir: Path) -> BaseIndex:
     """Read ``config.json`` and every shard's header of a base model folder (no weights).
 
@@ -460,6 +488,7 @@ def read_base_index(model_dir: Path) -> BaseIndex:
             f"{d}: base model folder not found", hint="pass a local Hugging Face model folder"
         )
     config = read_json(d / "config.json")
+    _check_config_sizes(config, d / "config.json")
     files = list_weight_files(d, error_cls=BaseModelError)
     tensors: dict[str, BaseTensor] = {}
     for f in files:

@@ -523,6 +523,34 @@ def _free_bytes(folder: Path) -> int:
     return shutil.disk_usage(probe).free
 
 
+def check_merge_target(
+    adapter_dir: str | os.PathLike[str],
+    base_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    dtype: str,
+    overwrite: bool,
+) -> None:
+    """The cheap checks of :func:`stream_merge`'s options, so a caller can run them before other work.
+
+    Raises:
+        ConfigError: ``dtype`` is not ``bf16``/``fp32``.
+        PortingError: ``out_dir`` is the base or patch folder, or exists without ``overwrite``.
+    """
+    if dtype not in _OUT_DTYPE:
+        raise ConfigError(f"merge dtype `{dtype}` is not supported", hint="use --dtype bf16 or --dtype fp32")
+    out = Path(out_dir)
+    if out.resolve() in (Path(base_dir).resolve(), Path(adapter_dir).resolve()):
+        raise PortingError(
+            f"{out_dir}: the merge output cannot be the base or patch folder", hint="choose a new folder"
+        )
+    if out.exists() and not overwrite:
+        raise PortingError(
+            f"{out_dir}: already exists",
+            hint="choose a new folder, or replace it with --overwrite (`merge`) or --force (`port`)",
+        )
+
+
 def stream_merge(
     adapter_dir: Path,
     base_dir: Path,
@@ -563,15 +591,8 @@ def stream_merge(
             or NaN/Inf produced.
         PatchError / BaseModelError: unreadable inputs.
     """
-    if dtype not in _OUT_DTYPE:
-        raise ConfigError(f"merge dtype `{dtype}` is not supported", hint="use --dtype bf16 or --dtype fp32")
+    check_merge_target(adapter_dir, base_dir, out_dir, dtype=dtype, overwrite=overwrite)
     adapter_dir, base_dir, out_dir = Path(adapter_dir), Path(base_dir), Path(out_dir)
-    if out_dir.resolve() in (base_dir.resolve(), adapter_dir.resolve()):
-        raise PortingError(
-            f"{out_dir}: the merge output cannot be the base or patch folder", hint="choose a new folder"
-        )
-    if out_dir.exists() and not overwrite:
-        raise PortingError(f"{out_dir}: already exists", hint="choose a new folder or pass --overwrite")
     config = read_adapter_config(adapter_dir)
     layout = read_adapter_layout(adapter_dir)
     index = read_base_index(base_dir)

@@ -168,6 +168,10 @@ def port_patch(
     adapter_dir, stored = resolve_patch(patch)
     resolved = resolve_base(base)
     resolved_old = resolve_base(old_base) if old_base else None
+    if merge_to is not None:  # fail before storing the ported patch, not after
+        from portllm_edge.porting.merge import check_merge_target
+
+        check_merge_target(adapter_dir, resolved.path, merge_to, dtype=merge_dtype, overwrite=force)
     work = Path(tempfile.mkdtemp(prefix="portllm-port-"))
     try:
         with timed("check"):

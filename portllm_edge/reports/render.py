@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from portllm_edge.errors import ConfigError
 from portllm_edge.hardware.sizes import format_size
 from portllm_edge.reports.model import BREAKDOWN_KEYS, Report
 
@@ -337,6 +338,10 @@ def write_report(report: Report, out_dir: str | Path) -> list[Path]:
     from portllm_edge.fsutil import atomic_write_bytes, atomic_write_text
 
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(
+            f"{out}: is a file, not a report folder", hint="pass --out a folder path (created if missing)"
+        )
     out.mkdir(parents=True, exist_ok=True)
     charts = render_charts(report)
     written: list[Path] = []

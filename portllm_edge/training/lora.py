@@ -69,6 +69,11 @@ class LoraHyperparams:
             )
         if self.batch_size <= 0 or self.max_length <= 1:
             raise ConfigError("`batch_size` and `max_length` must be positive.", hint="e.g. --batch-size 8")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(
+                f"`max_steps` must be at least 1, got {self.max_steps}.",
+                hint="pass --max-steps 1 or more, or drop it to train for --epochs",
+            )
         if self.epochs <= 0 and not self.max_steps:
             raise ConfigError("`epochs` must be positive.", hint="e.g. --epochs 1")
 

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from portllm_edge.errors import DataError, TrainingError
+from portllm_edge.errors import ConfigError, DataError, TrainingError
 from portllm_edge.fsutil import atomic_dir
 
 DRIFT_FILE = "portllm_update.json"
@@ -121,6 +121,43 @@ def relative_drift(old_state: dict[str, Any], new_model: Any) -> dict[str, float
     return out
 
 
+def check_update_args(
+    base_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    steps: int,
+    seq_len: int,
+    batch_size: int,
+    learning_rate: float,
+) -> None:
+    """Refuse settings that would crash the run, change nothing, or overwrite the base itself.
+
+    Raises:
+        ConfigError: naming the option and a valid value.
+    """
+    for flag, value, least in (
+        ("--steps", steps, 1),
+        ("--seq-len", seq_len, 2),
+        ("--batch-size", batch_size, 1),
+    ):
+        if value < least:
+            raise ConfigError(
+                f"`{flag}` must be at least {least}, got {value}.",
+                hint=f"pass {flag} {least} or more (e.g. --steps 50 --seq-len 256 --batch-size 4)",
+            )
+    if not (learning_rate > 0 and math.isfinite(learning_rate)):
+        raise ConfigError(
+            f"`--lr` must be a positive number, got {learning_rate}.", hint="typical values: 1e-5 to 5e-5"
+        )
+    base, out = Path(base_dir).resolve(), Path(out_dir).resolve()
+    if out == base or out in base.parents or base in out.parents:
+        raise ConfigError(
+            f"{out_dir}: `--out` is (or overlaps) the base folder {base_dir}; writing there would replace "
+            "the base being updated.",
+            hint="choose a new folder for --out",
+        )
+
+
 def simulate_update(
     base_dir: str | Path,
     corpus: Sequence[str | os.PathLike[str]],
@@ -161,6 +198,9 @@ def simulate_update(
 
     from portllm_edge.training.batches import chunk_text
 
+    check_update_args(
+        base_dir, out_dir, steps=steps, seq_len=seq_len, batch_size=batch_size, learning_rate=learning_rate
+    )
     out_dir = Path(out_dir)
     if out_dir.exists() and not force:
         raise FileExistsError(str(out_dir))

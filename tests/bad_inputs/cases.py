@@ -718,3 +718,259 @@ BASE_RUNTIME_CASES: list[Case] = [
 ]
 
 CASES += BASE_RUNTIME_CASES
+
+
+# --------------------------------------------------------------------------- cases (hostile-user findings)
+# Each case below was found by trying to break the CLI as a careless or hostile user would;
+# before its fix it crashed with a traceback, succeeded silently, or changed the store/outputs.
+
+
+def _int8_factors(d: Path) -> None:
+    """Store every LoRA factor as int8 (a quantized export peft can't attach)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(d / WEIGHTS))
+    save_file({k: v.to(torch.int8) for k, v in tensors.items()}, str(d / WEIGHTS), metadata={"format": "pt"})
+
+
+def _edit_json(path: Path, **changes: Any) -> None:
+    data = json.loads(path.read_text())
+    data.update(changes)
+    path.write_text(json.dumps(data, indent=2))
+
+
+def _file_at(rel: str, text: str = "x") -> Callable[[Ctx], None]:
+    def build(ctx: Ctx) -> None:
+        (ctx.tmp / rel).write_text(text)
+
+    return build
+
+
+def _jsonl_for_eval(ctx: Ctx) -> None:
+    ctx.base("llama", "new")
+    (ctx.tmp / "d.jsonl").write_text('{"text": "a", "label": "x"}\n{"text": "b", "label": "y"}\n')
+
+
+def _stored_patch_and_base(ctx: Ctx) -> None:
+    ctx.store_patch()
+    ctx.base("llama", "new")
+    (ctx.tmp / "d.tsv").write_text("sentence\tlabel\nfine movie\t1\nbad movie\t0\n")
+    (ctx.tmp / "taken.txt").write_text("not a model folder")
+
+
+def _base_and_corpus(ctx: Ctx) -> None:
+    ctx.base("llama", "new")
+    (ctx.tmp / "corpus.txt").write_text("hello world. " * 200)
+
+
+def _one_recorded_run(ctx: Ctx) -> None:
+    from portllm_edge.history import record_run
+
+    record_run("eval", {"task": "sst2"}, {"accuracy": 0.5, "n": 2}, versions={}, hardware={})
+    (ctx.tmp / "rep.txt").write_text("an existing file")
+
+
+JSONL_EVAL = ("eval", "--task", "jsonl", "--data", "{tmp}/d.jsonl", "--base", "{tmp}/base")
+UPDATE_ARGV = ("simulate-update", "{tmp}/base", "--corpus", "{tmp}/corpus.txt", "--out", "{tmp}/v2")
+TRAIN_ARGV = ("train", "--base", "{tmp}/base", "--task", "sst2", "--data", "{tmp}/none.tsv", "--name", "x")
+PORT_MERGE = ("port", "sst2-llama", "--base", "{tmp}/base", "--precision", "fp32")
+BENCH_ARGV = (
+    "bench", "sst2-llama", "--base", "{tmp}/base", "--task", "sst2",
+    "--train-data", "{tmp}/d.tsv", "--eval-data", "{tmp}/d.tsv",
+)  # fmt: skip
+
+HOSTILE_CASES: list[Case] = [
+    Case(
+        "patch-alpha-zero",
+        _adapter_broken(lambda d: _edit_config(d, lora_alpha=0)),
+        ("patch", "import", "{tmp}/adapter"),
+        ("adapter_config.json", "`lora_alpha` is 0", "non-zero", "trained with"),
+    ),
+    Case(
+        "patch-alpha-nan",
+        _adapter_broken(lambda d: _edit_config(d, lora_alpha=float("nan"))),
+        ("patch", "import", "{tmp}/adapter"),
+        ("adapter_config.json", "`lora_alpha` is nan", "finite"),
+    ),
+    Case(
+        "patch-target-modules-empty",
+        _adapter_broken(lambda d: _edit_config(d, target_modules=[])),
+        ("patch", "import", "{tmp}/adapter"),
+        ("adapter_config.json", "`target_modules` is empty", "q_proj"),
+    ),
+    Case(
+        "patch-target-modules-bad-regex",
+        _adapter_broken(lambda d: _edit_config(d, target_modules="(((")),
+        ("patch", "import", "{tmp}/adapter"),
+        ("adapter_config.json", "'((('", "not a valid regular expression", "fix the regex"),
+    ),
+    Case(
+        "patch-alpha-pattern-not-number",
+        _adapter_broken(lambda d: _edit_config(d, alpha_pattern={"q_proj": "x"})),
+        ("patch", "import", "{tmp}/adapter"),
+        ("adapter_config.json", "`alpha_pattern`", "non-zero alphas"),
+    ),
+    Case(
+        "patch-integer-factors",
+        _adapter_broken(_int8_factors),
+        ("patch", "import", "{tmp}/adapter"),
+        ("adapter_model.safetensors", "lora_A", "dtype I8", "floating-point", "re-export"),
+    ),
+    Case(
+        "patch-export-zip-name",
+        _store_one,
+        ("patch", "export", "sst2-llama", "{tmp}/out.zip"),
+        ("{tmp}/out.zip", "unsupported archive type", ".tar.gz"),
+    ),
+    Case(
+        "home-empty-string",
+        lambda ctx: None,
+        ("--home", "", "patch", "list"),
+        ("--home is empty", "data folder"),
+    ),
+    Case(
+        "home-is-a-file",
+        _file_at("homefile"),
+        ("--home", "{tmp}/homefile", "runs", "list"),
+        ("--home {tmp}/homefile", "is a file", "point --home at a folder"),
+    ),
+    Case(
+        "eval-template-single-brace",
+        _jsonl_for_eval,
+        (*JSONL_EVAL, "--template", "{text} {"),
+        ("`--template`", "Single '{'", "{{"),
+    ),
+    Case(
+        "eval-template-attribute-access",
+        _jsonl_for_eval,
+        (*JSONL_EVAL, "--template", "{text.__class__}"),
+        ("{text.__class__}", "not a plain field name"),
+    ),
+    Case(
+        "eval-template-format-spec",
+        _jsonl_for_eval,
+        (*JSONL_EVAL, "--template", "{text:>999999999}"),
+        ("{text:>999999999}", "not a plain field name"),
+    ),
+    Case(
+        "eval-predictions-is-folder",
+        _eval_file("sentence\tlabel\nfine movie\t1\nbad movie\t0\n"),
+        (
+            "eval",
+            "--task",
+            "sst2",
+            "--data",
+            "{tmp}/dev.tsv",
+            "--base",
+            "{tmp}/base",
+            "--predictions",
+            "{tmp}",
+        ),
+        ("--predictions {tmp}", "is a folder", "file path"),
+    ),
+    Case(
+        "base-config-size-is-string",
+        _check_edit_base_config("llama", "new", hidden_size="64"),
+        CHECK_ARGV,
+        ("{tmp}/base/config.json", "`hidden_size` is '64'", "positive integer", "original config.json"),
+    ),
+    Case(
+        "base-config-zero-heads",
+        _base_for_port(lambda d: _edit_json(d / "config.json", num_attention_heads=0)),
+        PORT_ARGV,
+        ("{tmp}/base/config.json", "`num_attention_heads` is 0"),
+    ),
+    Case(
+        "port-merge-dtype-before-save",
+        _stored_patch_and_base,
+        (*PORT_MERGE, "--merge-to", "{tmp}/merged", "--merge-dtype", "fp16"),
+        ("merge dtype `fp16`", "bf16"),
+    ),
+    Case(
+        "port-merge-to-existing-before-save",
+        _stored_patch_and_base,
+        (*PORT_MERGE, "--merge-to", "{tmp}/taken.txt"),
+        ("{tmp}/taken.txt", "already exists", "--force"),
+    ),
+    Case(
+        "train-max-steps-negative",
+        _nothing,
+        (*TRAIN_ARGV, "--max-steps", "-5"),
+        ("`max_steps`", "-5", "--max-steps 1"),
+    ),
+    Case(
+        "train-max-steps-zero",
+        _nothing,
+        (*TRAIN_ARGV, "--max-steps", "0"),
+        ("`max_steps`", "at least 1"),
+    ),
+    Case(
+        "update-out-is-base",
+        _base_and_corpus,
+        ("simulate-update", "{tmp}/base", "--corpus", "{tmp}/corpus.txt", "--out", "{tmp}/base", "--force"),
+        ("{tmp}/base", "`--out`", "replace the base", "new folder"),
+    ),
+    Case(
+        "update-seq-len-one",
+        _base_and_corpus,
+        (*UPDATE_ARGV, "--seq-len", "1"),
+        ("`--seq-len`", "at least 2"),
+    ),
+    Case(
+        "update-batch-size-zero",
+        _base_and_corpus,
+        (*UPDATE_ARGV, "--batch-size", "0"),
+        ("`--batch-size`", "at least 1"),
+    ),
+    Case(
+        "update-steps-zero",
+        _base_and_corpus,
+        (*UPDATE_ARGV, "--steps", "0"),
+        ("`--steps`", "at least 1"),
+    ),
+    Case(
+        "update-lr-negative",
+        _base_and_corpus,
+        (*UPDATE_ARGV, "--lr", "-1"),
+        ("`--lr`", "-1.0", "positive"),
+    ),
+    Case(
+        "report-no-runs",
+        lambda ctx: None,
+        ("report", "--out", "{tmp}/rep"),
+        ("no compare/eval/bench/port runs", "runs.sqlite", "first"),
+    ),
+    Case(
+        "report-last-zero",
+        lambda ctx: None,
+        ("report", "--out", "{tmp}/rep", "--last", "0"),
+        ("`--last`", "at least 1"),
+    ),
+    Case(
+        "report-out-is-file",
+        _one_recorded_run,
+        ("report", "--out", "{tmp}/rep.txt", "--no-budget"),
+        ("{tmp}/rep.txt", "is a file", "--out"),
+    ),
+    Case(
+        "report-unknown-hardware",
+        lambda ctx: None,
+        ("report", "--out", "{tmp}/rep", "--hardware", "rtx-4060"),
+        ("unknown hardware profile 'rtx-4060'", "did you mean"),
+    ),
+    Case(
+        "bench-repeats-zero",
+        _stored_patch_and_base,
+        (*BENCH_ARGV, "--repeats", "0"),
+        ("`--repeats`", "at least 1"),
+    ),
+    Case(
+        "pick-unknown-family",
+        lambda ctx: None,
+        ("pick", "--family", "lama"),
+        ("unknown model family 'lama'", "--family llama"),
+    ),
+]
+
+CASES += HOSTILE_CASES
