@@ -80,6 +80,11 @@ def _quiet_libraries() -> None:
 
     # peft 0.21 on transformers 5 trips this deprecation on every LoRA set-up; it is not the user's to fix.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    import logging
+
+    # bitsandbytes looks for an optional hub-hosted CPU kernel and warns when it is absent;
+    # we run offline by design. (A logger's level can be set before its module is imported.)
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
