@@ -34,8 +34,7 @@ def demo_cmd(
         f"mean linear-weight drift {up['mean_linear_drift']:.3%}"
     )
     table = Table(title=f"PortLLM on SmolLM2-135M — {summary['task']} (all rows at {summary['precision']})")
-    table.add_column("configuration")
-    table.add_column("base")
+    table.add_column("configuration", no_wrap=True)
     table.add_column("accuracy", justify="right")
     table.add_column("95% CI", justify="right")
     table.add_column("n", justify="right")
