@@ -41,7 +41,6 @@ def demo_cmd(
     for r in summary["rows"]:
         table.add_row(
             r["config"],
-            r["base"],
             f"{r['accuracy']:.3f}",
             f"{r['ci_low']:.3f}–{r['ci_high']:.3f}",
             str(r["n"]),
