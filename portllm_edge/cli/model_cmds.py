@@ -32,6 +32,21 @@ def import_gguf_cmd(
     out.print(f"imported {folder.name} -> {folder} ({human_bytes(size)})")
 
 
+@models_app.command("import")
+def import_folder_cmd(
+    folder: Annotated[
+        Path, typer.Argument(help="A Hugging Face model folder (config.json + *.safetensors).")
+    ],
+    name: Annotated[Optional[str], typer.Option(help="Store name (default: the folder's name).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing model of that name.")] = False,
+) -> None:
+    """Copy a local Hugging Face model folder into the local model store."""
+    from portllm_edge.models.store import import_model_folder
+
+    dest = import_model_folder(folder, name, force=force)
+    out.print(f"imported {dest.name} -> {dest}")
+
+
 @models_app.command("list")
 def list_cmd(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """List the models in the local model store."""

@@ -83,3 +83,22 @@ def test_fingerprint_tells_versions_apart_and_is_stable(tiny_pairs, tmp_path):
     assert old.startswith("w1:") and len(old) == 35
     assert old != new
     assert fingerprint_weights([copy]) == old
+
+
+def test_models_import_folder_cli(tiny_pairs, capsys):
+    from portllm_edge.cli import main
+
+    assert main(["models", "import", str(tiny_pairs["gemma2"].new), "--name", "g2"]) == 0
+    dest = paths.models_dir() / "g2"
+    assert sorted(p.name for p in dest.iterdir()) == [
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
+    assert resolve_base("g2").config()["model_type"] == "gemma2"
+    capsys.readouterr()
+    assert main(["models", "import", str(tiny_pairs["gemma2"].new), "--name", "g2"]) == 2
+    assert "already has 'g2'" in capsys.readouterr().err
+    assert main(["models", "import", str(tiny_pairs["gemma2"].new), "--name", "../g2"]) == 2

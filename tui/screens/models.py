@@ -110,46 +110,10 @@ def render_breakdown(row: ModelRow) -> Group:
 
 
 def import_model_folder(src: str, name: str | None = None) -> Path:
-    """Copy a local Hugging Face model folder (config.json + safetensors) into the model store.
+    """Copy a local model folder into the model store (see :func:`portllm_edge.models.store.import_model_folder`)."""
+    from portllm_edge.models.store import import_model_folder as core_import
 
-    The folder is validated first by :func:`portllm_edge.models.resolve_base` (pickled-only
-    weights are refused); config, tokenizer and safetensors files are copied into a temporary
-    sibling and renamed into place (:func:`portllm_edge.fsutil.atomic_dir`).
-
-    Args:
-        src: The folder.
-        name: Store name (default: the folder's name).
-
-    Returns:
-        The new store folder.
-
-    Raises:
-        BaseModelError: not a model folder (no config.json, no safetensors).
-        StoreError: the name is taken.
-    """
-    import shutil
-
-    from portllm_edge import paths
-    from portllm_edge.errors import BaseModelError, StoreError
-    from portllm_edge.fsutil import atomic_dir
-    from portllm_edge.models import resolve_base
-
-    folder = Path(src).expanduser()
-    if not folder.is_dir():
-        raise BaseModelError(f"{folder}: not a folder.", hint="pass a Hugging Face model folder")
-    resolved = resolve_base(str(folder))
-    dest = paths.models_dir() / (name or resolved.path.name)
-    if dest.exists():
-        raise StoreError(
-            f"the model store already has {dest.name!r} ({dest}).",
-            hint="remove it first, or rename the source folder",
-        )
-    keep = (".json", ".safetensors", ".model", ".txt", ".tiktoken", ".jinja")
-    with atomic_dir(dest) as tmp:
-        for f in sorted(resolved.path.iterdir()):
-            if f.is_file() and f.suffix.lower() in keep:
-                shutil.copy2(f, tmp / f.name)
-    return dest
+    return core_import(src, name)
 
 
 class ModelsScreen(BaseScreen):

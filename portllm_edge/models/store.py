@@ -1,0 +1,63 @@
+"""The local model store: copy a Hugging Face model folder in, list what is there.
+
+Store entries live in ``<home>/models/<name>/`` and are written atomically
+(:func:`portllm_edge.fsutil.atomic_dir`). GGUF files have their own importer
+(:mod:`portllm_edge.models.gguf`). Must not import torch.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+from portllm_edge import paths
+from portllm_edge.errors import BaseModelError, StoreError
+from portllm_edge.fsutil import atomic_dir
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$")
+_KEEP_SUFFIXES = (".json", ".safetensors", ".model", ".txt", ".tiktoken", ".jinja")
+
+
+def import_model_folder(src: str | Path, name: str | None = None, *, force: bool = False) -> Path:
+    """Copy a local Hugging Face model folder (config.json + safetensors) into the model store.
+
+    The folder is validated first by :func:`portllm_edge.models.resolve_base` (pickled-only
+    weights are refused); config, tokenizer and safetensors files are copied into a temporary
+    sibling and renamed into place.
+
+    Args:
+        src: The folder.
+        name: Store name (default: the folder's name).
+        force: Replace an existing entry of that name.
+
+    Returns:
+        The new store folder.
+
+    Raises:
+        BaseModelError: not a model folder (no config.json, no safetensors).
+        StoreError: the name is invalid, or taken and ``force`` is false.
+    """
+    from portllm_edge.models import resolve_base
+
+    folder = Path(src).expanduser()
+    if not folder.is_dir():
+        raise BaseModelError(f"{folder}: not a folder.", hint="pass a Hugging Face model folder")
+    resolved = resolve_base(str(folder))
+    store_name = name or resolved.path.name
+    if not _NAME.match(store_name):
+        raise StoreError(
+            f"model name {store_name!r} is not allowed.",
+            hint="use letters, digits and . _ @ + - (no slashes), at most 128 characters",
+        )
+    dest = paths.models_dir() / store_name
+    if dest.exists() and not force:
+        raise StoreError(
+            f"the model store already has {dest.name!r} ({dest}).",
+            hint="pass --force to replace it, or --name to import under another name",
+        )
+    with atomic_dir(dest, overwrite=force) as tmp:
+        for f in sorted(resolved.path.iterdir()):
+            if f.is_file() and f.suffix.lower() in _KEEP_SUFFIXES:
+                shutil.copy2(f, tmp / f.name)
+    return dest
