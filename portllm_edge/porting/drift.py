@@ -178,6 +178,28 @@ def lora_delta_norm(a: Any, b: Any, scale: float) -> float:
     return abs(scale) * math.sqrt(max(gram, 0.0))
 
 
+def _require_same_architecture(old_base_dir: Path, new_base_dir: Path) -> None:
+    """Drift is only meaningful between two versions of one architecture.
+
+    Raises:
+        CompatibilityError: the two ``config.json`` files name different ``model_type`` values.
+    """
+    import json
+
+    types = []
+    for folder in (old_base_dir, new_base_dir):
+        try:
+            types.append(json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type"))
+        except (OSError, ValueError, AttributeError):
+            types.append(None)
+    if None not in types and types[0] != types[1]:
+        raise CompatibilityError(
+            f"{old_base_dir}/config.json: model_type {types[0]!r} differs from the new base's {types[1]!r} "
+            f"({new_base_dir}); drift compares two versions of one model.",
+            hint="pass the base the patch was trained on as --old",
+        )
+
+
 def compute_drift(
     adapter_dir: Path,
     old_base_dir: Path,
@@ -206,6 +228,7 @@ def compute_drift(
 
     config = read_adapter_config(adapter_dir)
     layout = read_adapter_layout(adapter_dir)
+    _require_same_architecture(Path(old_base_dir), Path(new_base_dir))
     old, new = read_base_index(old_base_dir), read_base_index(new_base_dir)
     old_mods, new_mods = old.modules, new.modules
     readers: dict[Path, RowReader] = {}

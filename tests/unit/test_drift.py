@@ -124,3 +124,12 @@ def test_cli_drift_json(tiny_pairs, tiny_adapters, capsys):
     data = json.loads(capsys.readouterr().out)
     assert code == 0 and data["indicator"] == "high" and len(data["modules"]) == 4
     assert data["thresholds"] == {"high_max_ratio": 1.0, "medium_max_ratio": 10.0, "low_min_drift": 0.5}
+
+
+def test_drift_refuses_an_old_base_of_another_architecture(tiny_pairs, tiny_adapters):
+    from portllm_edge.errors import CompatibilityError
+    from portllm_edge.porting.drift import compute_drift
+
+    with pytest.raises(CompatibilityError) as err:
+        compute_drift(tiny_adapters["llama"], tiny_pairs["qwen2"].old, tiny_pairs["llama"].new)
+    assert "model_type 'qwen2'" in err.value.message and "--old" in (err.value.hint or "")
