@@ -9,7 +9,7 @@ a hardware summary, so that a number in a report can be traced to how it was mad
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from portllm_edge import paths
@@ -35,14 +35,14 @@ def _started_from_id(run_id: str) -> str | None:
     """The UTC start time encoded in a :func:`new_run_id` id (``<kind>-YYYYmmddTHHMMSS-<hex>``), or None."""
     try:
         stamp = run_id.rsplit("-", 2)[-2]
-        return datetime.strptime(stamp, "%Y%m%dT%H%M%S").replace(tzinfo=timezone.utc).isoformat()
+        return datetime.strptime(stamp, "%Y%m%dT%H%M%S").replace(tzinfo=UTC).isoformat()
     except (IndexError, ValueError):
         return None
 
 
 def new_run_id(kind: str) -> str:
     """``<kind>-<UTC timestamp>-<8 hex>``, sortable by time."""
-    return f"{kind}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    return f"{kind}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
 
 
 def record_run(
@@ -74,7 +74,7 @@ def record_run(
         "kind": kind,
         "status": status,
         "started_at": started_at,
-        "finished_at": datetime.now(timezone.utc).isoformat(),
+        "finished_at": datetime.now(UTC).isoformat(),
         "inputs": inputs,
         "results": results,
         "versions": versions,

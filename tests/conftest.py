@@ -76,7 +76,9 @@ def tiny_adapters(tiny_pairs, tiny_root) -> dict[str, Path]:
 def shared_data() -> Path:
     """``../shared/data``; skips where it is absent (a user's own clone). CI always has it."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"real task data not found at {SHARED_DATA} (set PORTLLM_EDGE_SHARED to the shared/ folder)")
+        pytest.skip(
+            f"real task data not found at {SHARED_DATA} (set PORTLLM_EDGE_SHARED to the shared/ folder)"
+        )
     return SHARED_DATA
 
 

@@ -27,8 +27,16 @@ INTERMEDIATE = 128
 LAYERS = 2
 HEADS = 4
 KV_HEADS = 2
-EXTRA_TOKENS_V2 = ["[INST2]", "[/INST2]", "[TOOL_CALLS]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]",
-                   "[TOOL_RESULTS]", "[/TOOL_RESULTS]", "[CONTROL_8]"]
+EXTRA_TOKENS_V2 = [
+    "[INST2]",
+    "[/INST2]",
+    "[TOOL_CALLS]",
+    "[AVAILABLE_TOOLS]",
+    "[/AVAILABLE_TOOLS]",
+    "[TOOL_RESULTS]",
+    "[/TOOL_RESULTS]",
+    "[CONTROL_8]",
+]
 
 
 @dataclass(frozen=True)
@@ -82,8 +90,12 @@ def _config(family: str, vocab_size: int, version: str):
         cfg = AutoConfig.for_model("llama", tie_word_embeddings=False, **common)
         if version == "new":  # Llama 3 -> 3.1: llama3 rope scaling
             cfg.rope_parameters = {
-                "rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
-                "high_freq_factor": 4.0, "original_max_position_embeddings": 128,
+                "rope_type": "llama3",
+                "rope_theta": 500000.0,
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 128,
             }
         else:
             cfg.rope_parameters = {"rope_type": "default", "rope_theta": 500000.0}
@@ -92,8 +104,14 @@ def _config(family: str, vocab_size: int, version: str):
         return AutoConfig.for_model("mistral", tie_word_embeddings=False, sliding_window=None, **common)
     if family == "gemma2":
         return AutoConfig.for_model(
-            "gemma2", tie_word_embeddings=True, head_dim=HIDDEN // HEADS, final_logit_softcapping=30.0,
-            attn_logit_softcapping=50.0, sliding_window=64, query_pre_attn_scalar=HIDDEN // HEADS, **common
+            "gemma2",
+            tie_word_embeddings=True,
+            head_dim=HIDDEN // HEADS,
+            final_logit_softcapping=30.0,
+            attn_logit_softcapping=50.0,
+            sliding_window=64,
+            query_pre_attn_scalar=HIDDEN // HEADS,
+            **common,
         )
     if family == "qwen2":
         return AutoConfig.for_model("qwen2", tie_word_embeddings=False, **common)
@@ -143,9 +161,16 @@ def build_pair(family: str, root: Path) -> TinyPair:
     return TinyPair(family, old_dir, new_dir)
 
 
-def build_lora_adapter(base_dir: Path, out: Path, *, r: int = 4, lora_alpha: int = 8,
-                       target_modules: tuple[str, ...] = ("q_proj", "v_proj"), seed: int = 0,
-                       modules_to_save: list[str] | None = None) -> Path:
+def build_lora_adapter(
+    base_dir: Path,
+    out: Path,
+    *,
+    r: int = 4,
+    lora_alpha: int = 8,
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj"),
+    seed: int = 0,
+    modules_to_save: list[str] | None = None,
+) -> Path:
     """Save a peft LoRA adapter for ``base_dir`` with random, non-zero A and B.
 
     peft initializes B to zero (a no-op patch); here both factors are random
@@ -158,8 +183,15 @@ def build_lora_adapter(base_dir: Path, out: Path, *, r: int = 4, lora_alpha: int
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-    cfg = LoraConfig(r=r, lora_alpha=lora_alpha, target_modules=list(target_modules), lora_dropout=0.0,
-                     init_lora_weights=False, task_type="CAUSAL_LM", modules_to_save=modules_to_save)
+    cfg = LoraConfig(
+        r=r,
+        lora_alpha=lora_alpha,
+        target_modules=list(target_modules),
+        lora_dropout=0.0,
+        init_lora_weights=False,
+        task_type="CAUSAL_LM",
+        modules_to_save=modules_to_save,
+    )
     peft_model = get_peft_model(model, cfg)
     peft_model.save_pretrained(out)
     cfg_path = out / "adapter_config.json"

@@ -102,7 +102,7 @@ class RunRecord:
 
 def utc_now() -> str:
     """The current UTC time as ISO 8601 with microseconds (``2025-03-01T12:00:00.123456+00:00``)."""
-    return _dt.datetime.now(_dt.timezone.utc).isoformat()
+    return _dt.datetime.now(_dt.UTC).isoformat()
 
 
 def _json_default(obj: Any) -> Any:
@@ -237,7 +237,7 @@ def _check_status(status: str) -> None:
 
 def new_run_id(kind: str) -> str:
     """``<kind>-<UTC timestamp>-<8 hex>``: unique, sortable by time, readable in a listing."""
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%S")
     return f"{kind}-{stamp}-{uuid.uuid4().hex[:8]}"
 
 

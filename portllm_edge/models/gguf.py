@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from portllm_edge import paths
@@ -127,7 +127,7 @@ def import_gguf(
                     "source": "gguf",
                     "source_file": str(src),
                     "source_sha256": digest,
-                    "imported_at": datetime.now(timezone.utc).isoformat(),
+                    "imported_at": datetime.now(UTC).isoformat(),
                     "dtype": "float32",
                 },
                 indent=2,

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -51,7 +51,7 @@ class ManifestWarning(UserWarning):
 
 def utc_now() -> datetime:
     """The current time, timezone-aware UTC, to the second."""
-    return datetime.now(timezone.utc).replace(microsecond=0)
+    return datetime.now(UTC).replace(microsecond=0)
 
 
 class _Strict(BaseModel):

@@ -515,7 +515,7 @@ def build_report(
     acc.sort(key=lambda r: order[r.task])
     return Report(
         title=title,
-        generated_at=generated_at or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        generated_at=generated_at or _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         runs=tuple(summaries),
         accuracy=tuple(acc),
         memory=tuple(mem),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -49,7 +49,7 @@ def test_minimal_gets_defaults() -> None:
         m = manifest_from_dict(_minimal())
     assert m.task is None and m.lineage == [] and m.source_base.id is None
     assert m.adapter.use_dora is False and m.adapter.lora_alpha == 8.0
-    assert (datetime.now(timezone.utc) - m.created_at).total_seconds() < 60
+    assert (datetime.now(UTC) - m.created_at).total_seconds() < 60
 
 
 def test_newer_version_unknown_keys_dropped_with_one_warning() -> None:

@@ -10,6 +10,7 @@ PNG charts) in a thread worker.
 from __future__ import annotations
 
 import json
+from datetime import UTC
 from typing import Any, ClassVar
 
 from rich.console import Group
@@ -254,11 +255,11 @@ class RunsScreen(BaseScreen):
             return
         default = self.papp.deps.report_dir
         if default is None:
-            from datetime import datetime, timezone
+            from datetime import datetime
 
             from portllm_edge import paths
 
-            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
             default = str(paths.home() / "reports" / f"report-{stamp}")
 
         def done(dest: str | None) -> None:
