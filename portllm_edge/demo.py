@@ -356,8 +356,8 @@ def run_experiment(
                 verbalizers=task.verbalizers,
                 force=True,
                 progress=update,
+                note=f"experiment key {train_key}",
             )
-        _tag_training_key(store, name, train_key)
 
     baseline = f"{task.patch_name}-v2-own-lora"
     say(f"3/6 patch: LoRA fine-tune of v1 on {task.task} ({task.patch_name})")
@@ -474,13 +474,6 @@ def run_experiment(
         "run_id": ported.run_id,
     }
     return summary
-
-
-def _tag_training_key(store: Any, name: str, key: str) -> None:
-    """Note the experiment's training key in the patch's lineage (so a changed setting retrains)."""
-    from portllm_edge.patches import LineageEntry
-
-    store.add_lineage(name, LineageEntry(kind="train", note=f"experiment key {key}"))
 
 
 def run_demo(

@@ -48,6 +48,7 @@ def train_patch(
     verbalizers: dict[str, str] | None = None,
     force: bool = False,
     progress: ProgressFn | None = None,
+    note: str | None = None,
 ) -> TrainPatchResult:
     """LoRA fine-tune ``base`` on ``task`` examples from ``data`` and store the adapter as patch ``name``.
 
@@ -62,6 +63,7 @@ def train_patch(
         template, verbalizers: prompt template and label words for the ``jsonl`` task.
         force: replace an existing patch of that name.
         progress: called after each step with (step, total, loss).
+        note: appended to the lineage entry's note (e.g. an experiment's settings key).
 
     Raises:
         BaseModelError, DataError, ConfigError, TrainingError, StoreError.
@@ -115,7 +117,7 @@ def train_patch(
                     base_fingerprint=fingerprint,
                     precision=loaded.precision,
                     run_id=run_id,
-                    note=f"{result.steps} steps on {data_obj.path.name}",
+                    note=f"{result.steps} steps on {data_obj.path.name}" + (f"; {note}" if note else ""),
                 )
             ],
             force=force,
