@@ -14,7 +14,8 @@ from portllm_edge.demo import ExperimentSettings, ExperimentTask, run_experiment
 from portllm_edge.models.gguf import import_gguf
 from portllm_edge.patches import PatchStore
 
-pytestmark = pytest.mark.slow
+# Minutes on 2 quiet cores; a busy machine can be several times slower (CPU 4-bit kernels), so allow 40 min.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,7 @@ CI_SETTINGS = ExperimentSettings(
     batch_size=8,
     max_length=96,
     train_limit=192,
-    eval_limit=96,
+    eval_limit=64,
     precision="nf4",
     measure_steps=2,
 )
@@ -67,7 +68,7 @@ def test_sst2_patch_ports_from_v1_to_v2_in_nf4(smollm2_gguf, shared_data):
         rows[k]["accuracy"]
         for k in ("new base zero-shot", "old base + patch", "new base + ported patch", "new base + own LoRA")
     )
-    assert all(r["n"] == 96 for r in rows.values())
+    assert all(r["n"] == 64 for r in rows.values())
     # the patch helps on v1, and the ported patch keeps most of that gain on v2
     assert old > zero + 0.05, summary
     assert summary["recovered_gain"] is not None and summary["recovered_gain"] > 0.5, summary
