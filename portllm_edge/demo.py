@@ -440,6 +440,7 @@ def run_experiment(
                 "max_length": s.max_length,
             },
         )
+        bench_run = _record_bench(v2, task, s, ft_dtype, ft_mem, port_mem)
         summary = {
             "task": task.title,
             "precision": s.precision,
@@ -465,6 +466,7 @@ def run_experiment(
                 "mean_linear_drift": update_record.get("mean_linear_drift"),
             },
             "compare_run": cmp.run_id,
+            "bench_run": bench_run,
         }
         atomic_write_json(results_path, {"key": result_key, "summary": summary})
     summary["port"] = {
@@ -474,6 +476,44 @@ def run_experiment(
         "run_id": ported.run_id,
     }
     return summary
+
+
+def _record_bench(
+    v2: Any, task: ExperimentTask, s: ExperimentSettings, ft_dtype: str, ft_mem: Any, port_mem: Any
+) -> str:
+    """Record the experiment's two measurements as a ``bench`` run, so ``report`` shows the ratio."""
+    from portllm_edge.measure.bench import BenchResult, _summarize
+    from portllm_edge.runs import record_run
+
+    configs = [_summarize(f"lora_{ft_dtype}", [ft_mem]), _summarize(f"port_{s.precision}", [port_mem])]
+    result = BenchResult(
+        base=str(v2.path),
+        task=task.task,
+        precision=s.precision,
+        seq_len=s.max_length,
+        batch_size=s.batch_size,
+        configs=configs,
+        ratio=ft_mem.peak_bytes / port_mem.peak_bytes,
+        ratio_metric=f"{port_mem.metric} (median of 1)",
+    )
+    return record_run(
+        "bench",
+        {
+            "base": str(v2.path),
+            "task": task.task,
+            "train_data": str(task.train_data),
+            "eval_data": str(task.eval_data),
+            "precision": s.precision,
+            "seq_len": s.max_length,
+            "batch_size": s.batch_size,
+            "steps": s.measure_steps,
+            "repeats": 1,
+            "r": s.lora_r,
+            "lora_alpha": s.lora_alpha,
+            "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
+        },
+        result.to_dict(),
+    )
 
 
 def run_demo(
@@ -487,7 +527,7 @@ def run_demo(
     """The embedded default: SmolLM2 GGUF as v1, pydoc prose as the update corpus, the generated tagging task."""
     from portllm_edge.models.gguf import import_gguf
 
-    say("importing the GGUF (once)")
+    say("base v1 from the GGUF file (converted once, then reused)")
     v1_dir = import_gguf(gguf, reuse=True)
     work = paths.cache_dir() / "demo"
     train_path, dev_path = make_demo_task(work / "task", seed=(settings or ExperimentSettings()).seed)
