@@ -39,7 +39,7 @@ class RankedChoice:
         precision: Base precision.
         inference: Inference estimate at the asked context.
         port_peak_bytes: Estimated peak of porting a patch onto this base (see :func:`port_peak_bytes`).
-        fits: Inference fits the budget with headroom.
+        fits: Porting a patch onto it (:func:`port_peak_bytes`) fits the budget with headroom.
         spare_bytes: ``usable - inference total``.
         reason: Why it sits where it does, in one or two sentences.
     """
@@ -141,12 +141,13 @@ def pick_models(
             estimate_inference_peak(spec.arch, p, context, batch, device=bud.device)  # type: ignore[arg-type]
             for p in precs
         ]
-        fitting = [e for e in ests if bud.fits(e.total_bytes)]
+        # A pair fits when porting a patch onto it fits (inference + patch + transient), not inference alone.
+        fitting = [e for e in ests if bud.fits(port_peak_bytes(spec, e))]
         fitting.sort(key=lambda e: precision_preference(e.precision, bud.bf16), reverse=True)
         chosen = fitting if all_precisions else fitting[:1]
         rows += [(spec, e.precision, e, True) for e in chosen]
         if include_unfit:
-            unfit = [e for e in ests if not bud.fits(e.total_bytes)]
+            unfit = [e for e in ests if not bud.fits(port_peak_bytes(spec, e))]
             unfit.sort(key=lambda e: e.total_bytes)
             rows += [
                 (spec, e.precision, e, False)
