@@ -151,6 +151,24 @@ def simulate_update_cmd(
             force=force,
             progress=update,
         )
+    from portllm_edge.runs import record_run
+
+    record = res.to_dict()
+    record.pop("losses", None)
+    record_run(
+        "update",
+        {
+            "base": base,
+            "corpus": [str(c) for c in corpus],
+            "out": str(out_dir),
+            "steps": steps,
+            "seq_len": seq_len,
+            "batch_size": batch_size,
+            "lr": lr,
+            "seed": seed,
+        },
+        record,
+    )
     if as_json:
         out.print_json(json.dumps(res.to_dict()))
         return
