@@ -166,6 +166,9 @@ def compare_patch(
         Errors of loading, preflight and evaluation (PortllmError subclasses).
     """
     from portllm_edge.evaluation.tasks import LoadOptions, load_task
+    from portllm_edge.runs import new_run_id
+
+    run_id = new_run_id("compare")  # at the start, so the record's start time is the run's
 
     task_data = load_task(
         task, data, limit=limit, seed=seed, options=LoadOptions(template=template, verbalizers=verbalizers)
@@ -206,5 +209,6 @@ def compare_patch(
                 "baseline": baseline,
             },
             result.to_dict(),
+            run_id=run_id,
         )
     return result
