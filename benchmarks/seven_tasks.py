@@ -114,7 +114,7 @@ def main() -> int:
             + f" ({time.perf_counter() - t0:.0f} s)",
             flush=True,
         )
-    print("[bench] SST-2: LoRA fine-tune (bf16) vs port (nf4)", flush=True)
+    print("[bench] SST-2: LoRA fine-tune (bf16 on CUDA, fp32 on CPU) vs port (nf4)", flush=True)
     from portllm_edge.models import resolve_base
 
     bench = run_bench(
