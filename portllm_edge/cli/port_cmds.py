@@ -23,19 +23,10 @@ def _split_modules(value: str) -> tuple[str, ...]:
 
 
 def _verbalizers(value: Optional[list[str]]) -> Optional[dict[str, str]]:
-    """``["0=negative", "1=positive"]`` -> ``{"0": "negative", "1": "positive"}`` (class order kept)."""
-    if not value:
-        return None
-    pairs = {}
-    for item in value:
-        if "=" not in item:
-            raise ConfigError(
-                f"`--verbalizer` value {item!r} is not LABEL=WORD.",
-                hint="e.g. --verbalizer 0=negative --verbalizer 1=positive",
-            )
-        k, v = item.split("=", 1)
-        pairs[k.strip()] = v.strip()
-    return pairs
+    """``["0=negative", "1=positive"]`` -> ``{"0": "negative", "1": "positive"}`` (class order kept), or None."""
+    from portllm_edge.evaluation.tasks import parse_verbalizers
+
+    return parse_verbalizers(value) if value else None
 
 
 @app.command("train")
