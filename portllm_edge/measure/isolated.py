@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -62,6 +63,25 @@ class MeasureResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def peak_rss_bytes() -> int:
+    """Peak RSS of this process image, bytes.
+
+    On Linux this is ``VmHWM`` from ``/proc/self/status``: ``ru_maxrss`` is *not* reset by
+    ``execve`` (the kernel keeps the forked parent's high-water mark), so a worker started
+    from a parent holding a model would report the parent's size. Elsewhere ``ru_maxrss``
+    (bytes on macOS, KiB on other systems).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
 def measure_job(job: str, params: dict[str, Any], *, timeout: float = 1800.0) -> MeasureResult:

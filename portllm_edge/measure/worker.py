@@ -15,37 +15,19 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import sys
 import time
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from portllm_edge.measure.isolated import peak_rss_bytes
+
 
 def _rss() -> int:
     import psutil
 
     return int(psutil.Process().memory_info().rss)
-
-
-def _maxrss_bytes() -> int:
-    """Peak RSS of this process image, bytes.
-
-    On Linux this is ``VmHWM`` from ``/proc/self/status``: ``ru_maxrss`` is *not* reset by
-    ``execve`` (the kernel keeps the forked parent's high-water mark), so a worker started
-    from a parent holding a model would report the parent's size. Elsewhere ``ru_maxrss``
-    (bytes on macOS, KiB on other systems).
-    """
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
 class _AnonSampler:
@@ -206,7 +188,7 @@ def main(argv: list[str]) -> int:
             peak = int(torch.cuda.max_memory_reserved()) + int(context or 0)
             metric = "cuda_max_reserved_plus_context"
         else:
-            peak = _maxrss_bytes()
+            peak = peak_rss_bytes()
             metric = "peak_rss"
         result = {
             "job": job,
