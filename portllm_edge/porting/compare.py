@@ -99,7 +99,7 @@ def evaluate_configuration(
     from portllm_edge.models import resolve_base
     from portllm_edge.porting.attach import attach_patch
     from portllm_edge.porting.load import load_base_model
-    from portllm_edge.porting.port import resolve_patch
+    from portllm_edge.porting.port import checked_adapter, resolve_patch
 
     start = time.perf_counter()
     resolved = resolve_base(base)
@@ -107,15 +107,9 @@ def evaluate_configuration(
     model = loaded.model
     with tempfile.TemporaryDirectory(prefix="portllm-compare-") as tmp:
         if patch is not None:
-            from portllm_edge.porting.preflight import prepare_adapter, run_preflight
-
             adapter_dir, _ = resolve_patch(patch)
             old = resolve_base(old_base).path if old_base else None
-            report = run_preflight(adapter_dir, resolved.path, old_base_dir=old)
-            report.raise_on_failure()
-            attach_dir = prepare_adapter(
-                adapter_dir, resolved.path, Path(tmp), report=report, old_base_dir=old
-            )
+            attach_dir, _report = checked_adapter(adapter_dir, resolved.path, Path(tmp), old_base_dir=old)
             model = attach_patch(model, loaded.tokenizer, attach_dir).model
         res = evaluate(model, loaded.tokenizer, task_data, batch_size=batch_size)
     return CompareRow(

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-import resource
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -23,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from portllm_edge.errors import PatchError, StoreError
+from portllm_edge.measure.isolated import peak_rss_bytes as process_peak_rss_bytes
 
 PhaseFn = Callable[[str], None]
 """phase(name): called as each phase starts (check, load, attach, evaluate, save, merge)."""
@@ -41,7 +40,8 @@ class PortResult:
         attach: the attach report (matched tensors, logit change, finiteness).
         preflight: the preflight report as a dict (None when the preflight was unavailable).
         evaluation: accuracy record when a task was evaluated.
-        peak_rss_bytes: this process's peak RSS so far (CPU), bytes.
+        peak_rss_bytes: this process's peak RSS so far (CPU; Linux VmHWM), bytes. Includes whatever the
+            calling process did before the port; quote isolated measurements (``bench``) instead.
         cuda_max_reserved_bytes: ``torch.cuda.max_memory_reserved()`` (CUDA), bytes.
         merged_to: the merged model folder when ``merge_to`` was given.
         run_id: the run record id.
@@ -66,11 +66,6 @@ class PortResult:
         return asdict(self)
 
 
-def _peak_rss() -> int:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak if sys.platform == "darwin" else peak * 1024)
-
-
 def resolve_patch(patch: str) -> tuple[Path, Any]:
     """A store name or an adapter folder -> (adapter folder, stored patch or None).
 
@@ -91,6 +86,31 @@ def resolve_patch(patch: str) -> tuple[Path, Any]:
             )
     stored = PatchStore().get(patch)
     return stored.adapter_dir, stored
+
+
+def checked_adapter(
+    adapter_dir: Path,
+    base_dir: Path,
+    work_dir: Path,
+    *,
+    old_base_dir: Path | None = None,
+    force: bool = False,
+) -> tuple[Path, Any]:
+    """Run the preflight of ``adapter_dir`` against ``base_dir`` and return the folder to attach, and the report.
+
+    The folder is the patch itself, or a rewritten copy under ``work_dir`` (keys normalized, vocabulary
+    rows carried over; see :func:`portllm_edge.porting.preflight.prepare_adapter`).
+
+    Raises:
+        CompatibilityError: a check failed and ``force`` is false.
+    """
+    from portllm_edge.porting.preflight import prepare_adapter, run_preflight
+
+    report = run_preflight(adapter_dir, base_dir, old_base_dir=old_base_dir)
+    if not force:
+        report.raise_on_failure()
+    attach_dir = prepare_adapter(adapter_dir, base_dir, work_dir, report=report, old_base_dir=old_base_dir)
+    return attach_dir, report
 
 
 def ported_patch_name(parent: str, base_id: str) -> str:
@@ -175,19 +195,12 @@ def port_patch(
     work = Path(tempfile.mkdtemp(prefix="portllm-port-"))
     try:
         with timed("check"):
-            from portllm_edge.porting.preflight import prepare_adapter, run_preflight
-
-            report = run_preflight(
-                adapter_dir, resolved.path, old_base_dir=resolved_old.path if resolved_old else None
-            )
-            if not force:
-                report.raise_on_failure()
-            attach_dir = prepare_adapter(
+            attach_dir, report = checked_adapter(
                 adapter_dir,
                 resolved.path,
                 work,
-                report=report,
                 old_base_dir=resolved_old.path if resolved_old else None,
+                force=force,
             )
             preflight = report.to_dict()
         with timed("load"):
@@ -278,7 +291,7 @@ def port_patch(
             attach=asdict(ported.report),
             preflight=preflight,
             evaluation=evaluation,
-            peak_rss_bytes=_peak_rss(),
+            peak_rss_bytes=process_peak_rss_bytes(),
             cuda_max_reserved_bytes=cuda_peak,
             merged_to=merged_to,
             run_id=run_id,
