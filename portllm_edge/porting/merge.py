@@ -34,7 +34,7 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -468,9 +468,38 @@ def _carry_block(
         i = j + 1
 
 
-def _write_shard(path: Path, entries: list[_Entry], base: RowReader, adapter: RowReader, fifo: bool) -> int:
+def _merged_blocks(
+    e: _Entry, base: RowReader, adapter: RowReader, fifo: bool
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Yield ``(start_row, stop_row, rows)`` of a float output tensor, patched, as ``float32``."""
     import numpy as np
 
+    a = b = None
+    if e.lora is not None:
+        a = adapter.full_f32(e.lora.a_key)
+        b = adapter.full_f32(e.lora.b_key)
+    for start, stop in _row_blocks(e.shape):
+        if e.saved_key is not None and e.carry is None:
+            block = adapter.rows_f32(e.saved_key, start, stop)
+        else:
+            block = base.rows_f32(e.src, start, stop)
+            if e.carry is not None and e.saved_key is not None:
+                _carry_block(adapter, e.saved_key, e.carry, start, stop, block)
+        if a is not None and b is not None and e.lora is not None:
+            if e.lora.kind == "linear" and not fifo:
+                delta = b[start:stop] @ a  # [rows, r] @ [r, in]
+            else:  # embedding, or Conv1D layout [in, out]: rows of (B @ A)ᵀ = A[:, rows]ᵀ @ Bᵀ
+                delta = a[:, start:stop].T @ b.T
+            block = block + np.float32(e.scale) * delta.astype(np.float32, copy=False)
+            if not np.isfinite(block).all():
+                raise PortingError(
+                    f"merging into `{e.name}` produced NaN/Inf (rows {start}-{stop})",
+                    hint="the patch's lora_A/lora_B hold huge or non-finite values; check the patch",
+                )
+        yield start, stop, block
+
+
+def _write_shard(path: Path, entries: list[_Entry], base: RowReader, adapter: RowReader, fifo: bool) -> int:
     written = 0
     with open(path, "wb") as out:
         hb = _header_bytes(entries)
@@ -481,28 +510,7 @@ def _write_shard(path: Path, entries: list[_Entry], base: RowReader, adapter: Ro
                 out.write(raw)
                 written += len(raw)
                 continue
-            a = b = None
-            if e.lora is not None:
-                a = adapter.full_f32(e.lora.a_key)
-                b = adapter.full_f32(e.lora.b_key)
-            for start, stop in _row_blocks(e.shape):
-                if e.saved_key is not None and e.carry is None:
-                    block = adapter.rows_f32(e.saved_key, start, stop)
-                else:
-                    block = base.rows_f32(e.src, start, stop)
-                    if e.carry is not None and e.saved_key is not None:
-                        _carry_block(adapter, e.saved_key, e.carry, start, stop, block)
-                if a is not None and b is not None and e.lora is not None:
-                    if e.lora.kind == "linear" and not fifo:
-                        delta = b[start:stop] @ a  # [rows, r] @ [r, in]
-                    else:  # embedding, or Conv1D layout [in, out]: rows of (B @ A)ᵀ = A[:, rows]ᵀ @ Bᵀ
-                        delta = a[:, start:stop].T @ b.T
-                    block = block + np.float32(e.scale) * delta.astype(np.float32, copy=False)
-                    if not np.isfinite(block).all():
-                        raise PortingError(
-                            f"merging into `{e.name}` produced NaN/Inf (rows {start}-{stop})",
-                            hint="the patch's lora_A/lora_B hold huge or non-finite values; check the patch",
-                        )
+            for _start, _stop, block in _merged_blocks(e, base, adapter, fifo):
                 data = _encode(block, e.out_dtype)
                 out.write(data)
                 written += len(data)
@@ -676,4 +684,94 @@ def stream_merge(
     return result
 
 
-__all__ = ["CHUNK_BYTES", "MergeResult", "RowReader", "f32_to_bf16_bits", "human_bytes", "stream_merge"]
+@dataclass(frozen=True)
+class MergedTensor:
+    """One tensor of the merged model, as :class:`MergeStream` yields it.
+
+    Attributes:
+        name: Hugging Face tensor name (``model.layers.0.self_attn.q_proj.weight``).
+        shape: Its shape.
+        dtype: The base's safetensors dtype (``F32``, ``BF16``, ...; non-floats are passed through raw).
+        patched: True when the patch changes it (LoRA ΔW, saved tensor or carried rows).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    patched: bool
+
+
+class MergeStream:
+    """The streaming merge without a safetensors writer, for other output formats (GGUF).
+
+    Runs the same refusals and plan as :func:`stream_merge` when opened; then
+    :meth:`blocks` yields each tensor's merged rows (``float32``), one row block
+    (:data:`CHUNK_BYTES`) at a time. Use as a context manager (it holds file descriptors).
+
+    Raises:
+        PortingError / PatchError / BaseModelError: as :func:`stream_merge`, at construction.
+    """
+
+    def __init__(self, adapter_dir: Path, base_dir: Path, *, old_vocab_dir: Path | None = None) -> None:
+        adapter_dir, base_dir = Path(adapter_dir), Path(base_dir)
+        config = read_adapter_config(adapter_dir)
+        layout = read_adapter_layout(adapter_dir)
+        self.index = read_base_index(base_dir)
+        _refuse_quantized(self.index)
+        _refuse_non_additive(config, layout, adapter_dir)
+        entries, self.info = _plan(adapter_dir, config, layout, self.index, "fp32", old_vocab_dir)
+        self._fifo = bool(config.get("fan_in_fan_out"))
+        self._entries = {e.name: (shard, e) for shard, es in entries.items() for e in es}
+        self._adapter = RowReader(layout.path, error_cls=PortingError)
+        self._readers: dict[Path, RowReader] = {}
+
+    @property
+    def tensors(self) -> list[MergedTensor]:
+        """Every output tensor, in the base's shard order."""
+        return [
+            MergedTensor(
+                e.name, e.shape, e.in_dtype, e.lora is not None or e.saved_key is not None or e.src != e.name
+            )
+            for _, e in self._entries.values()
+        ]
+
+    def blocks(self, name: str) -> Iterator[tuple[int, int, np.ndarray]]:
+        """Yield ``(start_row, stop_row, rows)`` of tensor ``name``: ``float32`` rows, shape ``[stop-start, *shape[1:]]``.
+
+        Raises:
+            KeyError: ``name`` is not an output tensor.
+            PortingError: the tensor is not a float tensor, or the merge produced NaN/Inf.
+        """
+        shard, e = self._entries[name]
+        if e.in_dtype not in _FLOAT_IN:
+            raise PortingError(
+                f"{shard}: tensor `{name}` is {e.in_dtype}, not a float", hint="report this bug"
+            )
+        if shard not in self._readers:
+            self._readers[shard] = RowReader(shard, error_cls=PortingError)
+        return _merged_blocks(e, self._readers[shard], self._adapter, self._fifo)
+
+    def close(self) -> None:
+        """Close every file this stream opened."""
+        self._adapter.close()
+        for r in self._readers.values():
+            r.close()
+        self._readers.clear()
+
+    def __enter__(self) -> MergeStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+__all__ = [
+    "CHUNK_BYTES",
+    "MergeResult",
+    "MergeStream",
+    "MergedTensor",
+    "RowReader",
+    "f32_to_bf16_bits",
+    "human_bytes",
+    "stream_merge",
+]

@@ -254,3 +254,23 @@ def test_cli_merge_refuses_an_incompatible_patch(tiny_pairs, tiny_adapters, tmp_
         ]
     )
     assert code == 0 and "merged 4 LoRA modules" in capsys.readouterr().out
+
+
+def test_merge_stream_yields_the_rows_stream_merge_writes(tiny_pairs, tiny_adapters, tmp_path):
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    from portllm_edge.porting.merge import MergeStream
+
+    pair = tiny_pairs["llama"]
+    stream_merge(tiny_adapters["llama"], pair.new, tmp_path / "merged", dtype="fp32")
+    written = load_file(str(tmp_path / "merged" / "model.safetensors"))
+    with MergeStream(tiny_adapters["llama"], pair.new) as ms:
+        tensors = {t.name: t for t in ms.tensors}
+        assert set(tensors) == set(written)
+        assert tensors["model.layers.0.self_attn.q_proj.weight"].patched
+        assert not tensors["model.layers.0.self_attn.k_proj.weight"].patched
+        for name in written:
+            rows = np.concatenate([b for _, _, b in ms.blocks(name)])
+            assert rows.shape == tensors[name].shape
+            np.testing.assert_array_equal(rows, written[name])
