@@ -276,10 +276,10 @@ def run_experiment(
     from portllm_edge.models import resolve_base
     from portllm_edge.patches import PatchStore
     from portllm_edge.porting.compare import compare_patch
-    from portllm_edge.porting.port import port_patch
     from portllm_edge.training.lora import LoraHyperparams
     from portllm_edge.training.patch import train_patch
     from portllm_edge.training.update import simulate_update
+    from portllm_edge.workflow import port
 
     s = settings or ExperimentSettings()
     bar = progress_factory or (lambda _label: contextlib.nullcontext(None))
@@ -366,8 +366,8 @@ def run_experiment(
     ensure_patch(baseline, v2, v2_fp, "LoRA on v2")
 
     say(f"5/6 port: {task.patch_name} onto v2 at {s.precision}, training-free")
-    ported = port_patch(
-        task.patch_name, v2_name, precision=s.precision, force=True, on_phase=lambda p: say(f"    {p}")
+    ported = port(
+        task.patch_name, v2_name, precision=s.precision, overwrite=True, on_phase=lambda p: say(f"    {p}")
     )
 
     say("6/6 evaluate four configurations and measure peak memory (port vs LoRA fine-tune)")
@@ -472,7 +472,7 @@ def run_experiment(
     summary["port"] = {
         "ported_name": ported.ported_name,
         "phases": ported.phases,
-        "matched": f"{ported.attach['matched_tensors']}/{ported.attach['total_tensors']}",
+        "matched": f"{ported.attach.matched_tensors}/{ported.attach.total_tensors}",
         "run_id": ported.run_id,
     }
     return summary

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -179,9 +179,13 @@ def port_cmd(
     ],
     precision: Annotated[str, typer.Option("--precision", help="auto, nf4, int8, bf16 or fp32.")] = "nf4",
     name: Annotated[Optional[str], typer.Option("--name", help="Store name of the ported patch.")] = None,
-    old_base: Annotated[
+    old: Annotated[
         Optional[str],
-        typer.Option("--old-base", help="The old base (tokenizer comparison, vocab carry-over)."),
+        typer.Option(
+            "--old",
+            "--old-base",
+            help="The base the patch was trained on (default: found in the model store from the patch's records).",
+        ),
     ] = None,
     merge_to: Annotated[
         Optional[Path], typer.Option("--merge-to", help="Also write W_new + ΔW here (streamed).")
@@ -192,62 +196,84 @@ def port_cmd(
     eval_limit: Annotated[
         Optional[int], typer.Option("--eval-limit", help="Evaluate a seeded subsample.")
     ] = None,
+    template: Annotated[
+        Optional[str], typer.Option("--template", help="Prompt template for --eval-task jsonl.")
+    ] = None,
+    verbalizers: Annotated[
+        Optional[list[str]],
+        typer.Option("--verbalizer", help="jsonl task: LABEL=WORD, once per class, in class order."),
+    ] = None,
     no_save: Annotated[bool, typer.Option("--no-save", help="Don't store the ported patch.")] = False,
-    force: Annotated[
-        bool, typer.Option("--force", help="Port despite failed checks; replace existing outputs.")
+    force: Annotated[bool, typer.Option("--force", help="Port despite failed preflight checks.")] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option("--overwrite", help="Replace an existing ported patch of that name (and --merge-to)."),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run record as JSON.")] = False,
 ) -> None:
-    """Port a patch onto an updated base: check, load (NF4 by default), attach unmerged, verify, save."""
-    from portllm_edge.porting.port import port_patch
+    """Port a patch onto an updated base: check everything, then load, attach, verify, evaluate, save.
 
-    if (eval_task is None) != (eval_data is None):
-        raise ConfigError("`--eval-task` and `--eval-data` go together.", hint="pass both, or neither")
-    res = port_patch(
+    Load, attach and evaluation run in a worker process of their own, whose peak memory is reported.
+    """
+    from portllm_edge.workflow import EvalSpec, port
+    from portllm_edge.workflow.checks import check_eval_pair
+
+    check_eval_pair(eval_task, eval_data)
+    spec = None
+    if eval_task is not None and eval_data is not None:
+        spec = EvalSpec(
+            eval_task, eval_data, limit=eval_limit, template=template, verbalizers=_verbalizers(verbalizers)
+        )
+    res = port(
         patch,
         base,
         precision=precision,
         name=name,
         save=not no_save,
         force=force,
-        old_base=old_base,
+        overwrite=overwrite,
+        old=old,
         merge_to=merge_to,
         merge_dtype=merge_dtype,
-        eval_task=eval_task,
-        eval_data=eval_data,
-        eval_limit=eval_limit,
+        evaluate=spec,
         on_phase=None if as_json else phase_printer(),
     )
     if as_json:
         out.print_json(json.dumps(res.to_dict(), default=str))
         return
+    print_port(res)
+
+
+def print_port(res: Any) -> None:
+    """The port's outcome as text lines."""
+    counts = {s: sum(c.status == s for c in res.preflight.checks) for s in ("pass", "warn", "fail")}
+    out.print(f"preflight: {counts['pass']} pass, {counts['warn']} warn, {counts['fail']} fail")
+    if res.old_base_id:
+        out.print(f"  old base: {res.old_base_id}")
+    for c in res.preflight.checks:
+        if c.status != "pass":
+            out.print(f"  {c.status:<4} {c.name}: {c.reason}")
     a = res.attach
-    pre = res.preflight or {}
-    counts = pre.get("counts", {})
     out.print(
-        f"preflight: {counts.get('pass', 0)} pass, {counts.get('warn', 0)} warn, {counts.get('fail', 0)} fail"
-    )
-    for c in pre.get("checks", []):
-        if c["status"] != "pass":
-            out.print(f"  {c['status']:<4} {c['name']}: {c['reason']}")
-    out.print(
-        f"attached {a['matched_tensors']}/{a['total_tensors']} patch tensors at {res.precision}; "
-        f"max |Δlogit| vs bare base {a['max_abs_logit_change']:.4g}; finite: {a['finite']}"
+        f"attached {a.matched_tensors}/{a.total_tensors} patch tensors at {res.precision}; "
+        f"max |Δlogit| vs bare base {a.max_abs_logit_change:.4g}; finite: {a.finite}"
     )
     if res.evaluation:
         e = res.evaluation
-        out.print(
-            f"{e['task']}: accuracy {e['accuracy']:.3f} (95% CI {e['ci_low']:.3f}-{e['ci_high']:.3f}, n={e['n']})"
-        )
+        out.print(f"{e.task}: accuracy {e.accuracy:.3f} (95% CI {e.ci_low:.3f}-{e.ci_high:.3f}, n={e.n})")
     out.print("phases: " + ", ".join(f"{k} {v:.2f} s" for k, v in res.phases.items()))
-    out.print(
-        f"peak RSS {human_bytes(res.peak_rss_bytes)}"
-        + (
-            f", CUDA max reserved {human_bytes(res.cuda_max_reserved_bytes)}"
-            if res.cuda_max_reserved_bytes
-            else ""
+    if res.memory is not None:
+        m = res.memory
+        out.print(
+            f"peak memory of load + attach + evaluate, in a worker process: {human_bytes(m.peak_bytes)} ({m.metric})"
         )
-    )
+    if res.saving is not None:
+        s = res.saving
+        ratio = f"{s.ratio:.2f}x" if s.ratio else "n/a"
+        out.print(
+            f"LoRA fine-tune baseline {human_bytes(s.baseline_bytes)} ({s.baseline_source}: {s.baseline_label}); "
+            f"port needs {ratio} less"
+        )
     if res.ported_name:
         out.print(f"stored ported patch {res.ported_name} (run {res.run_id})")
     if res.merged_to:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from portllm_edge.history.store import (
     RUN_KINDS,
+    RunCancelled,
     RunRecord,
     collect_host,
     collect_versions,
@@ -22,6 +23,7 @@ from portllm_edge.history.store import (
 
 __all__ = [
     "RUN_KINDS",
+    "RunCancelled",
     "RunRecord",
     "collect_host",
     "collect_versions",

@@ -345,12 +345,41 @@ def finish_run(
             )
 
 
+class RunCancelled(Exception):
+    """Raised by a caller's progress callback to stop a run (the app's Cancel); recorded as ``interrupted``."""
+
+
 class RunTracker:
-    """Handle yielded by :func:`tracking`: set ``results`` before the block ends."""
+    """Handle yielded by :func:`tracking`: set ``results`` before the block ends.
+
+    Attributes:
+        id: the run's id (known from the start, so lineage entries can name it).
+        results: what the run measured; stored at the end, also when the run fails.
+    """
 
     def __init__(self, run_id: str) -> None:
         self.id = run_id
         self.results: dict[str, Any] = {}
+
+
+def _failure(exc: BaseException) -> dict[str, Any]:
+    """``{"error": one line, "hint": fix or None, "error_type": class name}`` for a failed run's record."""
+    one_line = getattr(exc, "one_line", None)
+    return {
+        "error": one_line() if callable(one_line) else f"{type(exc).__name__}: {exc}",
+        "hint": getattr(exc, "hint", None),
+        "error_type": type(exc).__name__,
+    }
+
+
+def _finish_quietly(run_id: str, results: dict[str, Any], status: str, db: Path | None) -> None:
+    """Finish a run while another exception is on its way up: a history error must not replace it."""
+    import logging
+
+    try:
+        finish_run(run_id, results, status=status, db=db)
+    except (StoreError, ConfigError) as exc:
+        logging.getLogger("portllm_edge").warning("run %s: could not record its end: %s", run_id, exc)
 
 
 @contextmanager
@@ -361,23 +390,36 @@ def tracking(
     hardware: Mapping[str, Any] | None = None,
     db: Path | None = None,
 ) -> Iterator[RunTracker]:
-    """Record a run around a block: ``running`` at entry; ``ok``, ``error`` or ``interrupted`` at exit.
+    """Record a run around a block -- the one record path of every run kind.
+
+    The row is written as ``running`` at entry, then finished as ``ok``; ``failed`` with the
+    error's message and hint for an expected error (:class:`~portllm_edge.errors.PortllmError`);
+    ``interrupted`` for ``KeyboardInterrupt`` or :class:`RunCancelled`; ``error`` for anything
+    else (a bug). The exception is re-raised in every case.
 
     Example::
 
         with tracking("eval", {"task": "sst2"}) as run:
             run.results = evaluate(...).to_dict()
+
+    Raises:
+        ConfigError: unknown ``kind``.
+        StoreError: the history cannot be written at entry.
     """
+    from portllm_edge.errors import PortllmError
+
     tracker = RunTracker(start_run(kind, inputs, hardware=hardware, db=db))
     try:
         yield tracker
-    except KeyboardInterrupt:
-        finish_run(tracker.id, tracker.results, status="interrupted", db=db)
+    except (KeyboardInterrupt, RunCancelled) as exc:
+        reason = str(exc) or "interrupted by the user"
+        _finish_quietly(tracker.id, {**tracker.results, "error": reason}, "interrupted", db)
+        raise
+    except PortllmError as exc:
+        _finish_quietly(tracker.id, {**tracker.results, **_failure(exc)}, "failed", db)
         raise
     except BaseException as exc:
-        results = dict(tracker.results)
-        results.setdefault("error", f"{type(exc).__name__}: {exc}")
-        finish_run(tracker.id, results, status="error", db=db)
+        _finish_quietly(tracker.id, {**tracker.results, **_failure(exc)}, "error", db)
         raise
     finish_run(tracker.id, tracker.results, status="ok", db=db)
 

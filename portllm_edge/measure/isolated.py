@@ -2,17 +2,20 @@
 
 Metrics (the record always names the one it used):
 
-* CPU: ``peak_rss`` = the worker's peak resident set (Linux ``VmHWM``, which equals
-  ``ru_maxrss`` except that it is reset by ``execve``; ``ru_maxrss`` elsewhere), i.e. the
-  whole process including the Python interpreter, imported libraries and file-backed
-  (mmap'd safetensors) pages, and ``steady_rss`` = the RSS right after the job (psutil).
-  ``details["peak_anon_rss_bytes"]`` is the sampled peak of anonymous memory alone
-  (tensors and heap, without the page cache of mmap'd weight files). ``baseline_rss`` is the RSS after ``import torch,
-  transformers, peft`` and before the job, so ``peak_rss - baseline_rss`` is what
-  the job itself added.
+* CPU: ``peak_anon_rss`` = the worker's peak anonymous resident memory (``RssAnon``:
+  heap and tensors, not the page cache of mmap'd safetensors), sampled every 5 ms by a
+  thread in the worker; a lower bound of the true peak, tight for allocations that live
+  longer than a few milliseconds. ``baseline_bytes`` is the anonymous RSS after
+  ``import torch, transformers, peft`` and before the job, so ``peak - baseline`` is what
+  the job itself added; ``steady_bytes`` is the RSS right after the job (psutil).
+  ``details["vmhwm_bytes"]`` is the whole-process high-water mark (Linux ``VmHWM``,
+  file-backed pages included), labelled as such wherever it is shown.
 * CUDA: ``torch.cuda.max_memory_reserved()`` plus the CUDA context (device memory in
   use right after ``torch.cuda.init()``, from ``torch.cuda.mem_get_info``), together
   with NVML's figure for the process where NVML is available.
+
+The caller's own memory never enters a figure: every measured job runs in a fresh
+``python -m portllm_edge.measure.worker`` process started by :func:`measure_job`.
 """
 
 from __future__ import annotations
@@ -20,9 +23,12 @@ from __future__ import annotations
 import json
 import os
 import resource
+import signal
 import statistics
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -38,9 +44,9 @@ class MeasureResult:
     Attributes:
         job: "port" or "lora_finetune".
         device: "cpu" or "cuda".
-        metric: "peak_rss" (CPU) or "cuda_max_reserved_plus_context" (CUDA).
+        metric: "peak_anon_rss" (CPU) or "cuda_max_reserved_plus_context" (CUDA).
         peak_bytes: the headline peak, bytes (per ``metric``).
-        baseline_bytes: RSS after imports, before the job, bytes (CPU).
+        baseline_bytes: anonymous RSS after imports, before the job, bytes (CPU).
         steady_bytes: RSS after the job, bytes (CPU).
         cuda_context_bytes: device memory used by the CUDA context, bytes (CUDA only).
         nvml_process_bytes: NVML's used-memory figure for the worker process (CUDA, when available).
@@ -84,42 +90,90 @@ def peak_rss_bytes() -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
-def measure_job(job: str, params: dict[str, Any], *, timeout: float = 1800.0) -> MeasureResult:
+PHASE_PREFIX = "PORTLLM_MEASURE_PHASE "
+
+
+def _worker_error(job: str, data: dict[str, Any]) -> Exception:
+    """The worker's error as the same :mod:`portllm_edge.errors` class (message and hint kept).
+
+    An expected error of the job (a :class:`~portllm_edge.errors.PortllmError` subclass, e.g. a
+    ``PortingError`` for a patch that does not change the output) is re-raised as itself, so a
+    caller sees the same error whether the job ran in a worker or in its own process.
+    """
+    from portllm_edge import errors
+
+    cls = getattr(errors, str(data.get("error_type") or ""), None)
+    if isinstance(cls, type) and issubclass(cls, errors.PortllmError) and data.get("message"):
+        return cls(str(data["message"]), hint=data.get("hint"))
+    return MeasurementError(
+        f"measurement job {job!r} failed: {data['error']}",
+        hint=data.get("hint") or "run the job directly to see the full error",
+    )
+
+
+def measure_job(
+    job: str,
+    params: dict[str, Any],
+    *,
+    timeout: float = 1800.0,
+    on_phase: Callable[[str], None] | None = None,
+) -> MeasureResult:
     """Run ``job`` with ``params`` in a fresh Python subprocess and return its measurement.
+
+    This is the one place a job's memory is measured: the peak is the worker's, never the
+    caller's (see the module docstring for the metrics).
 
     Args:
         job: "port" or "lora_finetune" (see :mod:`portllm_edge.measure.worker`).
         params: JSON-serializable job parameters.
         timeout: seconds before the worker is killed.
+        on_phase: called with each phase's name as the worker starts it (load, attach, evaluate,
+            train). An exception it raises (``KeyboardInterrupt``, a cancel) kills the worker and
+            propagates.
 
     Raises:
-        MeasurementError: the worker failed, timed out or printed no result.
+        PortllmError subclass: the job's own expected error, re-raised with its message and hint.
+        MeasurementError: the worker crashed, timed out or printed no result.
     """
     cmd = [sys.executable, "-m", "portllm_edge.measure.worker", job, json.dumps(params)]
     env = dict(os.environ)
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    timer = threading.Timer(timeout, proc.kill)
+    timer.start()
+    stderr_lines: list[str] = []
+    drain = threading.Thread(target=lambda: stderr_lines.extend(proc.stderr or ()), daemon=True)
+    drain.start()
+    result: dict[str, Any] | None = None
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
-    except subprocess.TimeoutExpired as exc:
+        for line in proc.stdout or ():
+            if line.startswith(PHASE_PREFIX) and on_phase is not None:
+                on_phase(line[len(PHASE_PREFIX) :].strip())
+            elif line.startswith(RESULT_PREFIX):
+                result = json.loads(line[len(RESULT_PREFIX) :])
+        proc.wait()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        timer.cancel()
+    drain.join(timeout=5)
+    if result is None:
+        if proc.returncode == -signal.SIGKILL:
+            raise MeasurementError(
+                f"measurement job {job!r} ran past {timeout:.0f} s (or was killed).",
+                hint="use a smaller --limit or fewer --steps",
+            )
+        tail = [ln.strip() for ln in stderr_lines if ln.strip()][-3:]
         raise MeasurementError(
-            f"measurement job {job!r} ran past {timeout:.0f} s.",
-            hint="use a smaller --limit or fewer --steps",
-        ) from exc
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith(RESULT_PREFIX):
-            data = json.loads(line[len(RESULT_PREFIX) :])
-            if "error" in data:
-                raise MeasurementError(
-                    f"measurement job {job!r} failed: {data['error']}",
-                    hint=data.get("hint") or "run the job directly to see the full error",
-                )
-            return MeasureResult(**data)
-    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-    raise MeasurementError(
-        f"measurement job {job!r} exited with {proc.returncode} and no result ({' | '.join(tail)[:300]}).",
-        hint="run the job directly to see the full error",
-    )
+            f"measurement job {job!r} exited with {proc.returncode} and no result ({' | '.join(tail)[:300]}).",
+            hint="run the job directly to see the full error",
+        )
+    if "error" in result:
+        raise _worker_error(job, result)
+    return MeasureResult(**result)
 
 
 def median_and_spread(values: list[float]) -> tuple[float, float]:

@@ -3,10 +3,12 @@
 ``python -m portllm_edge.measure.worker JOB PARAMS_JSON`` runs one job and prints one
 line ``PORTLLM_MEASURE_RESULT {json}`` (a MeasureResult, or ``{"error": ...}``).
 
+Each phase start is printed as ``PORTLLM_MEASURE_PHASE <name>`` for the parent's progress.
+
 Jobs:
 
-* ``port``: load the base at ``precision``, attach the patch unmerged, score
-  ``eval_pairs`` (a batch of prompts with their choices) -- what a user runs after porting.
+* ``port``: load the base at ``precision``, attach the patch unmerged (verified), and score
+  the evaluation examples when ``eval_data`` is given -- the measured part of a port.
 * ``lora_finetune``: load the base at ``dtype`` (or NF4 for QLoRA), add fresh LoRA
   layers and take ``steps`` AdamW steps on ``train_pairs``.
 """
@@ -17,11 +19,12 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from portllm_edge.measure.isolated import peak_rss_bytes
+from portllm_edge.measure.isolated import PHASE_PREFIX, peak_rss_bytes
 
 
 def _rss() -> int:
@@ -101,34 +104,86 @@ def _task_data(p: dict[str, Any], key: str, limit_key: str) -> Any:
     return load_task(p["task"], p[key], limit=p.get(limit_key), seed=p.get("seed", 0), options=opts)
 
 
-def _job_port(p: dict[str, Any], phases: dict[str, float]) -> dict[str, Any]:
-    from portllm_edge.evaluation.scoring import evaluate
+Announce = Callable[[str], None]
+"""announce(phase): tells whoever runs the job that a phase starts."""
+
+
+def announce_to_parent(name: str) -> None:
+    """The worker's :data:`Announce`: one ``PORTLLM_MEASURE_PHASE <name>`` line on stdout."""
+    print(PHASE_PREFIX + name, flush=True)
+
+
+def _phase(name: str | None, phases: dict[str, float], marks: dict[str, float], announce: Announce) -> None:
+    """Close the running phase's timer and start ``name``'s (None: just close), announcing it."""
+    now = time.perf_counter()
+    for last, started in marks.items():
+        phases[last] = now - started
+    marks.clear()
+    if name is not None:
+        marks[name] = now
+        announce(name)
+
+
+def run_port_job(p: dict[str, Any], phases: dict[str, float], announce: Announce) -> dict[str, Any]:
+    """The measured part of a port: load the base, attach the patch (verified), evaluate if asked.
+
+    Args:
+        p: ``base`` (folder), ``adapter`` (folder, already checked and rewritten), ``precision``,
+            ``device``; optional ``task``/``eval_data``/``limit``/``seed``/``template``/``verbalizers``/``batch_size``.
+        phases: filled with the wall time of each phase, seconds.
+        announce: called as each phase (load, attach, evaluate) starts.
+
+    Returns:
+        JSON-ready details: precision, compute_dtype, quantization, device, attach (an
+        ``AttachReport`` as a dict), evaluation (dict or None).
+
+    Raises:
+        BaseModelError, PortingError, DataError: from the load, the attach check and the evaluation.
+    """
+    from dataclasses import asdict
+
     from portllm_edge.porting.attach import attach_patch
     from portllm_edge.porting.load import load_base_model
 
-    t = time.perf_counter()
+    marks: dict[str, float] = {}
+    _phase("load", phases, marks, announce)
     loaded = load_base_model(p["base"], p.get("precision", "nf4"), device=p.get("device"))
-    phases["load"] = time.perf_counter() - t
-    t = time.perf_counter()
+    _phase("attach", phases, marks, announce)
     ported = attach_patch(loaded.model, loaded.tokenizer, p["adapter"])
-    phases["attach"] = time.perf_counter() - t
-    data = _task_data(p, "eval_data", "limit")
-    t = time.perf_counter()
-    res = evaluate(ported.model, loaded.tokenizer, data, batch_size=p.get("batch_size", 8))
-    phases["evaluate"] = time.perf_counter() - t
-    return {
+    details: dict[str, Any] = {
         "precision": loaded.precision,
-        "accuracy": res.accuracy,
-        "examples": res.n,
-        "tokens_per_s": res.tokens_per_s,
+        "compute_dtype": loaded.compute_dtype,
+        "quantization": loaded.quantization,
+        "device": loaded.device,
+        "attach": asdict(ported.report),
+        "evaluation": None,
     }
+    if p.get("eval_data"):
+        from portllm_edge.evaluation.scoring import evaluate
+
+        data = _task_data(p, "eval_data", "limit")
+        _phase("evaluate", phases, marks, announce)
+        res = evaluate(ported.model, loaded.tokenizer, data, batch_size=p.get("batch_size", 8))
+        details["evaluation"] = {
+            "task": res.task,
+            "n": res.n,
+            "accuracy": res.accuracy,
+            "ci_low": res.ci_low,
+            "ci_high": res.ci_high,
+            "f1": res.f1,
+            "tokens_per_s": res.tokens_per_s,
+        }
+        details.update(accuracy=res.accuracy, examples=res.n, tokens_per_s=res.tokens_per_s)
+    _phase(None, phases, marks, announce)
+    return details
 
 
-def _job_lora_finetune(p: dict[str, Any], phases: dict[str, float]) -> dict[str, Any]:
+def _job_lora_finetune(p: dict[str, Any], phases: dict[str, float], announce: Announce) -> dict[str, Any]:
     from portllm_edge.evaluation.tasks import training_split
     from portllm_edge.porting.load import load_base_model
     from portllm_edge.training.lora import LoraHyperparams, train_lora
 
+    announce("load")
     t = time.perf_counter()
     quantized = p.get("qlora", False)
     loaded = load_base_model(
@@ -148,6 +203,7 @@ def _job_lora_finetune(p: dict[str, Any], phases: dict[str, float]) -> dict[str,
     pairs = [training_split(e) for e in _task_data(p, "train_data", "train_limit").examples]
     import tempfile
 
+    announce("train")
     t = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         res = train_lora(loaded.model, loaded.tokenizer, pairs, hp, tmp, quantized=quantized)
@@ -160,16 +216,23 @@ def _job_lora_finetune(p: dict[str, Any], phases: dict[str, float]) -> dict[str,
     }
 
 
-JOBS = {"port": _job_port, "lora_finetune": _job_lora_finetune}
+JOBS: dict[str, Callable[[dict[str, Any], dict[str, float], Announce], dict[str, Any]]] = {
+    "port": run_port_job,
+    "lora_finetune": _job_lora_finetune,
+}
 
 
 def main(argv: list[str]) -> int:
     job, params = argv[0], json.loads(argv[1])
-    device = params.get("device") or "cpu"
     try:
         import peft  # noqa: F401
         import torch
         import transformers  # noqa: F401
+
+        from portllm_edge.porting.load import default_device
+
+        device = params.setdefault("device", None) or default_device()
+        params["device"] = device
 
         context = None
         if device == "cuda":
@@ -177,19 +240,21 @@ def main(argv: list[str]) -> int:
             free, total = torch.cuda.mem_get_info()
             context = int(total - free)
             torch.cuda.reset_peak_memory_stats()
-        baseline = _rss()
+        baseline = _AnonSampler.read()
         phases: dict[str, float] = {}
         start = time.perf_counter()
         with _AnonSampler() as anon:
-            details = JOBS[job](params, phases)
+            details = JOBS[job](params, phases, announce_to_parent)
         wall = time.perf_counter() - start
         details["peak_anon_rss_bytes"] = anon.peak or None
+        details["vmhwm_bytes"] = peak_rss_bytes()
         if device == "cuda":
             peak = int(torch.cuda.max_memory_reserved()) + int(context or 0)
             metric = "cuda_max_reserved_plus_context"
-        else:
-            peak = peak_rss_bytes()
-            metric = "peak_rss"
+        elif anon.peak:
+            peak, metric = anon.peak, "peak_anon_rss"
+        else:  # no /proc (not Linux): the whole-process high-water mark, labelled as such
+            peak, metric = peak_rss_bytes(), "peak_rss"
         result = {
             "job": job,
             "device": device,
@@ -203,9 +268,13 @@ def main(argv: list[str]) -> int:
             "phases": phases,
             "details": details,
         }
-    except Exception as exc:  # reported to the parent, which raises MeasurementError
-        hint = getattr(exc, "hint", None)
-        result = {"error": f"{type(exc).__name__}: {getattr(exc, 'message', str(exc))[:300]}", "hint": hint}
+    except Exception as exc:  # reported to the parent, which re-raises it (see measure_job)
+        result = {
+            "error": f"{type(exc).__name__}: {getattr(exc, 'message', str(exc))[:300]}",
+            "error_type": type(exc).__name__,
+            "message": getattr(exc, "message", None),
+            "hint": getattr(exc, "hint", None),
+        }
     print("PORTLLM_MEASURE_RESULT " + json.dumps(result), flush=True)
     return 0
 

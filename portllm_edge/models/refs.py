@@ -189,3 +189,45 @@ def resolve_base(ref: str | os.PathLike[str], *, online: bool = False) -> Resolv
         close = difflib.get_close_matches(text, known, n=1)
         hint = f"did you mean {close[0]!r}?" if close else f"store models: {', '.join(known)}"
     raise BaseModelError(f"base {text!r}: no such folder, file or store model.", hint=hint)
+
+
+def store_models() -> list[Path]:
+    """The model store's folders (``<home>/models/<name>`` with a ``config.json``), sorted by name."""
+    root = paths.models_dir()
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if not p.name.startswith(".") and (p / "config.json").is_file())
+
+
+def find_store_base(
+    name: str | None = None, fingerprint: str | None = None
+) -> tuple[ResolvedBase, str] | None:
+    """Look a base up in the model store: by weight fingerprint first, then by name.
+
+    Args:
+        name: a base's recorded id (``base_model_name_or_path``, a lineage ``base_id``); a
+            path's last part is tried as a store name too.
+        fingerprint: a recorded ``w1:…`` weight fingerprint (read from safetensors headers only).
+
+    Returns:
+        ``(the store model, "fingerprint" | "name")``, or None when neither matches.
+    """
+    if fingerprint:
+        from portllm_edge.models.fingerprint import fingerprint_weights
+
+        for folder in store_models():
+            try:
+                files = weight_files_of(folder)
+            except BaseModelError:
+                continue
+            if fingerprint_weights(list(files)) == fingerprint:
+                return ResolvedBase(folder.name, "store", folder, folder.name, files), "fingerprint"
+    if name:
+        for candidate in dict.fromkeys((name, Path(name).name)):
+            folder = paths.models_dir() / candidate
+            if candidate and "/" not in candidate and (folder / "config.json").is_file():
+                try:
+                    return _folder(candidate, folder, "store", candidate), "name"
+                except BaseModelError:
+                    return None
+    return None

@@ -97,7 +97,30 @@ def test_tracking_records_errors():
         raise RuntimeError("out of memory")
     rec = get_run(failed.id)
     assert rec.status == "error"
-    assert rec.results == {"partial": 1, "error": "RuntimeError: out of memory"}
+    assert rec.results == {
+        "partial": 1,
+        "error": "RuntimeError: out of memory",
+        "error_type": "RuntimeError",
+        "hint": None,
+    }
+
+
+def test_tracking_records_expected_failures_and_interrupts():
+    from portllm_edge.errors import StoreError
+    from portllm_edge.history import RunCancelled
+
+    with pytest.raises(StoreError), tracking("port", {"patch": "p"}) as failed:
+        raise StoreError("patch store already has 'p@x'.", hint="pass --overwrite")
+    rec = get_run(failed.id)
+    assert rec.status == "failed"
+    assert "already has 'p@x'" in rec.results["error"] and rec.results["hint"] == "pass --overwrite"
+    with pytest.raises(KeyboardInterrupt), tracking("train", {}) as stopped:
+        raise KeyboardInterrupt
+    assert get_run(stopped.id).status == "interrupted"
+    with pytest.raises(RunCancelled), tracking("port", {}) as cancelled:
+        raise RunCancelled("cancelled before the load phase")
+    rec = get_run(cancelled.id)
+    assert rec.status == "interrupted" and rec.results["error"] == "cancelled before the load phase"
 
 
 def test_wal_mode_and_schema_version():

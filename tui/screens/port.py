@@ -4,25 +4,26 @@ The precision list is preselected with the planner's best fitting precision for
 the chosen base on this machine (``plan_model(...).best``). "Check" runs the
 preflight (configs and safetensors headers only) and lists every check with its
 reason; failed checks also raise a notification with the fix. "Port" runs
-:func:`portllm_edge.porting.port.port_patch` in a thread worker; each phase
+:func:`portllm_edge.workflow.port` in a thread worker; each phase
 (check, load, attach, evaluate, save) shows as it starts.
 
 Cancelling is cooperative: the worker's ``on_phase`` callback raises
 :class:`PortCancelled` at the next phase boundary (a phase already running, such
-as loading the base, finishes first). ``port_patch`` then removes its work folder
-and stores nothing; nothing half-written is left.
+as loading the base, finishes first; the load itself runs in a worker process,
+which is killed). The port then removes its work folder, stores nothing, and is
+recorded as interrupted.
 
-The summary compares the measured peak with the planner's estimate of a LoRA
-fine-tune of the new base (``estimate_lora_finetune_peak``), the baseline PortLLM
-saves (Khan et al., ICLR 2025).
+The summary compares the peak measured in the port's worker process with a LoRA
+fine-tune of the new base -- measured, when the run history has one, else the
+planner's estimate, labelled so -- the baseline PortLLM saves (Khan et al., ICLR 2025).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.console import Group
 from rich.table import Table
@@ -32,6 +33,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, DataTable, Input, Label, ProgressBar, Select, Static
+
+from portllm_edge.history import RunCancelled
 
 from ..common import BaseScreen, human, notify_error_from_thread
 from ..messages import (
@@ -43,14 +46,17 @@ from ..messages import (
     PreflightDone,
 )
 
+if TYPE_CHECKING:
+    from portllm_edge.workflow import PortOutcome
+
 PORT_PRECISIONS = ("nf4", "int8", "bf16", "fp32")
-"""Precisions ``port_patch`` loads a base at (and the planner is asked about)."""
+"""Precisions a port loads a base at (and the planner is asked about)."""
 
 PHASES = ("check", "load", "attach", "evaluate", "save")
 
 
-class PortCancelled(Exception):
-    """Raised by the ``on_phase`` callback when the user cancelled; ends ``port_patch`` early."""
+class PortCancelled(RunCancelled):
+    """Raised by the ``on_phase`` callback when the user cancelled; ends the port early (recorded as interrupted)."""
 
 
 @dataclass(frozen=True)
@@ -103,58 +109,38 @@ class PortSummary:
         return self.baseline_bytes / self.peak_bytes
 
 
-def summarize_port(result: Any, patch: str, base: str, manifest: Any, base_dir: Any) -> PortSummary:
-    """Turn a :class:`~portllm_edge.porting.port.PortResult` into a summary with the planner's baseline.
+def summarize_port(result: PortOutcome, patch: str, base: str) -> PortSummary:
+    """Turn a :class:`~portllm_edge.workflow.PortOutcome` into what the screen shows.
 
-    Baseline: ``estimate_lora_finetune_peak(new base, bf16, r, targets)`` with the patch's own
-    rank and target modules (q_proj/v_proj when they are a regex), 512 tokens, batch 1, on the
-    device the port ran on. Port estimate: ``port_peak_bytes`` at the port's precision.
+    The peak is the one measured in the port's own worker process (never this app's); the
+    baseline is a fine-tune measured for the same base when the run history has one, else
+    the planner's estimate, labelled as such (:class:`~portllm_edge.workflow.Saving`).
     """
-    from portllm_edge.planning import (
-        estimate_inference_peak,
-        estimate_lora_finetune_peak,
-        port_peak_bytes,
-        resolve_model_spec,
-    )
-
-    device = "cuda" if result.cuda_max_reserved_bytes else "cpu"
-    if result.cuda_max_reserved_bytes:
-        peak, metric = int(result.cuda_max_reserved_bytes), "CUDA max reserved"
-    else:
-        peak, metric = int(result.peak_rss_bytes), "peak RSS of this app's process"
-    r = int(manifest.adapter.r) if manifest is not None else 16
-    targets: tuple[str, ...] = ("q_proj", "v_proj")
-    if manifest is not None and not isinstance(manifest.adapter.target_modules, str):
-        targets = tuple(manifest.adapter.target_modules)
-    baseline = port_est = None
+    a, mem, saving = result.attach, result.memory, result.saving
     notes: list[str] = []
-    try:
-        spec = resolve_model_spec(base_dir)
-        baseline = estimate_lora_finetune_peak(spec.arch, None, r, targets, device=device).total_bytes  # type: ignore[arg-type]
-        inf = estimate_inference_peak(spec.arch, result.precision, device=device)  # type: ignore[arg-type]
-        port_est = port_peak_bytes(spec, inf, r=r)
-    except Exception as exc:  # the summary still shows what was measured
-        notes.append(f"no planner baseline: {getattr(exc, 'message', exc)}")
-    if device == "cpu":
-        notes.append("peak RSS counts the whole app (Textual, torch, transformers), not only the port.")
-    a = result.attach
+    if saving is not None and saving.baseline_source == "estimate":
+        notes.append("the baseline is an estimate; `portllm-edge bench` measures a fine-tune of this base")
     return PortSummary(
         patch=patch,
         base=base,
         ported_name=result.ported_name,
         run_id=result.run_id,
         precision=result.precision,
-        matched_tensors=int(a["matched_tensors"]),
-        total_tensors=int(a["total_tensors"]),
-        max_abs_logit_change=float(a["max_abs_logit_change"]),
-        finite=bool(a["finite"]),
+        matched_tensors=a.matched_tensors,
+        total_tensors=a.total_tensors,
+        max_abs_logit_change=a.max_abs_logit_change,
+        finite=a.finite,
         phases=dict(result.phases),
-        evaluation=result.evaluation,
-        peak_bytes=peak,
-        peak_metric=metric,
-        port_estimate_bytes=port_est,
-        baseline_bytes=baseline,
-        baseline_label=f"LoRA fine-tune estimate (bf16, r={r}, {'/'.join(targets)}, 512 tokens)",
+        evaluation=None if result.evaluation is None else asdict(result.evaluation),
+        peak_bytes=mem.peak_bytes if mem else 0,
+        peak_metric=f"{mem.metric}, measured in a worker process" if mem else "not measured",
+        port_estimate_bytes=saving.port_estimate_bytes if saving else None,
+        baseline_bytes=saving.baseline_bytes if saving else None,
+        baseline_label=(
+            f"LoRA fine-tune baseline ({saving.baseline_source}: {saving.baseline_label})"
+            if saving
+            else "no baseline"
+        ),
         notes=tuple(notes),
     )
 
@@ -587,22 +573,15 @@ class PortScreen(BaseScreen):
             self.post_message(PortPhase(name, time.perf_counter() - started))
 
         try:
-            from portllm_edge.models import resolve_base
-            from portllm_edge.porting.port import port_patch, resolve_patch
+            from pathlib import Path
 
-            _adapter, stored = resolve_patch(patch)
-            result = port_patch(
-                patch,
-                base,
-                precision=precision,
-                on_phase=on_phase,
-                eval_task=eval_task,
-                eval_data=eval_data,
-                eval_limit=eval_limit,
-            )
-            summary = summarize_port(
-                result, patch, base, stored.manifest if stored else None, resolve_base(base).path
-            )
+            from portllm_edge.workflow import EvalSpec, port
+
+            spec = None
+            if eval_task and eval_data:
+                spec = EvalSpec(eval_task, Path(eval_data), limit=eval_limit)
+            result = port(patch, base, precision=precision, on_phase=on_phase, evaluate=spec)
+            summary = summarize_port(result, patch, base)
         except PortCancelled as stop:
             self.post_message(PortStopped(f"cancelled before the {stop.args[0]} phase", cancelled=True))
             return

@@ -1,0 +1,47 @@
+"""The workflow layer: each user-facing job as one function that composes the core's steps.
+
+resolve -> preflight -> load -> attach -> evaluate -> save -> record. The CLI commands,
+the app (``tui/``), the demo and the measurement worker call these functions and read
+the typed results in :mod:`portllm_edge.workflow.types`; they call nothing below.
+
+=============  ==============================================================
+``port``       port a patch onto an updated base (load/attach/evaluate measured in a worker)
+``evaluate``   accuracy of a base, optionally with a patch (same preflight + rewrite as port)
+``compare``    the PortLLM table for one task
+``bench``      peak memory of LoRA fine-tuning vs porting, each in its own worker
+``train``      LoRA fine-tune a patch, with a held-out before/after check
+``update``     make an updated base by continued pretraining
+``experiment`` all of the above, cached: v1 -> v2, patch, baseline, port, compare, measure
+``check``      the preflight (and drift table) without loading weights
+=============  ==============================================================
+
+Every run is recorded through :func:`portllm_edge.workflow.record.recorded`, also when it
+fails or is interrupted.
+"""
+
+from __future__ import annotations
+
+from portllm_edge.workflow.port import PortRequest, port
+from portllm_edge.workflow.types import (
+    EvalSpec,
+    EvalSummary,
+    Memory,
+    PatchRef,
+    PortOutcome,
+    Resolved,
+    Saving,
+    TrainOutcome,
+)
+
+__all__ = [
+    "EvalSpec",
+    "EvalSummary",
+    "Memory",
+    "PatchRef",
+    "PortOutcome",
+    "PortRequest",
+    "Resolved",
+    "Saving",
+    "TrainOutcome",
+    "port",
+]

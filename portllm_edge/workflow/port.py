@@ -1,0 +1,309 @@
+"""The main job: port a patch onto an updated base, training-free, and measure what it cost.
+
+resolve -> **fail before work** (name, disk, eval file, merge target, precision, preflight
+and rewrite) -> **load -> attach -> evaluate** (in a measurement worker process: the peak
+is the worker's) -> save -> merge -> record. The ported patch is the *same* ΔW (PortLLM,
+Khan et al., ICLR 2025, §3: W_new + ΔW with ΔW learned on W_old); only its
+``base_model_name_or_path`` changes (and, for a vocabulary change, the carried rows).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from portllm_edge.workflow.types import EvalSpec, EvalSummary, Memory, PortOutcome, Resolved
+
+if TYPE_CHECKING:
+    from portllm_edge.porting.attach import AttachReport
+    from portllm_edge.porting.preflight import PreflightReport
+
+PhaseFn = Callable[[str], None]
+"""phase(name): called as each phase starts (check, load, attach, evaluate, save, merge)."""
+
+
+@dataclass(frozen=True)
+class PortRequest:
+    """What a port was asked to do (the run record's inputs). See :func:`port` for each field."""
+
+    patch: str
+    base: str
+    precision: str = "nf4"
+    name: str | None = None
+    save: bool = True
+    force: bool = False
+    overwrite: bool = False
+    old: str | None = None
+    merge_to: str | None = None
+    merge_dtype: str = "bf16"
+    evaluate: EvalSpec | None = None
+    device: str | None = None
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """Everything known before any weight is loaded."""
+
+    resolved: Resolved
+    ported_name: str | None
+    attach_dir: Path
+    preflight: PreflightReport
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class _Measured:
+    """What the load -> attach -> evaluate part returned."""
+
+    precision: str
+    compute_dtype: str
+    device: str
+    attach: AttachReport
+    evaluation: EvalSummary | None
+    memory: Memory | None
+
+
+class _Phases:
+    """Times phases and tells the caller as each starts."""
+
+    def __init__(self, on_phase: PhaseFn | None) -> None:
+        self.times: dict[str, float] = {}
+        self.announce = on_phase or (lambda _name: None)
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        self.announce(name)
+        start = time.perf_counter()
+        yield
+        self.times[name] = time.perf_counter() - start
+
+
+def _prepare(req: PortRequest, resolved: Resolved, work: Path) -> _Prepared:
+    """Every check that needs no weights, cheapest first; returns the folder to attach."""
+    from portllm_edge.porting.port import checked_adapter, ported_patch_name
+    from portllm_edge.workflow import checks
+
+    name = None
+    if req.save:
+        name = req.name or ported_patch_name(resolved.patch.name, resolved.base.model_id)
+        checks.check_new_patch_name(name, overwrite=req.overwrite)
+        from portllm_edge import paths
+
+        need = 2 * checks.adapter_bytes(resolved.patch.adapter_dir)
+        checks.check_free_space(paths.patches_dir(), need, "the ported patch")
+    if req.merge_to is not None:
+        from portllm_edge.porting.merge import check_merge_target
+
+        check_merge_target(
+            resolved.patch.adapter_dir,
+            resolved.base.path,
+            req.merge_to,
+            dtype=req.merge_dtype,
+            overwrite=req.overwrite,
+        )
+        need = checks.merged_model_bytes(resolved.base.path, req.merge_dtype)
+        checks.check_free_space(Path(req.merge_to).parent, need, "the merged model")
+    if req.evaluate is not None:
+        checks.check_eval_spec(req.evaluate)
+    checks.check_precision(req.precision, req.device)
+    attach_dir, report = checked_adapter(
+        resolved.patch.adapter_dir,
+        resolved.base.path,
+        work,
+        old_base_dir=resolved.old_base.path if resolved.old_base else None,
+        force=req.force,
+    )
+    return _Prepared(resolved, name, attach_dir, report, resolved.base.fingerprint())
+
+
+def _job_params(req: PortRequest, prep: _Prepared) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "base": str(prep.resolved.base.path),
+        "adapter": str(prep.attach_dir),
+        "precision": req.precision,
+        "device": req.device,
+    }
+    if req.evaluate is not None:
+        e = req.evaluate
+        params.update(
+            task=e.task,
+            eval_data=str(e.data),
+            limit=e.limit,
+            seed=e.seed,
+            template=e.template,
+            verbalizers=e.verbalizers,
+            batch_size=e.batch_size,
+        )
+    return params
+
+
+def _load_attach_evaluate(req: PortRequest, prep: _Prepared, phases: _Phases, *, isolate: bool) -> _Measured:
+    """Load -> attach -> evaluate: in a measurement worker (``isolate``), else in this process (unmeasured)."""
+    from portllm_edge.porting.attach import AttachReport
+
+    params = _job_params(req, prep)
+    memory = None
+    if isolate:
+        from portllm_edge.measure.isolated import measure_job
+
+        times: dict[str, float] = {}
+        measured = measure_job("port", params, on_phase=phases.announce)
+        details, times = measured.details, measured.phases
+        memory = Memory.of(measured)
+    else:
+        from portllm_edge.measure.worker import run_port_job
+
+        times = {}
+        details = run_port_job(params, times, phases.announce)
+    phases.times.update(times)
+    attach = dict(details["attach"])
+    attach["unmatched"] = tuple(attach.get("unmatched") or ())
+    evaluation = details.get("evaluation")
+    return _Measured(
+        precision=details["precision"],
+        compute_dtype=details["compute_dtype"],
+        device=details["device"],
+        attach=AttachReport(**attach),
+        evaluation=EvalSummary.of(evaluation) if evaluation else None,
+        memory=memory,
+    )
+
+
+def _lora_shape(adapter_dir: Path) -> tuple[int, tuple[str, ...]]:
+    """``(r, target modules)`` of an adapter, for the fine-tune baseline (q/v_proj when a regex)."""
+    import json
+
+    cfg = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
+    targets = cfg.get("target_modules")
+    mods = tuple(targets) if isinstance(targets, list) and targets else ("q_proj", "v_proj")
+    return int(cfg.get("r") or 8), mods
+
+
+def _save_and_merge(req: PortRequest, prep: _Prepared, m: _Measured, phases: _Phases, run_id: str) -> None:
+    from portllm_edge.porting.port import store_ported_patch
+
+    r = prep.resolved
+    if prep.ported_name is not None:
+        with phases("save"):
+            store_ported_patch(
+                prep.attach_dir,
+                name=prep.ported_name,
+                parent=r.patch.stored,
+                source_dir=r.patch.adapter_dir,
+                base=r.base,
+                base_fingerprint=prep.fingerprint,
+                precision=m.precision,
+                run_id=run_id,
+                note=f"{m.attach.matched_tensors}/{m.attach.total_tensors} tensors matched",
+                overwrite=req.overwrite,
+            )
+    if req.merge_to is not None:
+        from portllm_edge.porting.merge import stream_merge
+
+        with phases("merge"):
+            stream_merge(
+                prep.attach_dir,
+                r.base.path,
+                Path(req.merge_to),
+                dtype=req.merge_dtype,
+                overwrite=req.overwrite,
+            )
+
+
+def port(
+    patch: str,
+    base: str,
+    *,
+    precision: str = "nf4",
+    name: str | None = None,
+    save: bool = True,
+    force: bool = False,
+    overwrite: bool = False,
+    old: str | None = None,
+    merge_to: str | Path | None = None,
+    merge_dtype: str = "bf16",
+    evaluate: EvalSpec | None = None,
+    device: str | None = None,
+    on_phase: PhaseFn | None = None,
+    isolate: bool = True,
+) -> PortOutcome:
+    """Port ``patch`` onto ``base``: check everything first, then load, attach, evaluate, save, merge, record.
+
+    Args:
+        patch: a store name or a LoRA adapter folder.
+        base: the updated base (folder, store name, GGUF, cached hub id).
+        precision: auto, nf4, int8, bf16 or fp32.
+        name: store name of the ported patch (default ``<patch>@<base id>``).
+        save: store the ported patch (with lineage).
+        force: port despite failed preflight checks.
+        overwrite: replace an existing ported patch of that name and an existing ``merge_to``.
+        old: the old base (default: looked up in the model store from the patch's records).
+        merge_to: also write W_new + ΔW to this folder (streaming, bf16/fp32; never into 4-bit).
+        merge_dtype: "bf16" or "fp32" for ``merge_to``.
+        evaluate: a quick evaluation of the ported model.
+        device: "cpu" or "cuda" (default: CUDA when available).
+        on_phase: progress callback, called with each phase's name as it starts; an exception
+            it raises (e.g. :class:`portllm_edge.history.RunCancelled`) stops the port.
+        isolate: run load -> attach -> evaluate in a measurement worker process and report its
+            peak (the CLI, the app and the demo always do); False runs it here, unmeasured.
+
+    Returns:
+        A :class:`PortOutcome`, also recorded as a ``port`` run (failed and interrupted runs
+        are recorded too, with their reason).
+
+    Raises:
+        StoreError (name taken, no disk space), PatchError, BaseModelError, DataError (eval
+        file), ConfigError (precision), CompatibilityError (preflight, no ``force``) -- all
+        before any load; PortingError (unmatched tensors, NaN/Inf, no effect) after it.
+    """
+    req = PortRequest(
+        patch, base, precision, name, save, force, overwrite, old,
+        None if merge_to is None else str(merge_to), merge_dtype, evaluate, device,
+    )  # fmt: skip
+    from portllm_edge.workflow.record import recorded
+    from portllm_edge.workflow.resolve import resolve
+
+    phases = _Phases(on_phase)
+    with recorded("port", req) as run, tempfile.TemporaryDirectory(prefix="portllm-port-") as tmp:
+        resolved = resolve(req.patch, req.base, old=req.old)
+        with phases("check"):
+            prep = _prepare(req, resolved, Path(tmp))
+        run.results = {"preflight": prep.preflight.to_dict(), "ported_name": prep.ported_name}
+        m = _load_attach_evaluate(req, prep, phases, isolate=isolate)
+        _save_and_merge(req, prep, m, phases, run.id)
+        outcome = _outcome(req, prep, m, phases, run.id)
+        run.results = outcome.to_dict()
+    return outcome
+
+
+def _outcome(req: PortRequest, prep: _Prepared, m: _Measured, phases: _Phases, run_id: str) -> PortOutcome:
+    saving = None
+    if m.memory is not None:
+        from portllm_edge.workflow.savings import port_saving
+
+        r, targets = _lora_shape(prep.attach_dir)
+        saving = port_saving(m.memory, prep.resolved.base.path, r, targets, m.precision)
+    old = prep.resolved.old_base
+    return PortOutcome(
+        patch=req.patch,
+        ported_name=prep.ported_name,
+        base_id=prep.resolved.base.model_id,
+        base_fingerprint=prep.fingerprint,
+        old_base_id=old.model_id if old else None,
+        precision=m.precision,
+        compute_dtype=m.compute_dtype,
+        device=m.device,
+        phases=dict(phases.times),
+        preflight=prep.preflight,
+        attach=m.attach,
+        evaluation=m.evaluation,
+        memory=m.memory,
+        saving=saving,
+        merged_to=req.merge_to,
+        run_id=run_id,
+    )

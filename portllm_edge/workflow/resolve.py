@@ -1,0 +1,95 @@
+"""Step 1, resolve: what the user typed -> a local patch, a local new base and (when known) the old base.
+
+The old base is what the preflight compares tokenizers against, what the vocabulary
+carry-over reads and what the drift table measures. When the user does not pass
+``--old``, it is looked up in the model store from what the patch recorded: the weight
+fingerprint of the base it was trained on (stored patches), the bases in its lineage,
+and its ``adapter_config.json`` ``base_model_name_or_path``. Reads configs and
+safetensors headers only; imports no torch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from portllm_edge.workflow.types import OldBaseSource, PatchRef, Resolved
+
+if TYPE_CHECKING:
+    from portllm_edge.models.refs import ResolvedBase
+
+
+def resolve_patch_ref(patch: str) -> PatchRef:
+    """A store name or an adapter folder -> :class:`PatchRef`.
+
+    Raises:
+        StoreError: an unknown store name (with a did-you-mean hint).
+        PatchError: a folder that is not a valid LoRA adapter.
+    """
+    from portllm_edge.porting.port import resolve_patch
+
+    adapter_dir, stored = resolve_patch(patch)
+    return PatchRef(ref=patch, adapter_dir=Path(adapter_dir), stored=stored)
+
+
+def _recorded_bases(patch: PatchRef) -> list[tuple[str | None, str | None]]:
+    """``(name, fingerprint)`` of every base the patch recorded, most specific first."""
+    out: list[tuple[str | None, str | None]] = []
+    if patch.stored is not None:
+        m = patch.stored.manifest
+        out.append((m.source_base.id, m.source_base.fingerprint))
+        out.extend(
+            (e.base_id, e.base_fingerprint) for e in reversed(m.lineage) if e.base_id or e.base_fingerprint
+        )
+    try:
+        cfg = json.loads((patch.adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        cfg = {}
+    ref = cfg.get("base_model_name_or_path") if isinstance(cfg, dict) else None
+    if isinstance(ref, str) and ref:
+        out.append((ref, None))
+    return out
+
+
+def find_old_base(patch: PatchRef, new_base: ResolvedBase) -> tuple[ResolvedBase, OldBaseSource] | None:
+    """The base the patch was trained on, from the model store (or a recorded local folder), or None.
+
+    A candidate with the new base's own weights is skipped: comparing a base with itself
+    tells nothing (a ported patch records the base it was ported onto).
+    """
+    from portllm_edge.errors import BaseModelError
+    from portllm_edge.models.refs import find_store_base, resolve_base
+
+    new_fp = new_base.fingerprint()
+    for name, fingerprint in _recorded_bases(patch):
+        if fingerprint == new_fp:
+            continue
+        found = find_store_base(name, fingerprint)
+        if found is None and name and Path(name).expanduser().is_dir():
+            try:
+                found = resolve_base(name), "name"
+            except BaseModelError:
+                found = None
+        if found is not None and found[0].path.resolve() != new_base.path.resolve():
+            base, how = found
+            return base, ("store: fingerprint" if how == "fingerprint" else "store: name")
+    return None
+
+
+def resolve(patch: str, base: str, *, old: str | None = None, find_old: bool = True) -> Resolved:
+    """Resolve a patch, a new base and the old base (``old``, else looked up; see the module docstring).
+
+    Raises:
+        StoreError, PatchError: the patch; BaseModelError: a base reference that matches nothing.
+    """
+    from portllm_edge.models.refs import resolve_base
+
+    patch_ref = resolve_patch_ref(patch)
+    new = resolve_base(base)
+    if old is not None:
+        return Resolved(patch_ref, new, resolve_base(old), "given")
+    found = find_old_base(patch_ref, new) if find_old else None
+    if found is None:
+        return Resolved(patch_ref, new)
+    return Resolved(patch_ref, new, found[0], found[1])
