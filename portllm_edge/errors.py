@@ -88,6 +88,12 @@ class PortingError(PortllmError):
     title = "Porting"
 
 
+class ExportError(PortllmError):
+    """A patch cannot be exported for a serving runtime (vLLM, llama.cpp) as asked."""
+
+    title = "Export"
+
+
 class TrainingError(PortllmError):
     """A LoRA fine-tune or continued-pretraining run could not start or diverged."""
 

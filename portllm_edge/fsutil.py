@@ -50,6 +50,38 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     _fsync_dir(dest.parent)
 
 
+@contextlib.contextmanager
+def atomic_file(dest: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling path to write a large file into; rename it to ``dest`` on success.
+
+    The temporary file is fsynced before the rename and removed on an exception
+    (``dest`` untouched).
+
+    Raises:
+        FileExistsError: ``dest`` exists and ``overwrite`` is false.
+    """
+    final = Path(dest)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.exists() and not overwrite:
+        raise FileExistsError(str(final))
+    fd, name = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=final.suffix, dir=final.parent)
+    os.close(fd)
+    tmp = Path(name)
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; a served file must be readable like any other
+    try:
+        yield tmp
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(final.parent)
+
+
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write UTF-8 ``text`` to ``path`` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))

@@ -1,5 +1,8 @@
 """CLI commands: ``portllm-edge patch import|list|show|verify|export|remove|convert``.
 
+``patch export`` runs the serving check and writes peft, vLLM or llama.cpp GGUF output
+(:mod:`portllm_edge.export`).
+
 Thin: parse arguments, call :class:`portllm_edge.patches.PatchStore`, print.
 Expected failures are :class:`~portllm_edge.errors.PortllmError`s that
 :func:`portllm_edge.cli.main` prints as one line (exit 2). ``patch verify``
@@ -281,26 +284,99 @@ def verify_cmd(
 
 @patch_app.command("export")
 def export_cmd(
-    name: Annotated[str, typer.Argument(help="Store name.")],
+    name: Annotated[str, typer.Argument(help="Store name (or, for vllm/gguf-lora, an adapter folder).")],
     dest: Annotated[
-        Path,
-        typer.Argument(
-            help="Destination folder (adapter files + manifest.json), or a .tar/.tar.gz/.tgz archive."
+        Optional[Path],
+        typer.Argument(help="Same as --out (kept for `patch export NAME DEST`)."),
+    ] = None,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="peft: the adapter folder with its manifest (or a .tar/.tar.gz/.tgz); "
+            "vllm: a folder for `vllm serve --enable-lora`; gguf-lora: a llama.cpp LoRA .gguf.",
         ),
-    ],
+    ] = "peft",
+    out: Annotated[Optional[Path], typer.Option("--out", help="Destination folder or file.")] = None,
+    base: Annotated[
+        Optional[str],
+        typer.Option(
+            "--base",
+            help="The base it is served on (folder, store name, .gguf); default: the patch's last lineage base.",
+        ),
+    ] = None,
+    merge_to: Annotated[
+        Optional[Path],
+        typer.Option("--merge-to", help="Also write W_base + ΔW as a .gguf (base imported from GGUF)."),
+    ] = None,
+    merge_dtype: Annotated[
+        str, typer.Option("--merge-dtype", help="f16, bf16 or q8_0 for --merge-to.")
+    ] = "f16",
     force: Annotated[
-        bool, typer.Option("--force", help="Replace DEST if it is an existing adapter folder.")
+        bool, typer.Option("--force", help="Replace DEST if it is an existing adapter folder or file.")
     ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Copy a stored patch to a plain peft adapter folder (with its manifest)."""
-    from portllm_edge.patches.store import is_archive_path
+    """Export a patch for serving: run the serving check, write the format, print the serve command."""
+    from portllm_edge.errors import ExportError
+    from portllm_edge.export import EXPORT_FORMATS, export_patch, resolve_target, serving_report
 
+    if dest is not None and out is not None:
+        raise ExportError("pass the destination once: DEST or --out, not both", hint="use --out PATH")
+    out = out if out is not None else dest
+    if fmt not in EXPORT_FORMATS:
+        raise ExportError(f"`--format {fmt}` is not known", hint=f"use one of: {', '.join(EXPORT_FORMATS)}")
+    if out is None and merge_to is None:
+        raise ExportError("nothing to write", hint="pass --out PATH (and/or --merge-to FILE.gguf)")
+    if merge_to is not None:
+        from portllm_edge.export.merged_gguf import GGUF_DTYPES
+
+        if merge_dtype not in GGUF_DTYPES:
+            raise ExportError(
+                f"`--merge-dtype {merge_dtype}` is not supported",
+                hint=f"use one of: {', '.join(GGUF_DTYPES)}",
+            )
+        if merge_to.suffix.lower() != ".gguf" or (merge_to.exists() and not force):
+            raise ExportError(
+                f"{merge_to}: "
+                + ("already exists" if merge_to.suffix.lower() == ".gguf" else "not a .gguf name"),
+                hint="pass a new FILE.gguf to --merge-to (or --force to replace it)",
+            )
     with _manifest_warnings():
-        if is_archive_path(dest):
-            out = _store().export_archive(name, dest, force=force)
-        else:
-            out = _store().export(name, dest, force=force)
-    typer.echo(f"exported '{name}' to {out}")
+        target = resolve_target(name, base)
+        report = serving_report(target)
+        results: dict[str, Any] = {}
+        if out is not None:
+            if not as_json:
+                typer.echo("\n".join(report.lines()))
+                if target.base_note:
+                    typer.echo(f"  note: {target.base_note}")
+            res = export_patch(target, fmt, out, force=force, report=report)
+            results["export"] = res.to_dict()
+            if not as_json:
+                typer.echo(f"exported '{target.name}' as {fmt} to {res.out}")
+                typer.echo(f"serve with: {res.serve_command}")
+        if merge_to is not None:
+            from portllm_edge.export.merged_gguf import write_merged_gguf
+
+            if target.base_dir is None:
+                raise ExportError(
+                    f"{target.name}: no base to merge into ({target.base_note})", hint="pass --base"
+                )
+            merged = write_merged_gguf(
+                target.adapter_dir, target.base_dir, merge_to, dtype=merge_dtype, overwrite=force
+            )
+            results["merged_gguf"] = merged.to_dict()
+            if not as_json:
+                typer.echo(
+                    f"merged '{target.name}' into {merged.out} ({merged.dtype}, {merged.tensors} tensors, "
+                    f"{len(merged.patched)} patched; tokenizer and metadata from {merged.source})"
+                )
+                for note in merged.notes:
+                    typer.echo(f"note: {note}")
+                typer.echo(f"serve with: llama-server -m {merged.out}")
+    if as_json:
+        typer.echo(json.dumps(results, indent=2))
 
 
 @patch_app.command("remove")

@@ -1,0 +1,293 @@
+"""Write a ported (merged) model as a llama.cpp GGUF that reuses the source GGUF's tokenizer and metadata.
+
+Why this module exists: a base imported from a GGUF file (``portllm-edge`` keeps
+the source file's path and sha256 in ``portllm_model.json``) should come back out
+as a GGUF that llama.cpp and Ollama run without another tool. The merged weights
+come from :class:`portllm_edge.porting.merge.MergeStream` (W_new + scale·B·A, exact,
+fp32); every other tensor is read from the source GGUF itself. Metadata
+(tokenizer, chat template, hyperparameters) is copied from the source; only
+``general.file_type`` changes. Tensor names and order are the source's.
+
+Encoding (``dtype``): ``f16``/``bf16`` for every 2-D weight, ``q8_0`` for 2-D
+weights whose rows are a multiple of 32 (others F16); 1-D tensors (norms) keep
+the source's type (F32), as llama.cpp's converter writes them.
+
+Correctness guard: for each patched tensor the base's own (unpatched) weight, put
+in GGUF layout (:mod:`.gguf_layout`), must equal the dequantized source tensor;
+otherwise the layout mapping is wrong for this architecture and the export
+stops before renaming anything into place.
+
+Memory: one tensor at a time (the GGUF writer takes whole tensors), fp32 plus its encoding.
+It must not write a partial file: the output is built in a temporary sibling and renamed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from portllm_edge.errors import ExportError
+from portllm_edge.fsutil import atomic_file
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+GgufDtype = Literal["f16", "bf16", "q8_0"]
+GGUF_DTYPES: tuple[str, ...] = ("f16", "bf16", "q8_0")
+LAYOUT_RTOL = 1e-5
+"""Max |base in GGUF layout − dequantized source| / max |source| accepted by the layout guard."""
+
+
+@dataclass
+class MergedGgufResult:
+    """What :func:`write_merged_gguf` wrote.
+
+    Attributes:
+        out: The ``.gguf`` file.
+        source: The source GGUF whose metadata and unpatched tensors were reused.
+        dtype: ``f16``, ``bf16`` or ``q8_0``.
+        tensors: Tensors written.
+        patched: GGUF names of tensors the patch changed.
+        bytes_written: Size of the file.
+        notes: Remarks (untied head, F16 fallbacks).
+    """
+
+    out: Path
+    source: Path
+    dtype: str
+    tensors: int
+    patched: list[str]
+    bytes_written: int
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["out"], d["source"] = str(self.out), str(self.source)
+        return d
+
+
+def gguf_source_of(base_dir: Path) -> Path:
+    """The GGUF file a store base was imported from, checked against its recorded sha256.
+
+    Raises:
+        ExportError: the base was not imported from GGUF, the source file is gone, or it changed.
+    """
+    from portllm_edge.models.gguf import METADATA_FILE
+
+    meta_path = Path(base_dir) / METADATA_FILE
+    meta: dict[str, Any] = {}
+    if meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except ValueError:
+            meta = {}
+    if meta.get("source") != "gguf" or not meta.get("source_file"):
+        raise ExportError(
+            f"{base_dir}: was not imported from a GGUF file (no `source_file` in {METADATA_FILE}); "
+            "a merged GGUF reuses the source file's tokenizer and metadata",
+            hint="merge to a folder (`portllm-edge merge PATCH --base BASE --out DIR`) and convert it with "
+            "llama.cpp's convert_hf_to_gguf.py, or import the base from its .gguf (`--base FILE.gguf`)",
+        )
+    src = Path(meta["source_file"])
+    if not src.is_file():
+        raise ExportError(
+            f"{meta_path}: `source_file` {src} no longer exists",
+            hint="put the file back, or re-import the base from its .gguf (`--base FILE.gguf`)",
+        )
+    h = hashlib.sha256()
+    with open(src, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    if meta.get("source_sha256") and h.hexdigest() != meta["source_sha256"]:
+        raise ExportError(
+            f"{src}: sha256 differs from the one recorded at import ({meta_path}); the file changed",
+            hint="re-import the base from this file (`portllm-edge model import FILE.gguf --force`) and port again",
+        )
+    return src
+
+
+def _copy_metadata(reader: Any, writer: Any, file_type: int) -> None:
+    import gguf
+
+    skip = {gguf.Keys.General.ARCHITECTURE, gguf.Keys.General.FILE_TYPE, gguf.Keys.General.ALIGNMENT}
+    for key, fld in reader.fields.items():
+        if key.startswith("GGUF.") or key in skip or not fld.types:
+            continue
+        vtype = fld.types[0]
+        sub = fld.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(key, fld.contents(), vtype, sub_type=sub)
+    writer.add_file_type(file_type)
+
+
+def _encode(arr: np.ndarray, dtype: str) -> tuple[np.ndarray, Any]:
+    """``float32`` array -> (data to write, raw GGML type or ``None`` for numpy's own)."""
+    import gguf
+    import numpy as np
+
+    q = gguf.GGMLQuantizationType
+    if arr.ndim < 2:
+        return np.ascontiguousarray(arr, dtype=np.float32), None
+    if dtype == "q8_0" and arr.shape[-1] % gguf.GGML_QUANT_SIZES[q.Q8_0][0] == 0:
+        return gguf.quants.quantize(arr, q.Q8_0), q.Q8_0
+    if dtype == "bf16":
+        return gguf.quants.quantize(arr, q.BF16), q.BF16
+    return arr.astype(np.float16), None
+
+
+def write_merged_gguf(
+    adapter_dir: Path | None,
+    base_dir: Path,
+    out: Path,
+    *,
+    dtype: GgufDtype | str = "f16",
+    overwrite: bool = False,
+    old_vocab_dir: Path | None = None,
+) -> MergedGgufResult:
+    """Write W_new + ΔW (or, with ``adapter_dir=None``, the base alone) as a GGUF in ``dtype``.
+
+    Args:
+        adapter_dir: The patch, or ``None`` to re-encode the base itself (a reference base for tests
+            and for ``llama-server --lora``).
+        base_dir: A store base imported from GGUF (see :func:`gguf_source_of`).
+        out: Destination ``.gguf``; written atomically.
+        dtype: ``f16``, ``bf16`` or ``q8_0`` for 2-D weights.
+        overwrite: Replace an existing ``out``.
+        old_vocab_dir: Old tokenizer folder for vocabulary carry-over (as :func:`stream_merge`).
+
+    Returns:
+        A :class:`MergedGgufResult`.
+
+    Raises:
+        ExportError: bad ``dtype`` or ``out``; base not from GGUF; a layout mismatch;
+            an untied head the source has no slot for.
+        PortingError / PatchError / BaseModelError: as :func:`portllm_edge.porting.merge.stream_merge`.
+    """
+    import gguf
+    import numpy as np
+
+    from portllm_edge.export.gguf_layout import GgufNames
+    from portllm_edge.porting.adapter_io import read_base_index
+    from portllm_edge.porting.merge import MergeStream, RowReader
+
+    if dtype not in GGUF_DTYPES:
+        raise ExportError(f"GGUF dtype `{dtype}` is not supported", hint="use f16, bf16 or q8_0")
+    out = Path(out)
+    if out.suffix.lower() != ".gguf":
+        raise ExportError(f"{out}: a merged GGUF needs a .gguf file name", hint="e.g. --merge-to merged.gguf")
+    if out.exists() and not overwrite:
+        raise ExportError(f"{out}: already exists", hint="choose a new file name, or pass --force")
+    base_dir = Path(base_dir)
+    source = gguf_source_of(base_dir)
+    index = read_base_index(base_dir)
+    names = GgufNames(index.config, str(base_dir / "config.json"))
+    reader = gguf.GGUFReader(source)
+    src_arch = reader.fields[gguf.Keys.General.ARCHITECTURE].contents()
+    if src_arch != names.arch.name:
+        raise ExportError(
+            f"{source}: architecture `{src_arch}` but {base_dir / 'config.json'} maps to `{names.arch.name}`",
+            hint="re-import the base from this GGUF file",
+        )
+    stream = MergeStream(adapter_dir, base_dir, old_vocab_dir=old_vocab_dir) if adapter_dir else None
+    notes: list[str] = list(stream.info["notes"]) if stream else []
+    base_readers: dict[Path, RowReader] = {}
+    try:
+        hf_by_gguf: dict[str, str] = {}
+        patched_hf = {t.name for t in stream.tensors if t.patched} if stream else set()
+        hf_names = [t.name for t in stream.tensors] if stream else list(index.tensors)
+        for hf in hf_names:
+            g = names.tensor_name(hf)
+            if g is not None:
+                hf_by_gguf[g] = hf
+        src_tensors = {t.name: t for t in reader.tensors}
+        for hf in sorted(patched_hf):
+            g = names.tensor_name(hf)
+            if g is None:
+                raise ExportError(
+                    f"{base_dir}: patched tensor `{hf}` has no llama.cpp name ({names.arch.name})",
+                    hint="merge to a folder instead (`portllm-edge merge`)",
+                )
+        order = [t.name for t in reader.tensors] + sorted(
+            g for g, hf in hf_by_gguf.items() if g not in src_tensors and hf in patched_hf
+        )
+        ftype = {
+            "f16": gguf.LlamaFileType.MOSTLY_F16,
+            "bf16": gguf.LlamaFileType.MOSTLY_BF16,
+            "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+        }[dtype]
+
+        def base_rows(hf: str) -> np.ndarray:
+            bt = index.tensors[hf]
+            if bt.file not in base_readers:
+                base_readers[bt.file] = RowReader(bt.file, error_cls=ExportError)
+            return base_readers[bt.file].full_f32(hf)
+
+        def tensor_data(g: str) -> tuple[np.ndarray, Any]:
+            hf = hf_by_gguf.get(g)
+            st = src_tensors.get(g)
+            if hf is not None and hf in patched_hf and stream is not None:
+                merged = np.concatenate([blk for _, _, blk in stream.blocks(hf)])
+                if st is not None:
+                    src = gguf.quants.dequantize(st.data, st.tensor_type).reshape(merged.shape)
+                    if hf in index.tensors:
+                        mine = names.to_gguf_rows(g, base_rows(hf))
+                        err = float(np.abs(mine - src).max()) / max(float(np.abs(src).max()), 1e-30)
+                        if err > LAYOUT_RTOL:
+                            raise ExportError(
+                                f"{source}: tensor `{g}` does not match `{hf}` of {base_dir} in llama.cpp's layout "
+                                f"(relative difference {err:.2e})",
+                                hint="this architecture's GGUF layout is not supported here; merge to a folder "
+                                "and convert it with llama.cpp's convert_hf_to_gguf.py",
+                            )
+                return _encode(names.to_gguf_rows(g, merged), dtype)
+            assert st is not None
+            arr = gguf.quants.dequantize(st.data, st.tensor_type).reshape(shape_of(g))
+            return _encode(arr, dtype)
+
+        def shape_of(g: str) -> tuple[int, ...]:
+            st = src_tensors.get(g)
+            if st is not None:
+                return tuple(int(x) for x in reversed(st.shape.tolist()))
+            assert stream is not None
+            return next(t.shape for t in stream.tensors if t.name == hf_by_gguf[g])
+
+        written_patched: list[str] = []
+        with atomic_file(out, overwrite=overwrite) as tmp:
+            w = gguf.GGUFWriter(tmp, names.arch.name)
+            _copy_metadata(reader, w, int(ftype))
+            for g in order:
+                shape = shape_of(g)
+                probe, raw = _encode(np.zeros((1,) * (len(shape) - 1) + (shape[-1],), np.float32), dtype)
+                nbytes = probe.nbytes * int(np.prod(shape[:-1], dtype=np.int64))
+                if raw is None:
+                    w.add_tensor_info(g, shape, probe.dtype, nbytes)
+                else:
+                    w.add_tensor_info(g, _byte_shape(shape, raw), np.dtype(np.uint8), nbytes, raw_dtype=raw)
+            w.write_header_to_file()
+            w.write_kv_data_to_file()
+            w.write_ti_data_to_file()
+            for g in order:
+                data, _ = tensor_data(g)
+                if hf_by_gguf.get(g) in patched_hf:
+                    written_patched.append(g)
+                w.write_tensor_data(np.ascontiguousarray(data))
+            w.close()
+        if stream is not None and stream.info["untie"]:
+            notes.append("the GGUF carries its own output.weight (untied from token_embd)")
+    finally:
+        if stream is not None:
+            stream.close()
+        for r in base_readers.values():
+            r.close()
+    return MergedGgufResult(out, source, dtype, len(order), written_patched, out.stat().st_size, notes)
+
+
+def _byte_shape(shape: tuple[int, ...], raw: Any) -> tuple[int, ...]:
+    import gguf
+
+    return tuple(gguf.quants.quant_shape_to_byte_shape(shape, raw))
+
+
+__all__ = ["GGUF_DTYPES", "MergedGgufResult", "gguf_source_of", "write_merged_gguf"]
