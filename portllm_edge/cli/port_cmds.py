@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from portllm_edge.cli._ui import human_bytes, out, phase_printer, step_progress
+from portllm_edge.cli._ui import console, human_bytes, out, phase_printer, step_progress
 from portllm_edge.cli.app import app
 from portllm_edge.errors import ConfigError
 
@@ -173,10 +173,21 @@ def simulate_update_cmd(
 
 @app.command("port")
 def port_cmd(
-    patch: Annotated[str, typer.Argument(help="A stored patch name or a LoRA adapter folder.")],
+    patch: Annotated[
+        Optional[str], typer.Argument(help="A stored patch name or a LoRA adapter folder (not with --all).")
+    ] = None,
     base: Annotated[
         str, typer.Option("--base", help="The updated base: folder, store name, .gguf or cached hub id.")
-    ],
+    ] = "",
+    all_patches: Annotated[
+        bool,
+        typer.Option(
+            "--all", help="Port every stored patch whose base is --from (matched by weight fingerprint)."
+        ),
+    ] = False,
+    from_base: Annotated[
+        Optional[str], typer.Option("--from", help="With --all: the base the patches belong to.")
+    ] = None,
     precision: Annotated[str, typer.Option("--precision", help="auto, nf4, int8, bf16 or fp32.")] = "nf4",
     name: Annotated[Optional[str], typer.Option("--name", help="Store name of the ported patch.")] = None,
     old: Annotated[
@@ -214,10 +225,35 @@ def port_cmd(
     """Port a patch onto an updated base: check everything, then load, attach, verify, evaluate, save.
 
     Load, attach and evaluation run in a worker process of their own, whose peak memory is reported.
+    With --all --from OLD: port every stored patch of OLD, loading the new base once; a rerun
+    continues where a killed one stopped.
     """
     from portllm_edge.workflow import EvalSpec, port
     from portllm_edge.workflow.checks import check_eval_pair
 
+    if not base:
+        raise ConfigError("`--base` is required.", hint="pass the updated base: --base NEW")
+    if all_patches or from_base is not None:
+        given = {
+            "PATCH": patch is not None,
+            "--name": name is not None,
+            "--old": old is not None,
+            "--merge-to": merge_to is not None,
+            "--eval-task": eval_task is not None,
+            "--eval-data": eval_data is not None,
+            "--template": template is not None,
+            "--verbalizer": bool(verbalizers),
+            "--no-save": no_save,
+        }
+        _port_all(
+            all_patches, from_base, base, [k for k, v in given.items() if v],
+            precision=precision, force=force, overwrite=overwrite, eval_limit=eval_limit, as_json=as_json,
+        )  # fmt: skip
+        return
+    if patch is None:
+        raise ConfigError(
+            "no patch given.", hint="pass a patch name, or --all --from OLD for every patch of OLD"
+        )
     check_eval_pair(eval_task, eval_data)
     spec = None
     if eval_task is not None and eval_data is not None:
@@ -278,3 +314,92 @@ def print_port(res: Any) -> None:
         out.print(f"stored ported patch {res.ported_name} (run {res.run_id})")
     if res.merged_to:
         out.print(f"merged model written to {res.merged_to}")
+
+
+def _port_all(
+    all_patches: bool,
+    from_base: Optional[str],
+    base: str,
+    refused: list[str],
+    *,
+    precision: str,
+    force: bool,
+    overwrite: bool,
+    eval_limit: Optional[int],
+    as_json: bool,
+) -> None:
+    """``port --all --from OLD --base NEW``: the fleet port, then its table."""
+    from portllm_edge.workflow.fleet import FLEET_EVAL_LIMIT, port_fleet
+
+    if not all_patches or from_base is None:
+        raise ConfigError(
+            "`--all` and `--from` go together.",
+            hint="port every patch of a base with --all --from OLD --base NEW",
+        )
+    if refused:
+        raise ConfigError(
+            f"`--all` ports every patch of --from; it does not take {', '.join(refused)}.",
+            hint="each patch is evaluated on the task and data its records name; "
+            "port one patch with `portllm-edge port PATCH --base NEW` for these options",
+        )
+
+    def started(index: int, total: int, name: str) -> None:
+        if not as_json:
+            console.print(f"[{index}/{total}] {name}")
+
+    res = port_fleet(
+        from_base,
+        base,
+        precision=precision,
+        force=force,
+        overwrite=overwrite,
+        eval_limit=FLEET_EVAL_LIMIT if eval_limit is None else eval_limit,
+        on_patch=started,
+    )
+    if as_json:
+        out.print_json(json.dumps(res.to_dict(), default=str))
+        return
+    print_fleet(res)
+
+
+def print_fleet(res: Any) -> None:
+    """The fleet's one table (patch, result, accuracy before/after, seconds), then the notes."""
+
+    def acc(value: Optional[float]) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    rows = [
+        [i.patch, i.result, acc(i.accuracy_before), acc(i.accuracy_after), f"{i.seconds:.1f}"]
+        for i in res.items
+    ]
+    headers = ["patch", "result", "acc before", "acc after", "seconds"]
+    widths = [max(len(h), *(len(r[c]) for r in rows)) for c, h in enumerate(headers)]
+    for cells in [headers, *rows]:
+        out.print(
+            "  ".join(
+                c.ljust(w) if k < 2 else c.rjust(w)
+                for k, (c, w) in enumerate(zip(cells, widths, strict=True))
+            ),
+            markup=False,
+            highlight=False,
+        )
+    counts = ", ".join(f"{v} {k}" for k, v in res.counts().items() if v)
+    load = (
+        f"; {res.base_id} loaded once at {res.precision} in {res.load_seconds:.1f} s"
+        if res.load_seconds
+        else ""
+    )
+    out.print(f"{counts}: {res.old_id} -> {res.base_id} in {res.seconds:.1f} s{load} (run {res.run_id})")
+    for i in res.items:
+        if i.reason and i.result in ("skipped", "failed"):
+            out.print(f"  {i.patch}: {i.reason}", markup=False, highlight=False)
+        elif i.result == "ported" and i.accuracy_after is not None:
+            out.print(f"  {i.patch} -> {i.ported_name}: {i.eval_task}, n={i.eval_n}", markup=False)
+        elif i.ported_name:
+            out.print(
+                f"  {i.patch} -> {i.ported_name}" + (f" ({i.reason})" if i.reason else ""), markup=False
+            )
+    if res.no_fingerprint:
+        out.print(
+            f"  not matched (no base fingerprint recorded): {', '.join(res.no_fingerprint)}", markup=False
+        )

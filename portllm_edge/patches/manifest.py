@@ -105,6 +105,8 @@ class LineageEntry(_Strict):
         base_fingerprint: That base's weight fingerprint.
         precision: Load precision used (``"nf4"``, ``"bf16"``, ...), for train/port.
         parent: The patch this one was derived from (store name), for ports.
+        parent_checksum: :func:`files_checksum` of the parent's files when it was ported, so a
+            rerun can tell "already ported" from "ported from an older version of that name".
         run_id: The run record (``<home>/runs/<id>.json``), if any.
         note: Free text.
     """
@@ -115,6 +117,7 @@ class LineageEntry(_Strict):
     base_fingerprint: Optional[str] = None
     precision: Optional[str] = None
     parent: Optional[str] = None
+    parent_checksum: Optional[str] = None
     run_id: Optional[str] = None
     note: Optional[str] = None
 
@@ -271,6 +274,19 @@ def read_manifest(path: str | os.PathLike[str]) -> PatchManifest:
     return manifest_from_dict(data, source=p)
 
 
+def files_checksum(files: dict[str, str]) -> str:
+    """One sha256 hex digest over a manifest's ``files`` (name -> sha256), independent of key order.
+
+    Two store entries have the same checksum exactly when they hold the same adapter files.
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    for rel in sorted(files):
+        h.update(f"{rel}\0{files[rel]}\n".encode())
+    return h.hexdigest()
+
+
 def write_manifest(path: str | os.PathLike[str], manifest: PatchManifest) -> None:
     """Write ``manifest`` to ``path`` atomically (indented, key-sorted JSON)."""
     atomic_write_json(path, manifest.to_json_dict())
@@ -286,6 +302,7 @@ __all__ = [
     "ManifestWarning",
     "PatchManifest",
     "SourceBase",
+    "files_checksum",
     "manifest_from_dict",
     "read_manifest",
     "utc_now",

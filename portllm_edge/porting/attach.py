@@ -12,7 +12,11 @@ post-conditions that peft itself does not enforce (it only warns):
 
 from __future__ import annotations
 
+import logging
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,38 +149,125 @@ def attach_patch(
         PatchError: the adapter folder is incomplete.
         PortingError: a tensor matched no module, the output did not change, or it is NaN/Inf.
     """
-    import torch
     from peft import PeftModel
 
     adapter_dir = Path(adapter_dir)
+    weights = _weights_file(adapter_dir)
+    start = time.perf_counter()
+    base_logits = probe_logits(base_model, tokenizer)
+    with _quiet_peft():
+        try:
+            model = PeftModel.from_pretrained(
+                base_model, str(adapter_dir), adapter_name=adapter_name, is_trainable=False
+            )
+        except (ValueError, RuntimeError, KeyError, TypeError) as exc:
+            raise _attach_error(adapter_dir, exc) from exc
+    model.eval()
+    report = _check_attached(model, tokenizer, weights, adapter_name, base_logits, start, min_relative_change)
+    return PortedModel(model=model, tokenizer=tokenizer, report=report)
+
+
+class PatchSwapper:
+    """One base in memory, one patch active at a time: the fleet port's attach step.
+
+    The first patch wraps the bare base with ``PeftModel.from_pretrained``; each later one is
+    added with ``load_adapter`` and ``set_adapter``, and every other adapter is removed with
+    ``delete_adapter`` (peft's multi-adapter API), so the output is the base plus that patch
+    alone. Each patch passes the same checks as :func:`attach_patch`, against the bare base's
+    probe logits computed once here.
+
+    Args:
+        base_model: a loaded causal LM (any precision); it is wrapped in place.
+        tokenizer: its tokenizer.
+    """
+
+    def __init__(self, base_model: Any, tokenizer: Any) -> None:
+        self.model = base_model
+        self.tokenizer = tokenizer
+        self.base_logits = probe_logits(base_model, tokenizer)
+        self._count = 0
+
+    def attach(self, adapter_dir: str | Path, *, min_relative_change: float = 1e-6) -> PortedModel:
+        """Make ``adapter_dir`` the one active patch and verify it.
+
+        Returns:
+            A :class:`PortedModel` whose ``model`` is ``self.model`` with this patch active.
+
+        Raises:
+            PatchError: the adapter folder is incomplete.
+            PortingError: peft could not load it, a tensor matched no module, the output did
+                not change, or it is NaN/Inf. A later :meth:`attach` removes the failed patch.
+        """
+        from peft import PeftModel
+
+        adapter_dir = Path(adapter_dir)
+        weights = _weights_file(adapter_dir)
+        self._count += 1
+        name = f"patch_{self._count}"
+        start = time.perf_counter()
+        with _quiet_peft():
+            try:
+                if isinstance(self.model, PeftModel):
+                    self.model.load_adapter(str(adapter_dir), adapter_name=name, is_trainable=False)
+                    self.model.set_adapter(name)
+                    for other in [n for n in self.model.peft_config if n != name]:
+                        self.model.delete_adapter(other)
+                else:
+                    self.model = PeftModel.from_pretrained(
+                        self.model, str(adapter_dir), adapter_name=name, is_trainable=False
+                    )
+            except (ValueError, RuntimeError, KeyError, TypeError) as exc:
+                raise _attach_error(adapter_dir, exc) from exc
+        self.model.eval()
+        report = _check_attached(
+            self.model, self.tokenizer, weights, name, self.base_logits, start, min_relative_change
+        )
+        return PortedModel(model=self.model, tokenizer=self.tokenizer, report=report)
+
+
+def _weights_file(adapter_dir: Path) -> Path:
     weights = adapter_dir / "adapter_model.safetensors"
     if not weights.is_file():
         raise PatchError(
             f"{adapter_dir}: no adapter_model.safetensors.",
             hint="pass a peft LoRA adapter folder saved with save_pretrained()",
         )
-    start = time.perf_counter()
-    base_logits = probe_logits(base_model, tokenizer)
-    import logging
-    import warnings
+    return weights
 
+
+@contextmanager
+def _quiet_peft() -> Iterator[None]:
+    """peft's warnings (missing keys, ...) are turned into our own checks; silence them meanwhile."""
     peft_logger = logging.getLogger("peft")
     level = peft_logger.level
     peft_logger.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model = PeftModel.from_pretrained(
-                base_model, str(adapter_dir), adapter_name=adapter_name, is_trainable=False
-            )
-    except (ValueError, RuntimeError, KeyError, TypeError) as exc:
-        raise PortingError(
-            f"{adapter_dir}: peft could not attach the patch ({type(exc).__name__}: {str(exc)[:200]}).",
-            hint="run `portllm-edge check PATCH --base BASE` to see which check fails",
-        ) from exc
+            yield
     finally:
         peft_logger.setLevel(level)
-    model.eval()
+
+
+def _attach_error(adapter_dir: Path, exc: Exception) -> PortingError:
+    return PortingError(
+        f"{adapter_dir}: peft could not attach the patch ({type(exc).__name__}: {str(exc)[:200]}).",
+        hint="run `portllm-edge check PATCH --base BASE` to see which check fails",
+    )
+
+
+def _check_attached(
+    model: Any,
+    tokenizer: Any,
+    weights: Path,
+    adapter_name: str,
+    base_logits: Any,
+    start: float,
+    min_relative_change: float,
+) -> AttachReport:
+    """The three post-conditions of the module docstring, on the attached ``model``."""
+    import torch
+
     total, matched, unmatched = verify_loaded_tensors(model, weights, adapter_name)
     if matched != total:
         raise PortingError(
@@ -200,7 +291,7 @@ def attach_patch(
             f"{weights}: attaching the patch did not change the output (max |Δlogit| = {change:.3g}).",
             hint="the patch is a no-op (lora_B all zero?): train it first, or check target_modules",
         )
-    report = AttachReport(
+    return AttachReport(
         total_tensors=total,
         matched_tensors=matched,
         unmatched=tuple(unmatched[:20]),
@@ -209,4 +300,3 @@ def attach_patch(
         finite=finite,
         seconds=time.perf_counter() - start,
     )
-    return PortedModel(model=model, tokenizer=tokenizer, report=report)

@@ -101,6 +101,7 @@ def store_ported_patch(
         StoreError: ``name`` exists and ``overwrite`` is false, or the store can't be written.
     """
     from portllm_edge.patches import LineageEntry, PatchStore
+    from portllm_edge.patches.manifest import files_checksum
 
     with tempfile.TemporaryDirectory(prefix="portllm-save-") as tmp:
         out = Path(tmp) / "save"
@@ -122,6 +123,7 @@ def store_ported_patch(
                 base_fingerprint=base_fingerprint,
                 precision=precision,
                 parent=parent.name if parent else None,
+                parent_checksum=files_checksum(parent.manifest.files) if parent else None,
                 run_id=run_id,
                 note=note,
             )

@@ -6,6 +6,7 @@ the typed results in :mod:`portllm_edge.workflow.types`; they call nothing below
 
 =============  ==============================================================
 ``port``       port a patch onto an updated base (load/attach/evaluate measured in a worker)
+``port_fleet`` port every stored patch of one base onto its update, loading it once (resumable)
 ``evaluate``   accuracy of a base, optionally with a patch (same preflight + rewrite as port)
 ``compare``    the PortLLM table for one task
 ``bench``      peak memory of LoRA fine-tuning vs porting, each in its own worker
@@ -21,6 +22,7 @@ fails or is interrupted.
 
 from __future__ import annotations
 
+from portllm_edge.workflow.fleet import FleetItem, FleetOutcome, port_fleet
 from portllm_edge.workflow.port import PortRequest, port
 from portllm_edge.workflow.types import (
     EvalSpec,
@@ -36,6 +38,8 @@ from portllm_edge.workflow.types import (
 __all__ = [
     "EvalSpec",
     "EvalSummary",
+    "FleetItem",
+    "FleetOutcome",
     "Memory",
     "PatchRef",
     "PortOutcome",
@@ -44,4 +48,5 @@ __all__ = [
     "Saving",
     "TrainOutcome",
     "port",
+    "port_fleet",
 ]
