@@ -441,7 +441,9 @@ def evaluate(
             continuation (``"bytes"``, the harness's ``acc_norm``).
         max_new_tokens: Generation budget (GSM8K).
         keep_predictions: Keep per-example predictions in the result.
-        progress: ``(done, total)`` callback.
+        progress: ``(done, total)`` callback, in examples (choice tasks score several
+            continuations per example, batched longest first: ``done`` is the scored
+            continuations scaled to examples, and ends at ``total`` = examples).
 
     Returns:
         The result: accuracy, Wilson 95 % interval, F1 (MRPC), seconds, tokens/s.
@@ -478,7 +480,16 @@ def evaluate(
         flat: list[tuple[str, str]] = []
         for c in choice:
             flat.extend(c.requests())
-        scores, tokens = score_continuations(model, tokenizer, flat, batch_size=batch_size, progress=progress)
+        per_example = None
+        if progress is not None:
+            report = progress  # bound now: mypy keeps the narrowing inside the closure
+
+            def per_example(done: int, total: int) -> None:
+                report(done * len(choice) // max(1, total), len(choice))
+
+        scores, tokens = score_continuations(
+            model, tokenizer, flat, batch_size=batch_size, progress=per_example
+        )
         pos = 0
         for c in choice:
             k = len(c.choices)

@@ -200,3 +200,16 @@ def test_bad_batch_size(llama):
     model, tok = llama
     with pytest.raises(EvaluationError, match="`batch_size` must be at least 1"):
         score_continuations(model, tok, REQUESTS, batch_size=0)
+
+
+def test_progress_counts_examples_not_scored_choices(llama):
+    """Two choices per example: the callback counts examples (3 of 3), not continuations (6)."""
+    model, tok = llama
+    examples = [
+        ChoiceExample("t", str(i), f"Example {i} is", (" good", " bad"), i % 2, ("good", "bad"))
+        for i in range(3)
+    ]
+    # Multi-token choices keep one request per choice: 6 scored continuations in 3 batches of 2.
+    calls: list[tuple[int, int]] = []
+    evaluate(model, tok, examples, batch_size=2, progress=lambda d, t: calls.append((d, t)))
+    assert calls == [(1, 3), (2, 3), (3, 3)]
