@@ -135,7 +135,7 @@ class PortllmApp(App[None]):
         Binding("3", "switch_mode('patches')", "Patches", show=False),
         Binding("4", "switch_mode('port')", "Port", show=False),
         Binding("5", "switch_mode('runs')", "Runs", show=False),
-        Binding("f1,question_mark", "show_help_panel", "Keys", show=False),
+        Binding("f1,question_mark", "toggle_help_panel", "Keys", show=False),
         Binding("q", "quit", "Quit"),
     ]
 
@@ -155,6 +155,17 @@ class PortllmApp(App[None]):
         self.log.info(f"first paint after {self.first_paint_seconds:.3f} s")
         if os.environ.get(ENV_TIMING):
             self.notify(f"first paint {self.first_paint_seconds:.2f} s after start", title="Start-up")
+
+    def help_panel_shown(self) -> bool:
+        """Whether the keys panel is on the current screen."""
+        return bool(self.screen.query("HelpPanel"))
+
+    def action_toggle_help_panel(self) -> None:
+        """``?`` and F1 open the keys panel, and close it when it is open."""
+        if self.help_panel_shown():
+            self.action_hide_help_panel()
+        else:
+            self.action_show_help_panel()
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         """Command palette: one entry per screen, the current screen's actions, then Textual's own."""

@@ -11,7 +11,7 @@ functions only where it is needed.
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.text import Text
@@ -89,7 +89,7 @@ class BaseScreen(Screen[None]):
 
     MODE: ClassVar[str] = ""
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "focus_main", "Back to list", show=False),
+        Binding("escape", "focus_main", "Close keys / back", show=False),
     ]
 
     @property
@@ -110,7 +110,10 @@ class BaseScreen(Screen[None]):
         return []
 
     def action_focus_main(self) -> None:
-        """Escape leaves a text field and returns to the screen's main widget."""
+        """Escape closes the keys panel when it is open; else it leaves a text field for the main widget."""
+        if self.query("HelpPanel"):
+            self.app.action_hide_help_panel()
+            return
         main = self.query(".main")
         if main:
             main.first().focus()
@@ -187,6 +190,47 @@ class PathModal(ModalScreen[str | None]):
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+def cell_width(cell: Any) -> int:
+    """Terminal cells a DataTable cell needs: a rich ``Text``'s cell length, else ``str(cell)``'s."""
+    from rich.cells import cell_len
+
+    if isinstance(cell, Text):
+        return max((cell_len(line) for line in cell.plain.splitlines()), default=0)
+    return max((cell_len(line) for line in str(cell).splitlines()), default=0)
+
+
+def fill_table(
+    table: Any,
+    columns: Sequence[str],
+    rows: Sequence[tuple[str, Sequence[Any]]],
+    *,
+    max_widths: Mapping[str, int] | None = None,
+) -> None:
+    """Replace a DataTable's columns and rows; each column is exactly as wide as its widest cell.
+
+    The widths are computed here from the cells (header included), so every model and patch
+    name shows in full (``SmolLM2-135M-Instruct`` and ``SmolLM2-135M-Instruct-demo-v2`` differ
+    on screen) and the layout does not depend on when DataTable measures on idle (snapshots).
+
+    Args:
+        table: The ``DataTable``.
+        columns: Column labels, in order.
+        rows: ``(row key, cells)`` per row; ``len(cells) == len(columns)``.
+        max_widths: Label -> most cells for free-text columns (longer text is cut with "…" by
+            DataTable); columns not named here are never cut.
+    """
+    caps = dict(max_widths or {})
+    widths = [cell_width(c) for c in columns]
+    for _key, cells in rows:
+        for i, cell in enumerate(cells):
+            widths[i] = max(widths[i], cell_width(cell))
+    table.clear(columns=True)
+    for label, width in zip(columns, widths, strict=True):
+        table.add_column(label, width=min(width, caps.get(label, width)), key=label)
+    for key, cells in rows:
+        table.add_row(*cells, key=key)
 
 
 def human(n: int | float | None) -> str:

@@ -71,6 +71,8 @@ class PreflightDone(Message):
     """:class:`portllm_edge.porting.preflight.PreflightReport`."""
     then_port: bool = False
     """Continue with the port when the report has no failure."""
+    default_name: str | None = None
+    """The store name the port gets without a typed name (``<patch>@<base id>``)."""
 
 
 @dataclass

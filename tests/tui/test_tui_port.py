@@ -69,8 +69,10 @@ def test_port_screen_ports_tiny_llama_patch_and_shows_summary(
             screen.query_one("#eval-data").value = str(data)
             screen.query_one("#eval-limit").value = "4"
             await pilot.pause()
-            # 4 + 5: "g" runs the preflight, then the port.
-            await pilot.press("escape", "g")
+            # 4 + 5: ctrl+g runs the preflight, then the port, pressed while a text field has focus.
+            screen.query_one("#eval-limit").focus()
+            await pilot.press("ctrl+g")
+            assert screen.query_one("#eval-limit").value == "4"  # the key typed nothing
             await wait_for(
                 pilot,
                 lambda: screen.summary is not None or "stopped" in plain(screen.query_one("#port-status")),
@@ -120,7 +122,7 @@ def test_failing_check_and_core_errors_are_notifications_not_crashes(
             # A llama patch on a qwen2 base: the preflight fails (architecture).
             screen.query_one("#base-path").value = str(tiny_pairs["qwen2"].new)
             await settle(pilot)
-            await pilot.press("escape", "c")
+            await pilot.press("ctrl+t")
             await settle(pilot)
             errs = [n for n in notifications(app) if n.severity == "error"]
             assert errs and errs[-1].title == "Preflight failed"
@@ -132,7 +134,7 @@ def test_failing_check_and_core_errors_are_notifications_not_crashes(
             assert "It will not port" in status and "fix:" in status
             # "Port" refuses while the check fails, and stores nothing.
             before = len(notifications(app))
-            await pilot.press("g")
+            await pilot.press("ctrl+g")
             await settle(pilot)
             assert len(notifications(app)) > before
             assert screen.summary is None and not screen.running
@@ -142,7 +144,7 @@ def test_failing_check_and_core_errors_are_notifications_not_crashes(
             # A core error (BaseModelError: no such folder) is a notification with its title and fix.
             screen.query_one("#base-path").value = str(tmp_path / "no-such-model")
             await settle(pilot)
-            await pilot.press("escape", "c")
+            await pilot.press("ctrl+t")
             await settle(pilot)
             last = notifications(app)[-1]
             assert last.severity == "error" and last.title == "Base model"
@@ -165,7 +167,7 @@ def test_cancel_stops_the_port_and_stores_nothing(stored_llama_patch: str, tiny_
             screen.query_one("#base-path").value = str(tiny_pairs["llama"].new)
             screen.query_one("#precision").value = "fp32"
             await settle(pilot)
-            await pilot.press("escape", "c")
+            await pilot.press("ctrl+t")
             await settle(pilot)
             assert screen.preflight is not None and screen.preflight.ok
             # Start and cancel in the same UI tick: the worker sees the flag at its first phase.

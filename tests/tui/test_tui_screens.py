@@ -168,8 +168,9 @@ def test_patches_screen_table_verify_export_remove(stored_llama_patch: str, tmp_
             table = screen.query_one("#patches")
             assert table.row_count == 1
             row = [str(c) for c in table.get_row("llama-patch")]
-            assert row[0] == "llama-patch" and row[1] == "sst2" and row[3] == "4"
-            assert row[2] == "llama-old" and row[5] == "import"
+            # name, source base, lineage, task, r, size
+            assert row[0] == "llama-patch" and row[3] == "sst2" and row[4] == "4"
+            assert row[1] == "llama-old" and row[2] == "import"
             details = plain(screen.query_one("#patch-details"))
             assert "r=4 alpha=8" in details and "adapter_model.safetensors" in details
 

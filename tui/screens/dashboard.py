@@ -20,8 +20,10 @@ from textual.containers import Vertical
 from textual.timer import Timer
 from textual.widgets import DataTable, Static
 
-from ..common import BaseScreen, human, notify_error_from_thread
+from ..common import BaseScreen, fill_table, human, notify_error_from_thread
 from ..messages import HardwareRead, RunsLoaded
+
+RECENT_COLUMNS = ("run", "kind", "status", "what")
 
 
 def _bar_row(table: Table, label: str, used: int | None, total: int | None, note: str) -> None:
@@ -104,8 +106,7 @@ class DashboardScreen(BaseScreen):
             yield runs
 
     def on_mount(self) -> None:
-        table = self.query_one("#recent", DataTable)
-        table.add_columns("run", "kind", "status", "what")
+        fill_table(self.query_one("#recent", DataTable), RECENT_COLUMNS, [])
         refresh = self.papp.deps.refresh_seconds
         if refresh:
             self._timer = self.set_interval(refresh, self.read_hardware, pause=False)
@@ -164,15 +165,17 @@ class DashboardScreen(BaseScreen):
         from portllm_edge.reports import describe_run
 
         table = self.query_one("#recent", DataTable)
-        table.clear()
+        lines: list[tuple[str, list[Any]]] = []
         for run in message.runs:
             try:
                 what = describe_run(run.kind, run.inputs, run.results)
             except Exception:
                 what = ""
-            table.add_row(run.id, run.kind, run.status, what, key=run.id)
+            lines.append((run.id, [run.id, run.kind, run.status, what]))
         if not message.runs:
-            table.add_row("no runs yet", "", "", "port a patch (key 4) and it shows here", key="-")
+            lines.append(("-", ["no runs yet", "", "", "port a patch (key 4) and it shows here"]))
+        fill_table(table, RECENT_COLUMNS, lines, max_widths={"what": 70})
+        if not message.runs:
             table.border_subtitle = "no runs yet"
         else:
             table.border_subtitle = f"{len(message.runs)} most recent (5 for all)"

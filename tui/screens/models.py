@@ -22,8 +22,11 @@ from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import DataTable, Static
 
-from ..common import BaseScreen, PathModal, notify_error_from_thread, short_human
+from ..common import BaseScreen, PathModal, fill_table, notify_error_from_thread, short_human
 from ..messages import ModelsPlanned
+
+MODEL_COLUMNS = ("model", "src", "params", "nf4", "int8", "16-bit", "fp32", "best")
+"""The Models table's columns; each is as wide as its widest cell (names are never cut)."""
 
 
 @dataclass(frozen=True)
@@ -145,20 +148,6 @@ class ModelsScreen(BaseScreen):
                 yield Static("select a model", id="breakdown")
 
     def on_mount(self) -> None:
-        table = self.query_one("#models", DataTable)
-        # Fixed widths: every cell is short, and the layout does not wait on DataTable's
-        # idle-time measuring (which made snapshots depend on timing).
-        for label, width in (
-            ("model", 16),
-            ("src", 7),
-            ("params", 6),
-            ("nf4", 6),
-            ("int8", 6),
-            ("16-bit", 6),
-            ("fp32", 6),
-            ("best", 5),
-        ):
-            table.add_column(label, width=width)
         self.action_refresh()
 
     def palette_commands(self) -> list[tuple[str, str, Any]]:
@@ -196,11 +185,11 @@ class ModelsScreen(BaseScreen):
             )
         )
         table = self.query_one("#models", DataTable)
-        table.clear()
         self.rows = {r.key: r for r in message.rows}
         half = "bf16" if budget.bf16 else "fp16"
+        lines: list[tuple[str, list[Any]]] = []
         for row in message.rows:
-            cells: list[Any] = [row.spec.name[:16], row.spec.kind, _params(row.spec.params)]
+            cells: list[Any] = [row.spec.name, row.spec.kind, _params(row.spec.params)]
             for prec in ("nf4", "int8", half, "fp32"):
                 c = row.choices.get(prec)
                 if c is None:
@@ -214,7 +203,8 @@ class ModelsScreen(BaseScreen):
                         )
                     )
             cells.append(row.best.precision.value if row.best else Text("none", style="red"))
-            table.add_row(*cells, key=row.key)
+            lines.append((row.key, cells))
+        fill_table(table, MODEL_COLUMNS, lines)
         if self._select_after in self.rows:
             table.move_cursor(row=table.get_row_index(self._select_after))
             self._show(self._select_after)

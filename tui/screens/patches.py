@@ -17,19 +17,17 @@ from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import DataTable, Static
 
-from ..common import BaseScreen, ConfirmModal, PathModal, human, notify_error_from_thread
+from ..common import BaseScreen, ConfirmModal, PathModal, fill_table, human, notify_error_from_thread
 from ..messages import PatchesLoaded
+
+PATCH_COLUMNS = ("name", "source base", "lineage", "task", "r", "size")
+"""The patch table's columns; names and bases show in full (``…-demo-v2`` keeps its "2")."""
 
 
 def lineage_text(manifest: Any) -> str:
-    """``import → port(llama-new)``: each lineage step's kind, with the base for ports."""
-    steps = []
-    for entry in manifest.lineage:
-        if entry.kind == "port" and entry.base_id:
-            steps.append(f"port({entry.base_id.rsplit('/', 1)[-1]})")
-        else:
-            steps.append(entry.kind)
-    return " → ".join(steps) or "-"
+    """``import → port``: each lineage step's kind (the bases are in the details pane and the
+    ``source base`` column, which is the last port's base)."""
+    return " → ".join(entry.kind for entry in manifest.lineage) or "-"
 
 
 def render_details(manifest: Any, size: int | None) -> Group:
@@ -103,9 +101,7 @@ class PatchesScreen(BaseScreen):
                 yield Static("no patch selected", id="patch-details")
 
     def on_mount(self) -> None:
-        self.query_one("#patches", DataTable).add_columns(
-            "name", "task", "source base", "r", "size", "lineage"
-        )
+        fill_table(self.query_one("#patches", DataTable), PATCH_COLUMNS, [])
 
     def on_screen_resume(self) -> None:
         self.action_refresh()
@@ -147,20 +143,25 @@ class PatchesScreen(BaseScreen):
     def on_patches_loaded(self, message: PatchesLoaded) -> None:
         table: DataTable[Any] = self.query_one("#patches", DataTable)
         previous = self.selected
-        table.clear()
         self.manifests = {m.name: m for m in message.patches}
         self.sizes = message.sizes
+        lines: list[tuple[str, list[Any]]] = []
         for m in message.patches:
             base = (m.source_base.id or "unknown").rstrip("/").rsplit("/", 1)[-1]
-            table.add_row(
-                m.name,
-                m.task or "-",
-                base[:28],
-                str(m.adapter.r),
-                human(message.sizes.get(m.name)),
-                lineage_text(m),
-                key=m.name,
+            lines.append(
+                (
+                    m.name,
+                    [
+                        m.name,
+                        base,
+                        lineage_text(m),
+                        m.task or "-",
+                        str(m.adapter.r),
+                        human(message.sizes.get(m.name)),
+                    ],
+                )
             )
+        fill_table(table, PATCH_COLUMNS, lines)
         table.border_subtitle = (
             (f"{len(message.patches)} patch" + ("es" if len(message.patches) != 1 else ""))
             if message.patches

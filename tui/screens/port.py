@@ -32,6 +32,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Input, Label, ProgressBar, Select, Static
 
 from portllm_edge.history import RunCancelled
@@ -187,6 +188,122 @@ def render_summary(s: PortSummary) -> Group:
     return Group(head, mem, tail)
 
 
+@dataclass(frozen=True)
+class EvalChoice:
+    """The Port form's evaluation: ``task`` is ``None`` when none is chosen.
+
+    Attributes:
+        task / data / limit: Task name, data file or folder, examples (``None``: all).
+        template / verbalizers: The ``jsonl`` task's prompt template and label words, or ``None``.
+    """
+
+    task: str | None = None
+    data: str | None = None
+    limit: int | None = None
+    template: str | None = None
+    verbalizers: tuple[tuple[str, str], ...] | None = None
+
+    def spec(self) -> Any:
+        """The :class:`~portllm_edge.workflow.EvalSpec` to pass to the port, or ``None``."""
+        if not self.task or not self.data:
+            return None
+        from pathlib import Path
+
+        from portllm_edge.workflow import EvalSpec
+
+        return EvalSpec(
+            self.task,
+            Path(self.data),
+            limit=self.limit,
+            template=self.template,
+            verbalizers=dict(self.verbalizers) if self.verbalizers else None,
+        )
+
+
+def parse_prompt_fields(
+    template: str, verbalizers: str
+) -> tuple[str | None, tuple[tuple[str, str], ...] | None]:
+    """The ``jsonl`` task's template and verbalizers from the Port form's two one-line fields.
+
+    ``template`` is a ``str.format`` template where ``\\n`` stands for a new line (the field is
+    one line); ``verbalizers`` is ``LABEL=WORD`` items separated by commas, or by spaces when
+    there is no comma (``animal=animal vehicle=vehicle``). Empty fields give ``None``.
+
+    Raises:
+        ConfigError: a template ``str.format`` can't fill, an item without ``=``, a label twice
+            (the core's :func:`~portllm_edge.evaluation.tasks.check_template` and
+            :func:`~portllm_edge.evaluation.tasks.parse_verbalizers`).
+    """
+    from portllm_edge.evaluation.tasks import check_template, parse_verbalizers
+
+    text = template.replace("\\n", "\n").replace("\\t", "\t") if template else None
+    if text is not None:
+        check_template(text)
+    words = None
+    if verbalizers:
+        items = verbalizers.split(",") if "," in verbalizers else verbalizers.split()
+        words = tuple(parse_verbalizers([x.strip() for x in items if x.strip()]).items())
+    return text, words
+
+
+class NameTakenModal(ModalScreen[tuple[str, str] | None]):
+    """The ported patch's name is taken: overwrite it, or store under a new name (edited here).
+
+    Dismisses with ``("overwrite", name)``, ``("rename", new name)`` or ``None`` (cancel).
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+o", "overwrite", "Overwrite", priority=True),
+        Binding("escape", "cancel", "Cancel"),
+    ]
+
+    def __init__(self, name: str, suggestion: str) -> None:
+        super().__init__()
+        self.taken = name
+        self.suggestion = suggestion
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog", classes="dialog"):
+            yield Label(
+                f"The patch store already has '{self.taken}'. Nothing has been loaded yet.\n"
+                "Store the port under a new name, or overwrite the stored patch.",
+                id="question",
+                markup=False,
+            )
+            yield Input(value=self.suggestion, id="new-name")
+            with Horizontal(classes="buttons"):
+                yield Button("New name (enter)", variant="primary", id="rename")
+                yield Button("Overwrite (^o)", variant="error", id="overwrite")
+                yield Button("Cancel (esc)", id="cancel")
+
+    def on_mount(self) -> None:
+        self.query_one("#new-name", Input).focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self._rename(event.value)
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "rename":
+            self._rename(self.query_one("#new-name", Input).value)
+        elif event.button.id == "overwrite":
+            self.action_overwrite()
+        else:
+            self.action_cancel()
+
+    def _rename(self, value: str) -> None:
+        value = value.strip()
+        if not value or value == self.taken:
+            self.notify("type a new name, or overwrite (ctrl+o)", severity="warning")
+            return
+        self.dismiss(("rename", value))
+
+    def action_overwrite(self) -> None:
+        self.dismiss(("overwrite", self.taken))
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
 def _status_text(status: str) -> Text:
     style = {"pass": "green", "warn": "yellow", "fail": "bold red"}.get(status, "")
     return Text(status, style=style)
@@ -196,10 +313,13 @@ class PortScreen(BaseScreen):
     """The main job, step by step."""
 
     MODE = "port"
+    # Modifier keys with priority, as posting and harlequin do for their "send"/"run" keys: they
+    # work while a text field has focus, and no printable key is taken from the fields
+    # (Input itself binds ctrl+a/e/d/k/u/w/x/c/v; ctrl+t, ctrl+g and ctrl+b are free).
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("c", "check", "Check"),
-        Binding("g", "port", "Port"),
-        Binding("x", "cancel", "Cancel port"),
+        Binding("ctrl+t", "check", "Check", priority=True),
+        Binding("ctrl+g", "port", "Port", priority=True),
+        Binding("ctrl+b", "cancel", "Cancel port", priority=True),
     ]
 
     def __init__(self) -> None:
@@ -213,6 +333,15 @@ class PortScreen(BaseScreen):
         self._phase_starts: dict[str, float] = {}
         self._phase_current: str | None = None
         self._phases: tuple[str, ...] = ()
+        self._auto_precision: str | None = "nf4"
+        """The precision this screen last put in the selector itself (the planner's pick)."""
+        self.precision_chosen = False
+        """True once the user picked a precision: the planner then only advises, never overrides."""
+        self._preflight_eval: EvalChoice | None = None
+        self._checked_eval: EvalChoice | None = None
+        """The evaluation the last preflight validated (its data file loaded with its options)."""
+        self.default_name: str | None = None
+        """The store name a port gets when the name field is empty (``<patch>@<base id>``)."""
 
     def compose_body(self) -> ComposeResult:
         with Vertical(id="port-form", classes="panel"):
@@ -238,17 +367,32 @@ class PortScreen(BaseScreen):
                 yield Select([], prompt="no evaluation", id="eval-task", compact=True)
                 yield Input(placeholder="data file or folder", id="eval-data", compact=True)
                 yield Input(value="50", placeholder="limit", id="eval-limit", compact=True, type="integer")
+            with Horizontal(classes="row"):
+                yield Label("  Prompt", classes="step")
+                yield Input(
+                    placeholder="jsonl template, e.g. {text}\\nAnswer:", id="eval-template", compact=True
+                )
+                yield Input(
+                    placeholder="verbalizers LABEL=WORD ..., e.g. 0=no 1=yes",
+                    id="eval-verbalizers",
+                    compact=True,
+                )
+            with Horizontal(classes="row"):
+                yield Label("  Save as", classes="step")
+                yield Input(
+                    placeholder="ported patch name (default <patch>@<base>)", id="ported-name", compact=True
+                )
             with Horizontal(classes="row buttons"):
-                yield Button("4 Check (c)", id="check-btn", compact=True)
-                yield Button("5 Port (g)", id="port-btn", variant="primary", compact=True)
-                yield Button("Cancel (x)", id="cancel-btn", variant="error", compact=True, disabled=True)
+                yield Button("4 Check (^t)", id="check-btn", compact=True)
+                yield Button("5 Port (^g)", id="port-btn", variant="primary", compact=True)
+                yield Button("Cancel (^b)", id="cancel-btn", variant="error", compact=True, disabled=True)
             with Horizontal(classes="row"):
                 yield Label("  Progress", classes="step")
                 yield ProgressBar(total=len(PHASES), show_eta=False, id="progress")
                 yield Static("", id="phases")
         with VerticalScroll(id="port-output", classes="panel") as out:
             out.border_title = "Preflight and result"
-            yield Static("Choose a patch and a base, then Check (c) or Port (g).", id="port-status")
+            yield Static("Choose a patch and a base, then Check (ctrl+t) or Port (ctrl+g).", id="port-status")
             yield DataTable(id="preflight", cursor_type="row", show_cursor=False)
             yield Static("", id="summary")
 
@@ -381,13 +525,24 @@ class PortScreen(BaseScreen):
         )
         self.post_message(PrecisionPicked(base, plan.best.value, note))
 
+    @on(Select.Changed, "#precision")
+    def _precision_changed(self, event: Select.Changed) -> None:
+        if event.value != self._auto_precision:
+            self.precision_chosen = True  # the user's choice; the planner no longer sets it
+
     def on_precision_picked(self, message: PrecisionPicked) -> None:
         if message.base != self.base_ref():
             return  # the user has typed on since
+        select = self.query_one("#precision", Select)
+        note_text = message.note
         if message.precision in PORT_PRECISIONS:
-            self.query_one("#precision", Select).value = message.precision
+            if not self.precision_chosen:
+                self._auto_precision = message.precision
+                select.value = message.precision
+            elif select.value != message.precision:
+                note_text += f"; your {select.value} kept"
         note = self.query_one("#precision-note", Static)
-        note.update(Text(message.note, style="green" if message.precision else "yellow"))
+        note.update(Text(note_text, style="green" if message.precision else "yellow"))
 
     # ------------------------------------------------------------------ preflight
 
@@ -405,12 +560,15 @@ class PortScreen(BaseScreen):
 
     def action_check(self) -> None:
         if self.running:
-            self.notify("a port is running; cancel it first (x)", severity="warning")
+            self.notify("a port is running; cancel it first (ctrl+b)", severity="warning")
             return
         inputs = self._inputs()
-        if inputs:
-            self._checking(*inputs)
-            self.run_preflight(*inputs, then_port=False)
+        if not inputs:
+            return
+        ev = self._eval_options(quiet=True)
+        self._checking(*inputs)
+        self._preflight_eval = ev
+        self.run_preflight(*inputs, then_port=False, evaluation=ev)
 
     def _checking(self, patch: str, base: str) -> None:
         self.query_one("#port-status", Static).update(
@@ -422,25 +580,43 @@ class PortScreen(BaseScreen):
         self.action_check()
 
     @work(thread=True, exclusive=True, group="port-check")
-    def run_preflight(self, patch: str, base: str, then_port: bool = False) -> None:
-        """Check the patch against the base (configs and headers only); posts :class:`PreflightDone`."""
-        from portllm_edge.models import resolve_base
-        from portllm_edge.porting.port import resolve_patch
+    def run_preflight(self, patch: str, base: str, then_port: bool = False, evaluation: Any = None) -> None:
+        """Check the patch against the base (configs and headers only); posts :class:`PreflightDone`.
+
+        With ``evaluation`` (the :class:`EvalChoice` of the form) the task's data file is also
+        loaded with its template and verbalizers, so a bad file or template fails here, before
+        any weights are loaded.
+        """
+        from portllm_edge.porting.port import ported_patch_name
         from portllm_edge.porting.preflight import run_preflight
+        from portllm_edge.workflow.resolve import resolve
 
         try:
-            adapter_dir, _stored = resolve_patch(patch)
-            resolved = resolve_base(base)
-            report = run_preflight(adapter_dir, resolved.path)
+            # The same resolve step as the port: the old base is looked up in the model store,
+            # so the tokenizer and drift checks run without asking for it.
+            r = resolve(patch, base)
+            report = run_preflight(
+                r.patch.adapter_dir, r.base.path, old_base_dir=r.old_base.path if r.old_base else None
+            )
+            default_name = ported_patch_name(r.patch.name, r.base.model_id)
+            if evaluation is not None and evaluation.spec() is not None:
+                from portllm_edge.workflow.checks import check_eval_spec
+
+                check_eval_spec(evaluation.spec())
         except Exception as exc:
             notify_error_from_thread(self.app, exc)
             return
-        self.post_message(PreflightDone(report, then_port=then_port))
+        self.post_message(PreflightDone(report, then_port=then_port, default_name=default_name))
 
     def on_preflight_done(self, message: PreflightDone) -> None:
         report = message.report
         self.preflight = report
         self.preflight_key = (self.patch_name(), self.base_ref())
+        self._checked_eval = self._preflight_eval
+        self.default_name = message.default_name
+        name_field = self.query_one("#ported-name", Input)
+        if message.default_name:
+            name_field.placeholder = f"ported patch name (default {message.default_name})"
         table = self.query_one("#preflight", DataTable)
         table.clear()
         table.display = True
@@ -454,7 +630,7 @@ class PortScreen(BaseScreen):
         if report.ok:
             line.append("The patch fits this base.", style="green")
             if not message.then_port:
-                line.append(" Press g to port.")
+                line.append(" Press ctrl+g to port.")
         else:
             line.append("It will not port:", style="bold red")
             for c in report.failures:
@@ -485,9 +661,13 @@ class PortScreen(BaseScreen):
         inputs = self._inputs()
         if not inputs:
             return
-        if self.preflight is None or self.preflight_key != inputs:
+        ev = self._eval_options()
+        if ev is None:
+            return
+        if self.preflight is None or self.preflight_key != inputs or self._checked_eval != ev:
             self._checking(*inputs)
-            self.run_preflight(*inputs, then_port=True)
+            self._preflight_eval = ev
+            self.run_preflight(*inputs, then_port=True, evaluation=ev)
             return
         if not self.preflight.ok:
             self.notify(
@@ -503,33 +683,78 @@ class PortScreen(BaseScreen):
     def _port_pressed(self) -> None:
         self.action_port()
 
-    def _eval_options(self) -> tuple[str | None, str | None, int | None] | None:
+    def _eval_options(self, *, quiet: bool = False) -> EvalChoice | None:
+        """The form's evaluation: task, data, limit, and the jsonl template and verbalizers.
+
+        Returns ``None`` (after a notification, unless ``quiet``) when the form is incomplete or a
+        field is invalid; ``EvalChoice()`` (no task) when no evaluation is chosen.
+        """
         task = self.query_one("#eval-task", Select).value
         if task is Select.NULL:
-            return None, None, None
+            return EvalChoice()
         data = self.query_one("#eval-data", Input).value.strip()
         if not data:
-            self.notify(
-                f"evaluation on {task} needs its data file or folder",
-                title="Evaluate",
-                severity="warning",
-                markup=False,
-            )
-            self.query_one("#eval-data", Input).focus()
+            if not quiet:
+                self.notify(
+                    f"evaluation on {task} needs its data file or folder",
+                    title="Evaluate",
+                    severity="warning",
+                    markup=False,
+                )
+                self.query_one("#eval-data", Input).focus()
             return None
         limit_text = self.query_one("#eval-limit", Input).value.strip()
         limit = int(limit_text) if limit_text.isdigit() and int(limit_text) > 0 else None
-        return str(task), data, limit
+        template_text = self.query_one("#eval-template", Input).value.strip()
+        verbal_text = self.query_one("#eval-verbalizers", Input).value.strip()
+        try:
+            template, verbalizers = parse_prompt_fields(template_text, verbal_text)
+        except Exception as exc:
+            from ..common import notify_error
 
-    def _start_port(self) -> None:
+            notify_error(self.app, exc)
+            self.query_one("#eval-template" if "template" in str(exc) else "#eval-verbalizers", Input).focus()
+            return None
+        if (template or verbalizers) and str(task) != "jsonl":
+            if not quiet:
+                self.notify(
+                    f"the template and verbalizers apply to the jsonl task only; {task} uses its own prompt",
+                    title="Evaluate",
+                    severity="warning",
+                    markup=False,
+                )
+            template = verbalizers = None
+        return EvalChoice(str(task), data, limit, template, verbalizers)
+
+    def target_name(self) -> str | None:
+        """The store name the port writes: the typed name, else ``<patch>@<base id>``."""
+        typed = self.query_one("#ported-name", Input).value.strip()
+        return typed or self.default_name
+
+    def _start_port(self, *, overwrite: bool = False) -> None:
         patch, base = self.patch_name(), self.base_ref()
         if not patch or not base:
             return
-        ev = self._eval_options()
-        if ev is None:
-            return
+        ev = self._checked_eval or EvalChoice()
+        name = self.target_name()
+        if name is not None:
+            from portllm_edge.patches import PatchStore
+            from portllm_edge.patches.store import validate_name
+
+            try:
+                validate_name(name)
+                taken = name in PatchStore().names()
+            except Exception as exc:
+                from ..common import notify_error
+
+                notify_error(self.app, exc)
+                self.query_one("#ported-name", Input).focus()
+                return
+            if taken and not overwrite:
+                self._ask_name(name)
+                return
         precision = str(self.query_one("#precision", Select).value)
-        self._phases = tuple(p for p in PHASES if p != "evaluate" or ev[0])
+        self._phases = tuple(p for p in PHASES if p != "evaluate" or ev.task)
         self._phase_times = {}
         self._phase_starts = {}
         self._phase_current = None
@@ -545,7 +770,32 @@ class PortScreen(BaseScreen):
         self.query_one("#port-status", Static).update(
             Text(f"Porting {patch} → {base} at {precision} ...", style="bold")
         )
-        self.run_port(patch, base, precision, *ev)
+        self.run_port(patch, base, precision, ev, name, overwrite)
+
+    def _ask_name(self, name: str) -> None:
+        """The name is taken: offer overwrite, a new name, or cancel (before any work)."""
+        from portllm_edge.patches import PatchStore
+
+        names = set(PatchStore().names())
+        suggestion = next(f"{name}-{i}" for i in range(2, 1000) if f"{name}-{i}" not in names)
+
+        def done(answer: tuple[str, str] | None) -> None:
+            if answer is None:
+                self.query_one("#port-status", Static).update(
+                    Text(f"Not ported: the store already has '{name}'. Nothing was loaded.", style="yellow")
+                )
+                return
+            action, new_name = answer
+            if action == "overwrite":
+                self._start_port(overwrite=True)
+            else:
+                self.query_one("#ported-name", Input).value = new_name
+                self._start_port()
+
+        self.query_one("#port-status", Static).update(
+            Text(f"The store already has '{name}': overwrite it or choose a new name.", style="yellow")
+        )
+        self.app.push_screen(NameTakenModal(name, suggestion), done)
 
     @work(thread=True, exclusive=True, group="port")
     def run_port(
@@ -553,9 +803,9 @@ class PortScreen(BaseScreen):
         patch: str,
         base: str,
         precision: str,
-        eval_task: str | None,
-        eval_data: str | None,
-        eval_limit: int | None,
+        evaluation: EvalChoice,
+        name: str | None = None,
+        overwrite: bool = False,
     ) -> None:
         """Port in this thread (torch and transformers are imported here, not at start-up).
 
@@ -567,20 +817,23 @@ class PortScreen(BaseScreen):
         started = time.perf_counter()
         cancel = self._cancel
 
-        def on_phase(name: str) -> None:
+        def on_phase(phase: str) -> None:
             if cancel.is_set() or worker.is_cancelled:
-                raise PortCancelled(name)
-            self.post_message(PortPhase(name, time.perf_counter() - started))
+                raise PortCancelled(phase)
+            self.post_message(PortPhase(phase, time.perf_counter() - started))
 
         try:
-            from pathlib import Path
+            from portllm_edge.workflow import port
 
-            from portllm_edge.workflow import EvalSpec, port
-
-            spec = None
-            if eval_task and eval_data:
-                spec = EvalSpec(eval_task, Path(eval_data), limit=eval_limit)
-            result = port(patch, base, precision=precision, on_phase=on_phase, evaluate=spec)
+            result = port(
+                patch,
+                base,
+                precision=precision,
+                name=name,
+                overwrite=overwrite,
+                on_phase=on_phase,
+                evaluate=evaluation.spec(),
+            )
             summary = summarize_port(result, patch, base)
         except PortCancelled as stop:
             self.post_message(PortStopped(f"cancelled before the {stop.args[0]} phase", cancelled=True))

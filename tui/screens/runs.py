@@ -22,10 +22,11 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import DataTable, Static
 
-from ..common import BaseScreen, PathModal, human, notify_error_from_thread
+from ..common import BaseScreen, PathModal, fill_table, human, notify_error_from_thread
 from ..messages import RunsLoaded
 
 REPORT_KINDS = ("compare", "eval", "bench", "port", "train")
+RUN_COLUMNS = ("run", "kind", "status", "started (UTC)", "what")
 
 
 def chart_series(run: Any) -> list[tuple[str, list[str], list[float]]]:
@@ -164,7 +165,7 @@ class RunsScreen(BaseScreen):
                 yield chart
 
     def on_mount(self) -> None:
-        self.query_one("#runs", DataTable).add_columns("run", "kind", "status", "started (UTC)", "what")
+        fill_table(self.query_one("#runs", DataTable), RUN_COLUMNS, [])
 
     def on_screen_resume(self) -> None:
         self.action_refresh()
@@ -195,15 +196,16 @@ class RunsScreen(BaseScreen):
         from portllm_edge.reports import describe_run
 
         table = self.query_one("#runs", DataTable)
-        table.clear()
         self.runs = {r.id: r for r in message.runs}
         self.order = [r.id for r in message.runs]
+        lines: list[tuple[str, list[Any]]] = []
         for r in message.runs:
             try:
                 what = describe_run(r.kind, r.inputs, r.results)
             except Exception:
                 what = ""
-            table.add_row(r.id, r.kind, r.status, r.started_at[:19].replace("T", " "), what[:60], key=r.id)
+            lines.append((r.id, [r.id, r.kind, r.status, r.started_at[:19].replace("T", " "), what]))
+        fill_table(table, RUN_COLUMNS, lines, max_widths={"what": 70})
         n = len(message.runs)
         table.border_subtitle = (f"{n} run" + ("s" if n != 1 else "")) if n else "no runs yet"
         if not message.runs:

@@ -1,0 +1,292 @@
+"""Pilot tests of the app's fixes: the keys panel closes, names show in full, the Port form's
+keys, jsonl prompt fields, name collisions offered before any work, and the user's precision kept."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from demo_state import NEW_BASE, OLD_BASE, PATCH, PORTED, build_demo_state  # type: ignore[import-not-found]
+from tui_helpers import (  # type: ignore[import-not-found]
+    fake_cpu_report,
+    make_app,
+    notifications,
+    plain,
+    run,
+    settle,
+    wait_for,
+)
+
+
+@pytest.fixture
+def demo_home(tiny_adapters, monkeypatch) -> None:
+    build_demo_state(tiny_adapters["llama"], monkeypatch)
+
+
+def _cell_texts(table) -> list[list[str]]:
+    """What each DataTable cell shows: its text cut to its column's width."""
+    widths = [col.get_render_width(table) - 2 * table.cell_padding for col in table.ordered_columns]
+    rows = []
+    for r in range(table.row_count):
+        cells = table.get_row_at(r)
+        rows.append(
+            [(c.plain if hasattr(c, "plain") else str(c))[:w] for c, w in zip(cells, widths, strict=True)]
+        )
+    return rows
+
+
+def test_question_mark_f1_and_escape_close_the_keys_panel() -> None:
+    async def body() -> None:
+        app = make_app()
+        async with app.run_test(size=(100, 30)) as pilot:
+            await settle(pilot)
+            assert not app.help_panel_shown()
+            await pilot.press("question_mark")
+            await pilot.pause()
+            assert app.help_panel_shown()
+            await pilot.press("question_mark")
+            await pilot.pause()
+            assert not app.help_panel_shown()
+            await pilot.press("f1")
+            await pilot.pause()
+            assert app.help_panel_shown()
+            await pilot.press("f1")
+            await pilot.pause()
+            assert not app.help_panel_shown()
+            await pilot.press("f1")
+            await pilot.pause()
+            await pilot.press("escape")
+            await pilot.pause()
+            assert not app.help_panel_shown()
+            assert type(app.screen).__name__ == "DashboardScreen"  # Esc closed the panel, nothing else
+
+    run(body)
+
+
+def test_store_model_and_patch_names_show_in_full(demo_home) -> None:
+    async def body() -> None:
+        app = make_app(start_screen="models")
+        async with app.run_test(size=(100, 30)) as pilot:
+            await settle(pilot)
+            shown = {row[0] for row in _cell_texts(app.screen.query_one("#models"))}
+            assert {OLD_BASE, NEW_BASE} <= shown  # not both "SmolLM2-135M-Ins"
+            await pilot.press("3")
+            await settle(pilot)
+            rows = _cell_texts(app.screen.query_one("#patches"))
+            assert [r[0] for r in rows] == [PATCH, PORTED]
+            assert [r[1] for r in rows] == [OLD_BASE, NEW_BASE]  # the "2" of "v2" is kept
+            assert [r[2] for r in rows] == ["import", "import → port"]
+
+    run(body)
+
+
+def _choose(screen, patch: str, base_path: str, precision: str | None = "fp32") -> None:
+    screen.query_one("#patch").value = patch
+    screen.query_one("#base-path").value = base_path
+    if precision:
+        screen.query_one("#precision").value = precision
+
+
+def test_port_keys_work_from_a_text_field_and_type_nothing(stored_llama_patch: str, tiny_pairs) -> None:
+    async def body() -> None:
+        app = make_app(start_screen="port", read_hardware=fake_cpu_report)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await settle(pilot)
+            screen = app.screen
+            _choose(screen, stored_llama_patch, str(tiny_pairs["llama"].new))
+            await settle(pilot)
+            field = screen.query_one("#ported-name")
+            field.focus()
+            await pilot.press("g", "c")  # printable keys type into the field ...
+            assert field.value == "gc"
+            field.value = ""
+            await pilot.press("ctrl+t")  # ... and ctrl+t runs the check from inside it
+            await settle(pilot)
+            assert field.value == "" and screen.preflight is not None and screen.preflight.ok
+            assert screen.default_name == "llama-patch@llama-new"
+            # The footer shows the modifier keys.
+            keys = {key for key, b in app.active_bindings.items() if b.binding.show}
+            assert {"ctrl+t", "ctrl+g", "ctrl+b"} <= keys
+
+    run(body)
+
+
+def _write_jsonl(path: Path, n: int = 6) -> Path:
+    rows = [
+        {"text": f"{'a cat' if i % 2 else 'a bus'} number {i}", "label": "animal" if i % 2 else "vehicle"}
+        for i in range(n)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_port_evaluates_jsonl_with_template_and_verbalizers(
+    stored_llama_patch: str, tiny_pairs, tmp_path: Path
+) -> None:
+    data = _write_jsonl(tmp_path / "dev.jsonl")
+
+    async def body() -> None:
+        app = make_app(start_screen="port", read_hardware=fake_cpu_report)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await settle(pilot)
+            screen = app.screen
+            _choose(screen, stored_llama_patch, str(tiny_pairs["llama"].new))
+            screen.query_one("#eval-task").value = "jsonl"
+            screen.query_one("#eval-data").value = str(data)
+            screen.query_one("#eval-limit").value = "4"
+            screen.query_one("#eval-template").value = "Sentence: {text}\\nAnswer:"
+            screen.query_one("#eval-verbalizers").value = "animal=animal vehicle=vehicle"
+            screen.query_one("#ported-name").value = "tags-on-new"
+            await settle(pilot)
+            ev = screen._eval_options()
+            assert ev.template == "Sentence: {text}\nAnswer:"  # \n typed as two characters
+            assert dict(ev.verbalizers) == {"animal": "animal", "vehicle": "vehicle"}
+            await pilot.press("ctrl+g")
+            await wait_for(
+                pilot,
+                lambda: (
+                    screen.summary is not None
+                    or (
+                        not screen.running
+                        and screen.preflight is not None
+                        and "stopped" in plain(screen.query_one("#port-status"))
+                    )
+                ),
+                120,
+            )
+            await settle(pilot)
+            s = screen.summary
+            assert s is not None, plain(screen.query_one("#port-status"))
+            assert s.evaluation is not None and s.evaluation["task"] == "jsonl" and s.evaluation["n"] == 4
+            assert s.ported_name == "tags-on-new"
+            from portllm_edge.history import list_runs
+
+            run_inputs = list_runs(kind="port")[0].inputs
+            assert run_inputs["name"] == "tags-on-new" and run_inputs["eval_task"] == "jsonl"
+
+    run(body)
+
+
+def test_bad_template_fails_before_any_work(stored_llama_patch: str, tiny_pairs, tmp_path: Path) -> None:
+    data = _write_jsonl(tmp_path / "dev.jsonl")
+    phases: list[str] = []
+
+    def hook(message) -> None:
+        if type(message).__name__ == "PortPhase":
+            phases.append(message.phase)
+
+    async def body() -> None:
+        app = make_app(start_screen="port", read_hardware=fake_cpu_report)
+        async with app.run_test(size=(100, 30), message_hook=hook) as pilot:
+            await settle(pilot)
+            screen = app.screen
+            _choose(screen, stored_llama_patch, str(tiny_pairs["llama"].new))
+            screen.query_one("#eval-task").value = "jsonl"
+            screen.query_one("#eval-data").value = str(data)
+            # A field the records don't have: found when the preflight loads the file, not after the load.
+            screen.query_one("#eval-template").value = "Review: {review}\\nAnswer:"
+            await settle(pilot)
+            await pilot.press("ctrl+g")
+            await settle(pilot)
+            errs = [n for n in notifications(app) if n.severity == "error"]
+            assert errs and "review" in errs[-1].message
+            assert not screen.running and screen.summary is None and phases == []
+            # A malformed verbalizer is refused on the UI thread.
+            screen.query_one("#eval-template").value = ""
+            screen.query_one("#eval-verbalizers").value = "animal vehicle"
+            await pilot.press("ctrl+g")
+            await settle(pilot)
+            assert "LABEL=WORD" in notifications(app)[-1].message
+            assert phases == []
+
+    run(body)
+
+
+def test_name_collision_offers_rename_or_overwrite_before_any_load(
+    stored_llama_patch: str, tiny_pairs
+) -> None:
+    phases: list[str] = []
+    seen: set[int] = set()
+
+    def hook(message) -> None:
+        if type(message).__name__ == "PortPhase" and id(message) not in seen:
+            seen.add(id(message))
+            phases.append(message.phase)
+
+    async def body() -> None:
+        from portllm_edge.patches import PatchStore
+
+        app = make_app(start_screen="port", read_hardware=fake_cpu_report)
+        async with app.run_test(size=(100, 30), message_hook=hook) as pilot:
+            await settle(pilot)
+            screen = app.screen
+            _choose(screen, stored_llama_patch, str(tiny_pairs["llama"].new))
+            await settle(pilot)
+            await pilot.press("ctrl+g")
+            await wait_for(pilot, lambda: screen.summary is not None, 120)
+            await settle(pilot)
+            assert screen.summary.ported_name == "llama-patch@llama-new"
+            assert screen.query_one("#precision").value == "fp32"  # after the port, still the user's
+            first = PatchStore().get("llama-patch@llama-new").manifest.created_at
+            # Second port, same name: the modal comes before any phase starts.
+            phases.clear()
+            await pilot.press("ctrl+g")
+            await settle(pilot)
+            assert type(app.screen).__name__ == "NameTakenModal"
+            assert phases == [] and not screen.running
+            assert app.screen.query_one("#new-name").value == "llama-patch@llama-new-2"
+            await pilot.press("enter")  # store under the suggested new name
+            await wait_for(pilot, lambda: not screen.running, 120)
+            await settle(pilot)
+            assert screen.summary.ported_name == "llama-patch@llama-new-2"
+            assert phases[0] == "check"
+            # Third: overwrite the original.
+            screen.query_one("#ported-name").value = ""
+            await pilot.press("ctrl+g")
+            await settle(pilot)
+            assert type(app.screen).__name__ == "NameTakenModal"
+            await pilot.press("ctrl+o")
+            await wait_for(
+                pilot, lambda: not screen.running and type(app.screen).__name__ == "PortScreen", 120
+            )
+            await settle(pilot)
+            assert screen.summary.ported_name == "llama-patch@llama-new"
+            assert PatchStore().names() == [
+                stored_llama_patch,
+                "llama-patch@llama-new",
+                "llama-patch@llama-new-2",
+            ]
+            assert PatchStore().get("llama-patch@llama-new").manifest.created_at >= first
+            # Cancel: nothing happens, and the status says so.
+            phases.clear()
+            await pilot.press("ctrl+g")
+            await settle(pilot)
+            await pilot.press("escape")
+            await settle(pilot)
+            assert phases == [] and "Nothing was loaded" in plain(screen.query_one("#port-status"))
+
+    run(body)
+
+
+def test_choosing_a_base_never_overrides_the_users_precision(tiny_pairs) -> None:
+    async def body() -> None:
+        app = make_app(start_screen="port", read_hardware=fake_cpu_report)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await settle(pilot)
+            screen = app.screen
+            screen.query_one("#base-path").value = str(tiny_pairs["llama"].new)
+            await settle(pilot)
+            picked = screen.query_one("#precision").value
+            assert "planner's pick" in plain(screen.query_one("#precision-note"))
+            assert not screen.precision_chosen  # the planner set it; the user has not chosen
+            mine = "int8" if picked != "int8" else "fp32"
+            screen.query_one("#precision").value = mine
+            await settle(pilot)
+            assert screen.precision_chosen
+            screen.query_one("#base-path").value = str(tiny_pairs["qwen2"].new)
+            await settle(pilot)
+            assert screen.query_one("#precision").value == mine
+            assert f"your {mine} kept" in plain(screen.query_one("#precision-note")) or picked == mine
+
+    run(body)
