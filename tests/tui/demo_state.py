@@ -73,12 +73,14 @@ def build_demo_state(tiny_adapter: Path, monkeypatch: pytest.MonkeyPatch) -> Non
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "config.json").write_text(json.dumps(SMOLLM2_135M_CONFIG, indent=2), encoding="utf-8")
     monkeypatch.setattr(manifest_mod, "datetime", _FixedDatetime)
-    # peft writes target_modules from a set (order varies with the hash seed) and a README
-    # with its version: a normalized copy gives the same checksums every run.
+    # peft writes target_modules from a set (order varies with the hash seed), the base's
+    # temporary path and a README with its version: a normalized copy gives the same
+    # checksums every run.
     src = paths.home() / "fixture-adapter"
     src.mkdir()
     cfg = json.loads((tiny_adapter / "adapter_config.json").read_text(encoding="utf-8"))
     cfg = {k: sorted(v) if isinstance(v, list) else v for k, v in cfg.items()}
+    cfg["base_model_name_or_path"] = OLD_BASE  # not the session's temporary folder
     (src / "adapter_config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True), encoding="utf-8")
     (src / "adapter_model.safetensors").write_bytes((tiny_adapter / "adapter_model.safetensors").read_bytes())
     (src / "README.md").write_text("A tiny LoRA adapter for the app's snapshot tests.\n", encoding="utf-8")

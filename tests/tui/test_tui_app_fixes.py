@@ -163,7 +163,9 @@ def test_port_evaluates_jsonl_with_template_and_verbalizers(
             from portllm_edge.history import list_runs
 
             run_inputs = list_runs(kind="port")[0].inputs
-            assert run_inputs["name"] == "tags-on-new" and run_inputs["eval_task"] == "jsonl"
+            assert run_inputs["name"] == "tags-on-new" and run_inputs["evaluate"]["task"] == "jsonl"
+            assert run_inputs["evaluate"]["template"] == "Sentence: {text}\nAnswer:"
+            assert run_inputs["evaluate"]["verbalizers"] == {"animal": "animal", "vehicle": "vehicle"}
 
     run(body)
 
