@@ -103,7 +103,11 @@ def eval_cmd(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the --limit subsample.")] = 0,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Sequences per forward pass.")] = 8,
     normalize: Annotated[
-        str, typer.Option("--normalize", help="Choice scores: none (summed log-prob), tokens or bytes.")
+        str,
+        typer.Option(
+            "--normalize",
+            help="Choice scores: none (summed log-prob, lm-eval acc), chars (acc_norm), bytes or tokens.",
+        ),
     ] = "none",
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="GSM8K generation budget.")] = 256,
     template: Annotated[
@@ -129,10 +133,12 @@ def eval_cmd(
 
     started_at = utc_now()
 
-    if normalize not in ("none", "tokens", "bytes"):
+    from portllm_edge.evaluation.scoring import NORMALIZATIONS
+
+    if normalize not in NORMALIZATIONS:
         raise ConfigError(
-            f"`--normalize` must be none, tokens or bytes, got `{normalize}`",
-            hint="Use --normalize none (default), tokens or bytes.",
+            f"`--normalize` must be one of {', '.join(NORMALIZATIONS)}, got `{normalize}`",
+            hint="Use --normalize none (the harness's acc, default) or chars (its acc_norm).",
         )
     if predictions is not None and (predictions.is_dir() or predictions.parent.is_file()):
         raise ConfigError(

@@ -26,6 +26,8 @@ class Prediction:
         correct: Whether ``predicted`` matches ``gold``.
         scores: Per-choice log-likelihood (nats; length-normalized when asked), or ``None``.
         output: Generated text (GSM8K), or ``None``.
+        predicted_norm: Choice picked by the harness's ``acc_norm`` rule (log-likelihood per
+            character of the choice), or ``None`` (generation).
     """
 
     id: str
@@ -34,6 +36,7 @@ class Prediction:
     correct: bool
     scores: tuple[float, ...] | None = None
     output: str | None = None
+    predicted_norm: int | None = None
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ class EvalResult:
         ci_low: Lower end of the 95 % Wilson interval of the accuracy.
         ci_high: Upper end of the 95 % Wilson interval.
         f1: Binary F1 of the positive class (MRPC), else ``None``.
+        acc_norm: Fraction correct under the harness's ``acc_norm`` rule (choice tasks), else ``None``.
         seconds: Wall time of scoring, in seconds (model loading excluded).
         tokens: Tokens the model processed: non-padding input tokens plus generated tokens.
         tokens_per_s: ``tokens / seconds``, or ``None`` when ``seconds`` is 0.
@@ -67,6 +71,7 @@ class EvalResult:
     tokens_per_s: float | None
     options: dict[str, Any] = field(default_factory=dict)
     predictions: tuple[Prediction, ...] | None = None
+    acc_norm: float | None = None
 
     @classmethod
     def from_predictions(
@@ -102,7 +107,12 @@ class EvalResult:
         f1 = None
         if positive is not None:
             f1 = binary_f1([p.predicted for p in predictions], [p.gold for p in predictions], positive)
+        normed = [p.predicted_norm for p in predictions]
+        acc_norm = None
+        if all(x is not None for x in normed):
+            acc_norm = sum(x == p.gold for x, p in zip(normed, predictions, strict=True)) / n
         return cls(
+            acc_norm=acc_norm,
             task=task,
             n=n,
             correct=correct,
@@ -131,15 +141,23 @@ class EvalResult:
         kwargs = {k: v for k, v in data.items() if k in known}
         preds = kwargs.get("predictions")
         if preds is not None:
+            pfields = set(Prediction.__dataclass_fields__)
             kwargs["predictions"] = tuple(
-                Prediction(**{**p, "scores": tuple(p["scores"]) if p.get("scores") is not None else None})
+                Prediction(
+                    **{
+                        **{k: v for k, v in p.items() if k in pfields},
+                        "scores": tuple(p["scores"]) if p.get("scores") is not None else None,
+                    }
+                )
                 for p in preds
             )
         return cls(**kwargs)
 
     def summary(self) -> str:
-        """One line: ``mrpc: accuracy 0.684 (95% CI 0.637-0.728, n=408), F1 0.812``."""
+        """One line: ``mrpc: accuracy 0.684 (95% CI 0.637-0.728, n=408), acc_norm 0.684, F1 0.812``."""
         line = f"{self.task}: accuracy {self.accuracy:.3f} (95% CI {self.ci_low:.3f}-{self.ci_high:.3f}, n={self.n})"
+        if self.acc_norm is not None:
+            line += f", acc_norm {self.acc_norm:.3f}"
         if self.f1 is not None:
             line += f", F1 {self.f1:.3f}"
         return line

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from portllm_edge.errors import EvaluationError
+from portllm_edge.evaluation.encoding import encode_pair, special_prefix
 from portllm_edge.evaluation.metrics import extract_last_number, numbers_match
 from portllm_edge.evaluation.results import EvalResult, Prediction
 from portllm_edge.evaluation.tasks import ChoiceExample, Example, GenerationExample, TaskData
@@ -31,7 +32,8 @@ from portllm_edge.evaluation.tasks import ChoiceExample, Example, GenerationExam
 if TYPE_CHECKING:
     import torch
 
-Normalization = Literal["none", "tokens", "bytes"]
+Normalization = Literal["none", "tokens", "chars", "bytes"]
+NORMALIZATIONS: tuple[str, ...] = ("none", "tokens", "chars", "bytes")
 Progress = Callable[[int, int], None]
 """``progress(done, total)``: called after each batch; units are scored requests or prompts."""
 
@@ -74,16 +76,6 @@ def _model_device(model: Any) -> torch.device:
     return torch.device("cpu")
 
 
-def _special_prefix(tokenizer: Any) -> list[int]:
-    """Tokens the tokenizer puts before text by default (a BOS for Llama-style tokenizers; none for GPT-2/SmolLM2)."""
-    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
-    with_sp = tokenizer("a")["input_ids"]
-    for k in range(len(with_sp) - len(plain) + 1):
-        if with_sp[k : k + len(plain)] == plain:
-            return list(with_sp[:k])
-    return []
-
-
 def _pad_id(tokenizer: Any) -> int:
     for attr in ("pad_token_id", "eos_token_id", "bos_token_id"):
         value = getattr(tokenizer, attr, None)
@@ -108,41 +100,21 @@ def _max_length(model: Any, tokenizer: Any, max_length: int | None) -> int:
 def _encode_request(
     tokenizer: Any, context: str, continuation: str, prefix: list[int], max_len: int
 ) -> _Encoded:
-    """Tokenize ``context + continuation`` so that the continuation's tokens are known.
+    """Tokenize one request with :func:`~portllm_edge.evaluation.encoding.encode_pair` and fit it to the window.
 
-    As lm-eval-harness does: trailing spaces of the context move to the continuation,
-    the pair is encoded as one string, and the continuation is what follows the
-    context's own encoding (falling back to encoding it alone when a token straddles
-    the boundary). Long inputs lose tokens on the left; the continuation is kept whole.
+    As lm-evaluation-harness's ``HFLM._loglikelihood_tokens``: the last ``max_len + 1``
+    tokens of ``context + continuation`` are kept (long inputs lose tokens on the left),
+    and the model reads all but the last of them; the continuation is kept whole.
     """
-    n_space = len(context) - len(context.rstrip(" "))
-    if n_space:
-        continuation = context[-n_space:] + continuation
-        context = context[:-n_space]
-    whole = list(tokenizer(context + continuation, add_special_tokens=False)["input_ids"])
-    ctx = list(tokenizer(context, add_special_tokens=False)["input_ids"]) if context else []
-    if len(whole) > len(ctx) and whole[: len(ctx)] == ctx:
-        cont = whole[len(ctx) :]
-    else:
-        cont = list(tokenizer(continuation, add_special_tokens=False)["input_ids"])
-    if not cont:
-        raise EvaluationError(
-            f"continuation {continuation!r} encodes to zero tokens", hint="Use a non-empty verbalizer."
-        )
-    ctx = prefix + ctx
-    if not ctx:  # an unconditional score still needs one token to predict from
-        ctx = [
-            _pad_id(tokenizer) if getattr(tokenizer, "bos_token_id", None) is None else tokenizer.bos_token_id
-        ]
-    if len(cont) >= max_len:
+    pair = encode_pair(tokenizer, context, continuation, prefix=prefix)
+    cont = pair.continuation
+    if len(cont) > max_len:
         raise EvaluationError(
             f"continuation {continuation[:40]!r}... is {len(cont)} tokens, over the model's {max_len}-token window",
             hint="Shorten the verbalizer or pass a larger max_length.",
         )
-    tokens = ctx + cont
-    if len(tokens) > max_len:
-        tokens = tokens[-max_len:]
-    return _Encoded(tokens, len(tokens) - len(cont), len(continuation.encode("utf-8")))
+    tokens = (pair.context + cont)[-(max_len + 1) :]
+    return _Encoded(tokens, len(tokens) - len(cont), len(pair.continuation_text.encode("utf-8")))
 
 
 @dataclass(frozen=True)
@@ -238,7 +210,7 @@ def score_continuations(
         raise EvaluationError(
             f"`batch_size` must be at least 1, got {batch_size}", hint="Pass --batch-size 1 or more."
         )
-    prefix = _special_prefix(tokenizer)
+    prefix = special_prefix(tokenizer)
     max_len = _max_length(model, tokenizer, max_length)
     encoded = [_encode_request(tokenizer, c, x, prefix, max_len) for c, x in requests]
     units = _group_units(encoded)
@@ -252,12 +224,13 @@ def score_continuations(
     with _EvalMode(model), torch.inference_mode():
         for start in range(0, len(order), batch_size):
             batch = [units[u] for u in order[start : start + batch_size]]
-            width = max(len(u.tokens) for u in batch)
+            # the model reads every token but the last: no logit row predicts past the end
+            width = max(len(u.tokens) - 1 for u in batch)
             ids = torch.full((len(batch), width), pad, dtype=torch.long)
             mask = torch.zeros((len(batch), width), dtype=torch.long)
             for row, u in enumerate(batch):
-                ids[row, : len(u.tokens)] = torch.tensor(u.tokens, dtype=torch.long)
-                mask[row, : len(u.tokens)] = 1
+                ids[row, : len(u.tokens) - 1] = torch.tensor(u.tokens[:-1], dtype=torch.long)
+                mask[row, : len(u.tokens) - 1] = 1
             first = min(u.ctx_len - 1 for u in batch)  # earliest logit row any item needs
             kwargs: dict[str, Any] = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
             if keep_ok:
@@ -349,7 +322,7 @@ def generate_greedy(
             f"`batch_size` ({batch_size}) and `max_new_tokens` ({max_new_tokens}) must be at least 1",
             hint="Pass positive values.",
         )
-    prefix = _special_prefix(tokenizer)
+    prefix = special_prefix(tokenizer)
     pad = _pad_id(tokenizer)
     eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     if eos is None:
@@ -407,12 +380,28 @@ def extract_answer(output: str) -> str | None:
     return extract_last_number(output)
 
 
-def _normalized(score: ContinuationScore, normalization: Normalization) -> float:
+def normalized_score(score: ContinuationScore, normalization: Normalization, choice_text: str) -> float:
+    """A choice's score under ``normalization``.
+
+    Source: lm-evaluation-harness 0.4 ``ConfigurableTask.process_results`` (multiple choice):
+    ``acc`` ranks the summed log-likelihoods (``"none"``); ``acc_norm`` divides them by
+    ``len(choice)`` in characters (``"chars"``); ``acc_bytes`` by its UTF-8 length
+    (``"bytes"``). ``choice`` is the harness's ``doc_to_choice`` string, without the
+    target delimiter (:meth:`~portllm_edge.evaluation.tasks.ChoiceExample.choice_texts`).
+    ``"tokens"`` divides by the number of continuation tokens (not a harness metric).
+    """
     if normalization == "tokens":
         return score.logprob / max(1, score.n_tokens)
+    if normalization == "chars":
+        return score.logprob / max(1, len(choice_text))
     if normalization == "bytes":
-        return score.logprob / max(1, score.n_bytes)
+        return score.logprob / max(1, len(choice_text.encode("utf-8")))
     return score.logprob
+
+
+def _argmax(values: Sequence[float]) -> int:
+    """Index of the largest value; the first one on ties (``numpy.argmax``, as the harness)."""
+    return max(range(len(values)), key=lambda j: (values[j], -j))
 
 
 def evaluate(
@@ -436,9 +425,11 @@ def evaluate(
             list of examples of one kind.
         task: Task name for the record; default taken from ``data``.
         batch_size: Forward-pass batch size.
-        normalization: Choice scores as summed log-probability (``"none"``, the
-            harness's ``acc``), per token (``"tokens"``), or per UTF-8 byte of the
-            continuation (``"bytes"``, the harness's ``acc_norm``).
+        normalization: Which choice score picks the prediction (:func:`normalized_score`):
+            summed log-probability (``"none"``, the harness's ``acc``), per character of
+            the choice (``"chars"``, the harness's ``acc_norm``), per UTF-8 byte
+            (``"bytes"``, ``acc_bytes``) or per token (``"tokens"``). ``acc_norm`` is
+            reported for choice tasks whatever this is.
         max_new_tokens: Generation budget (GSM8K).
         keep_predictions: Keep per-example predictions in the result.
         progress: ``(done, total)`` callback, in examples (choice tasks score several
@@ -446,7 +437,8 @@ def evaluate(
             continuations scaled to examples, and ends at ``total`` = examples).
 
     Returns:
-        The result: accuracy, Wilson 95 % interval, F1 (MRPC), seconds, tokens/s.
+        The result: accuracy, Wilson 95 % interval, ``acc_norm`` (choice tasks), F1 (MRPC),
+        seconds, tokens/s.
 
     Raises:
         EvaluationError: No examples, mixed example kinds, or bad options.
@@ -456,8 +448,10 @@ def evaluate(
         raise EvaluationError("no examples to evaluate", hint="Check the data file and --limit.")
     positive = data.task.positive_index if isinstance(data, TaskData) else None
     name = task or (data.task.name if isinstance(data, TaskData) else examples[0].task)
-    if normalization not in ("none", "tokens", "bytes"):
-        raise EvaluationError(f"unknown normalization `{normalization}`", hint="Use none, tokens or bytes.")
+    if normalization not in NORMALIZATIONS:
+        raise EvaluationError(
+            f"unknown normalization `{normalization}`", hint=f"Use one of {', '.join(NORMALIZATIONS)}."
+        )
     options: dict[str, Any] = {"batch_size": batch_size}
     t0 = time.perf_counter()
     predictions: list[Prediction] = []
@@ -493,10 +487,15 @@ def evaluate(
         pos = 0
         for c in choice:
             k = len(c.choices)
-            values = tuple(_normalized(s, normalization) for s in scores[pos : pos + k])
+            mine = scores[pos : pos + k]
             pos += k
-            pred = max(range(k), key=lambda j: values[j])
-            predictions.append(Prediction(c.id, pred, c.gold, pred == c.gold, values, None))
+            texts = c.choice_texts()
+            values = tuple(normalized_score(s, normalization, t) for s, t in zip(mine, texts, strict=True))
+            pred = _argmax(values)
+            pred_norm = _argmax([normalized_score(s, "chars", t) for s, t in zip(mine, texts, strict=True)])
+            predictions.append(
+                Prediction(c.id, pred, c.gold, pred == c.gold, values, None, predicted_norm=pred_norm)
+            )
         options["normalization"] = normalization
     else:
         raise EvaluationError("examples mix generation and choice tasks", hint="Evaluate one task at a time.")

@@ -69,6 +69,17 @@ class ChoiceExample:
             return self.partial
         return tuple((self.prompt, TARGET_DELIMITER + c) for c in self.choices)
 
+    def choice_texts(self) -> tuple[str, ...]:
+        """The harness's ``doc_to_choice`` strings, whose length in characters ``acc_norm`` divides by.
+
+        The verbalizers (``("negative", "positive")``), or for partial scoring the
+        contexts with each option filled in (lm-eval ``winogrande``'s ``doc_to_choice``
+        returns those, so its ``acc_norm`` divides the shared continuation's score by them).
+        """
+        if self.partial is not None:
+            return tuple(context for context, _ in self.partial)
+        return self.choices
+
 
 @dataclass(frozen=True)
 class GenerationExample:
@@ -516,7 +527,9 @@ def _choice_tsv(
 
 
 # --------------------------------------------------------------------------- tasks
-# Prompts follow lm-eval-harness (EleutherAI, lm_eval/tasks/{glue,super_glue}/.../default.yaml).
+# Prompts are lm-evaluation-harness 0.4's (lm_eval/tasks/{glue,super_glue,winogrande,gsm8k}/...yaml),
+# character for character: fields are inserted as read, never stripped (the GLUE SST-2 sentences
+# end with a space, and the harness keeps it). tests/integration/test_harness_parity.py checks it.
 
 _BOOL = {"true": 1, "false": 0, "1": 1, "0": 0}
 
@@ -532,8 +545,7 @@ def _load_boolq(path: Path, options: LoadOptions) -> list[Example]:
     out: list[Example] = []
     for row_no, (line, rec) in enumerate(_read_jsonl(path, ("question", "passage"), "label", "BoolQ")):
         gold = _label_index(path, line, rec["label"], _BOOL)
-        question = str(rec["question"]).strip()
-        prompt = f"{str(rec['passage']).strip()}\nQuestion: {question}?\nAnswer:"
+        prompt = f"{rec['passage']}\nQuestion: {rec['question']}?\nAnswer:"
         out.append(
             ChoiceExample(
                 "boolq", str(rec.get("idx", row_no)), prompt, ("no", "yes"), gold, ("false", "true")
@@ -559,9 +571,7 @@ def _load_sst2(path: Path, options: LoadOptions) -> list[Example]:
         labels={"0": 0, "1": 1},
         choices=("negative", "positive"),
         label_names=("0", "1"),
-        prompt=lambda r: (
-            f"{r['sentence'].strip()}\nQuestion: Is this sentence positive or negative?\nAnswer:"
-        ),
+        prompt=lambda r: f"{r['sentence']}\nQuestion: Is this sentence positive or negative?\nAnswer:",
         aliases={"text": "sentence"},
     )
 
@@ -585,7 +595,7 @@ def _load_mrpc(path: Path, options: LoadOptions) -> list[Example]:
         choices=("no", "yes"),
         label_names=("0", "1"),
         prompt=lambda r: (
-            f"Sentence 1: {r['#1 String'].strip()}\nSentence 2: {r['#2 String'].strip()}\n"
+            f"Sentence 1: {r['#1 String']}\nSentence 2: {r['#2 String']}\n"
             "Question: Do both sentences mean the same thing?\nAnswer:"
         ),
     )
@@ -595,7 +605,7 @@ _RTE_LABELS = {"entailment": 0, "not_entailment": 1}
 
 
 def _rte_prompt(premise: str, hypothesis: str) -> str:
-    return f"{premise.strip()}\nQuestion: {hypothesis.strip()} True or False?\nAnswer:"
+    return f"{premise}\nQuestion: {hypothesis} True or False?\nAnswer:"
 
 
 @register_task(
@@ -695,7 +705,7 @@ def _load_gsm8k(path: Path, options: LoadOptions) -> list[Example]:
                 f"{path} line {line}: `answer` has no `#### <number>` final line",
                 hint="GSM8K answers end with a line `#### <number>`.",
             )
-        prompt = f"Question: {str(rec['question']).strip()}\nAnswer:"
+        prompt = f"Question: {rec['question']}\nAnswer:"
         out.append(GenerationExample("gsm8k", str(row_no), prompt, answer, solution.strip()))
     return out
 

@@ -2,6 +2,9 @@
 
 The loss is on completion tokens only (prompt tokens get label -100), which is how
 a classification patch is trained to put mass on its verbalizer (e.g. " positive").
+The pair is tokenized by :func:`portllm_edge.evaluation.encoding.encode_pair`, the
+function evaluation scores with, so the completion's tokens are the ones evaluation
+scores (with a SentencePiece tokenizer, encoding the completion alone would not give them).
 """
 
 from __future__ import annotations
@@ -10,22 +13,33 @@ import random
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from portllm_edge.evaluation.encoding import encode_pair, special_prefix
+
 IGNORE_INDEX = -100
 
 
 def encode_pairs(
     tokenizer: Any, pairs: Sequence[tuple[str, str]], max_length: int
 ) -> list[tuple[list[int], list[int]]]:
-    """Token ids and labels for each pair; the prompt is cut from the left to fit ``max_length``.
+    """Token ids and labels for each ``(prompt, completion)`` pair.
+
+    The completion's tokens are those :func:`~portllm_edge.evaluation.encoding.encode_pair`
+    gives (the tail of the joint encoding), followed by EOS; the prompt (with the
+    tokenizer's BOS where it adds one) is cut from the left to fit ``max_length``.
 
     Returns:
-        ``[(input_ids, labels), ...]`` with ``len(input_ids) == len(labels) <= max_length``.
+        ``[(input_ids, labels), ...]`` with ``len(input_ids) == len(labels) <= max_length``;
+        labels are ``-100`` on prompt tokens.
+
+    Raises:
+        EvaluationError: a completion that encodes to zero tokens.
     """
     out = []
     eos = tokenizer.eos_token_id
+    prefix = special_prefix(tokenizer)
     for prompt, completion in pairs:
-        p = tokenizer(prompt, add_special_tokens=True)["input_ids"]
-        c = tokenizer(completion, add_special_tokens=False)["input_ids"]
+        pair = encode_pair(tokenizer, prompt, completion, prefix=prefix)
+        p, c = pair.context, pair.continuation
         if eos is not None:
             c = [*c, eos]
         c = c[:max_length]

@@ -93,6 +93,6 @@ def test_eval_unknown_task_and_bad_normalize(tmp_path, capsys):
     assert main(["eval", "--task", "sst3", "--data", str(tmp_path), "--base", "x"]) == 2
     assert "Did you mean `sst2`?" in capsys.readouterr().err
     assert (
-        main(["eval", "--task", "sst2", "--data", str(tmp_path), "--base", "x", "--normalize", "chars"]) == 2
+        main(["eval", "--task", "sst2", "--data", str(tmp_path), "--base", "x", "--normalize", "words"]) == 2
     )
-    assert "`--normalize` must be none, tokens or bytes" in capsys.readouterr().err
+    assert "`--normalize` must be one of none, tokens, chars, bytes" in capsys.readouterr().err

@@ -27,12 +27,16 @@ def llama(tiny_pairs):
 
 
 def _manual_logprob(model, tok, context: str, continuation: str) -> float:
+    """Sum of log p(continuation token) in float64, in the harness's window (the last
+    ``max_position_embeddings + 1`` tokens, all but the last one read)."""
     ctx = tok(context, add_special_tokens=False)["input_ids"]
     whole = tok(context + continuation, add_special_tokens=False)["input_ids"]
+    n_cont = len(whole) - len(ctx)
+    whole = whole[-(model.config.max_position_embeddings + 1) :]
     with torch.no_grad():
-        logits = model(torch.tensor([whole])).logits[0].double()
+        logits = model(torch.tensor([whole[:-1]])).logits[0].double()
     logp = torch.log_softmax(logits, dim=-1)
-    return float(sum(logp[t - 1, whole[t]] for t in range(len(ctx), len(whole))))
+    return float(sum(logp[t - 1, whole[t]] for t in range(len(whole) - n_cont, len(whole))))
 
 
 REQUESTS = [
@@ -53,7 +57,8 @@ def test_logprob_equals_manual_computation(llama):
         assert s.logprob == pytest.approx(_manual_logprob(model, tok, ctx, cont), rel=1e-5, abs=1e-4)
         assert s.n_tokens == len(cont.encode())  # byte-level test tokenizer: one token per byte
         assert s.logprob < 0
-    assert tokens == sum(len((c + x).encode()) for c, x in REQUESTS)
+    # the model reads every token but the last of each request
+    assert tokens == sum(len((c + x).encode()) - 1 for c, x in REQUESTS)
 
 
 def test_one_token_choices_share_one_row(llama):
@@ -62,8 +67,8 @@ def test_one_token_choices_share_one_row(llama):
     scores, tokens = score_continuations(model, tok, reqs, batch_size=2)
     for (ctx, cont), s in zip(reqs, scores, strict=True):
         assert s.logprob == pytest.approx(_manual_logprob(model, tok, ctx, cont), rel=1e-5, abs=1e-4)
-    # rows: "Pick:"+"x" (shared by x and y), "Other context:"+"x", "Pick:"+"xy"
-    assert tokens == (5 + 1) + (14 + 1) + (5 + 2)
+    # rows (the last token is never read): "Pick:" (shared by x and y), "Other context:", "Pick:"+"x"
+    assert tokens == 5 + 14 + (5 + 1)
 
 
 @pytest.mark.parametrize("family", ["llama", "gemma2"])
@@ -113,23 +118,30 @@ def test_long_context_is_truncated_on_the_left(llama):
     context = "".join(f"word{i} " for i in range(80)) + "Answer:"
     assert len(context) > window
     (score,), tokens = score_continuations(model, tok, [(context, " yes")])
-    ids = tok(context + " yes", add_special_tokens=False)["input_ids"][-window:]
+    # as the harness: keep the last window + 1 tokens, the model reads all but the last
+    ids = tok(context + " yes", add_special_tokens=False)["input_ids"][-(window + 1) :]
     with torch.no_grad():
-        logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), dim=-1)
-    expected = float(sum(logp[t - 1, ids[t]] for t in range(window - 4, window)))
+        logp = torch.log_softmax(model(torch.tensor([ids[:-1]])).logits[0].double(), dim=-1)
+    expected = float(sum(logp[t - 1, ids[t]] for t in range(window + 1 - 4, window + 1)))
     assert tokens == window
     assert score.logprob == pytest.approx(expected, rel=1e-5, abs=1e-4)
 
 
-def test_normalization_divides_by_tokens(llama):
+def test_normalization_divides_by_tokens_characters_or_bytes(llama):
     model, tok = llama
-    ex = [ChoiceExample("t", "0", "Pick:", ("a", "bbbbbbbb"), 0)]
+    ex = [ChoiceExample("t", "0", "Pick:", ("a", "bbbbbbbb", "é"), 0)]
     raw = evaluate(model, tok, ex, keep_predictions=True).predictions[0].scores
     per_tok = evaluate(model, tok, ex, normalization="tokens", keep_predictions=True).predictions[0].scores
     assert per_tok[0] == pytest.approx(raw[0] / 2)  # " a" is 2 byte tokens
     assert per_tok[1] == pytest.approx(raw[1] / 9)
+    # the harness's acc_norm / acc_bytes: the choice string's length, without the " " delimiter
+    chars = evaluate(model, tok, ex, normalization="chars", keep_predictions=True)
+    assert chars.predictions[0].scores == pytest.approx((raw[0] / 1, raw[1] / 8, raw[2] / 1))
     per_byte = evaluate(model, tok, ex, normalization="bytes", keep_predictions=True).predictions[0].scores
-    assert per_byte[1] == pytest.approx(raw[1] / 9)
+    assert per_byte == pytest.approx((raw[0] / 1, raw[1] / 8, raw[2] / 2))  # "é" is 2 UTF-8 bytes
+    best_norm = max(range(3), key=lambda j: chars.predictions[0].scores[j])
+    assert chars.predictions[0].predicted == chars.predictions[0].predicted_norm == best_norm
+    assert chars.acc_norm == float(best_norm == 0)
 
 
 def test_winogrande_partial_scoring_scores_the_shared_continuation(llama, shared_data):

@@ -65,9 +65,10 @@ def test_sst2_dev(shared_data):
     data = load_task("sst2", shared_data / "sst2" / "dev.tsv")
     assert data.total == 872 and _golds(data) == {0: 428, 1: 444}
     e = data.examples[0]
+    # the GLUE sentence keeps its trailing space, as in lm-eval's glue/sst2 prompt
     assert (
         e.prompt
-        == "it 's a charming and often affecting journey .\nQuestion: Is this sentence positive or negative?\nAnswer:"
+        == "it 's a charming and often affecting journey . \nQuestion: Is this sentence positive or negative?\nAnswer:"
     )
     assert e.choices == ("negative", "positive") and e.gold == 1
     assert format_training_text(e) == e.prompt + " positive"
