@@ -34,6 +34,8 @@ from portllm_edge.fsutil import atomic_write_json, atomic_write_text
 DEMO_TASK = "jsonl"
 DEMO_TEMPLATE = "Sentence: {text}\nQuestion: is the thing in the sentence an animal or a vehicle?\nAnswer:"
 DEMO_VERBALIZERS = {"animal": "animal", "vehicle": "vehicle"}
+DEMO_TASK_FOLDER = "animal-or-vehicle"
+"""Folder of the demo task's files: reports name a ``jsonl`` task after its file (``animal-or-vehicle/dev.jsonl``)."""
 
 ANIMALS = [
     "cat",
@@ -530,7 +532,9 @@ def run_demo(
     say("base v1 from the GGUF file (converted once, then reused)")
     v1_dir = import_gguf(gguf, reuse=True)
     work = paths.cache_dir() / "demo"
-    train_path, dev_path = make_demo_task(work / "task", seed=(settings or ExperimentSettings()).seed)
+    train_path, dev_path = make_demo_task(
+        work / DEMO_TASK_FOLDER, seed=(settings or ExperimentSettings()).seed
+    )
     corpus = write_pydoc_corpus(work / "pydoc_topics.txt")
     task = ExperimentTask(
         task=DEMO_TASK,

@@ -15,6 +15,7 @@ import typer
 
 from portllm_edge.cli.app import app
 from portllm_edge.errors import PortllmError
+from portllm_edge.reports.assemble import REPORT_KINDS
 
 runs_app = typer.Typer(
     name="runs",
@@ -25,8 +26,6 @@ runs_app = typer.Typer(
     rich_markup_mode=None,
 )
 app.add_typer(runs_app, name="runs")
-
-REPORT_KINDS = ("compare", "eval", "bench", "port")
 
 
 def _console() -> Any:
@@ -117,16 +116,6 @@ def show_cmd(
         typer.echo(json.dumps(hw, indent=2, sort_keys=True))
 
 
-def _budget_candidates(runs: list[Any]) -> list[str]:
-    out: list[str] = []
-    for r in runs:
-        for key in ("new", "base", "base_path", "base_id"):
-            value = r.inputs.get(key)
-            if isinstance(value, str) and value and value not in out:
-                out.append(value)
-    return out
-
-
 @app.command("report")
 def report_cmd(
     run_ids: Annotated[
@@ -157,7 +146,7 @@ def report_cmd(
     from portllm_edge import paths
     from portllm_edge.errors import ConfigError
     from portllm_edge.history import get_run, list_runs
-    from portllm_edge.reports import budget_rows, build_report, with_planner_estimates, write_report
+    from portllm_edge.reports import report_runs
 
     for flag, value in (("--last", last), ("--context", context)):
         if value < 1:
@@ -178,33 +167,27 @@ def report_cmd(
                 f"no {'/'.join(REPORT_KINDS)} runs in the run history {paths.runs_db()}; nothing to report",
                 hint="run `portllm-edge eval`, `port`, `compare` or `bench` first (or pass RUN_IDs)",
             )
-    rows: list[Any] = []
-    model_used: str | None = None
-    if budget:
-        candidates = [budget_model] if budget_model else _budget_candidates(runs)
-        errors: list[str] = []
-        for cand in candidates:
-            try:
-                rows = budget_rows(cand, profiles=hardware, context=context)
-                model_used = cand
-                break
-            except PortllmError as exc:
-                errors.append(exc.message)
-                if budget_model:
-                    raise
-        if not rows and candidates:
-            print(
-                f"warning: no memory-budget section ({errors[-1] if errors else 'no model'})", file=sys.stderr
-            )
-    records: list[Any] = []
-    for run in runs:
+    machine = None
+    if budget and not hardware:
         try:
-            records.append(with_planner_estimates(run))
+            from portllm_edge.planning import memory_budget
+
+            machine = memory_budget(None)  # this machine's row in the budget section (probe, no torch)
         except PortllmError as exc:
-            print(f"warning: no planner estimates for run {run.id} ({exc.message})", file=sys.stderr)
-            records.append(run)
-    report = build_report(records, budget=rows, budget_model=model_used, title=title)
-    paths_written = write_report(report, out)
+            print(f"warning: no row for this machine in the budget ({exc.message})", file=sys.stderr)
+    written = report_runs(
+        runs,
+        out,
+        budget=budget,
+        budget_model=budget_model,
+        hardware=hardware,
+        machine=machine,
+        context=context,
+        title=title,
+    )
+    for warning in written.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    paths_written = written.paths
     typer.echo(f"report of {len(runs)} runs written to {out}:")
     for p in paths_written:
         typer.echo(f"  {p.name}")

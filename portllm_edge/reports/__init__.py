@@ -5,11 +5,14 @@ Public API (pure functions over run records; matplotlib and the planner load laz
 * :func:`build_report` (runs, budget=...) -> :class:`Report`;
 * :func:`budget_rows` (model, profiles=...) -> list of :class:`BudgetRow`;
 * :func:`with_planner_estimates` (bench run) -> the run with planner estimates per configuration;
-* :func:`render_markdown`, :func:`render_json`, :func:`render_charts`, :func:`write_report`.
+* :func:`render_markdown`, :func:`render_json`, :func:`render_charts`, :func:`write_report`;
+* :func:`report_runs` (runs, out, machine=...) -> :class:`WrittenReport`: the one path from
+  recorded runs to written files, used by the CLI's ``report`` and the app's Runs screen.
 """
 
 from __future__ import annotations
 
+from portllm_edge.reports.assemble import REPORT_KINDS, WrittenReport, report_runs
 from portllm_edge.reports.budget import budget_rows, with_planner_estimates
 from portllm_edge.reports.model import (
     BREAKDOWN_KEYS,
@@ -22,11 +25,13 @@ from portllm_edge.reports.model import (
     Report,
     build_report,
     describe_run,
+    task_label,
 )
 from portllm_edge.reports.render import render_charts, render_json, render_markdown, write_report
 
 __all__ = [
     "BREAKDOWN_KEYS",
+    "REPORT_KINDS",
     "AccuracyRow",
     "BudgetCell",
     "BudgetRow",
@@ -34,12 +39,15 @@ __all__ = [
     "MemoryPhase",
     "Ratio",
     "Report",
+    "WrittenReport",
     "budget_rows",
     "build_report",
     "describe_run",
     "render_charts",
     "render_json",
     "render_markdown",
+    "report_runs",
+    "task_label",
     "with_planner_estimates",
     "write_report",
 ]

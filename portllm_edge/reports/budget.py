@@ -7,7 +7,8 @@ profiles (:func:`portllm_edge.catalog.loader.load_catalog`); this module only tu
 those into :class:`~portllm_edge.reports.model.BudgetRow` records. It is the single
 hook between reports and planning: if the planner's API changes, only this file does.
 
-It must not import torch, and must not probe the local GPU (profiles only).
+It must not import torch, and must not probe the machine itself: a caller that wants
+this machine's row passes the :class:`~portllm_edge.planning.Budget` it built from the probe.
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ def budget_rows(
     context: int = 2048,
     batch: int = 1,
     headroom_fraction: float | None = None,
+    machine: Any = None,
 ) -> list[BudgetRow]:
-    """Plan ``model`` against every hardware profile (or the named ones).
+    """Plan ``model`` against this machine (when given) and every hardware profile (or the named ones).
 
     Args:
         model: Anything :func:`portllm_edge.planning.plan.resolve_model_spec` accepts:
@@ -45,10 +47,12 @@ def budget_rows(
         context: Tokens per sequence for the estimate.
         batch: Sequences per batch.
         headroom_fraction: Kept-back fraction of each card; default the planner's.
+        machine: This machine's :class:`~portllm_edge.planning.Budget` (built from the probe by
+            the caller); its row comes first, marked ``this_machine``.
 
     Returns:
-        One row per profile: estimate, fit and headroom per precision, best precision,
-        and whether LoRA/QLoRA fine-tuning fits.
+        One row per profile (this machine first): estimate, fit and headroom per precision,
+        best precision, and whether LoRA/QLoRA fine-tuning fits.
 
     Raises:
         PlanningError: The model can't be sized. ConfigError: Unknown profile.
@@ -61,12 +65,21 @@ def budget_rows(
     names = list(profiles) if profiles is not None else sorted(catalog.hardware)
     spec = resolve_model_spec(model)
     precs = tuple(precisions)
-    rows: list[BudgetRow] = []
+    budgets: list[tuple[Any, str, str, bool]] = []
+    if machine is not None:
+        from portllm_edge.hardware.sizes import format_size
+
+        label = f"this machine: {machine.name}, {format_size(machine.total_bytes)}"
+        budgets.append((machine, "this-machine", label, True))
     for name in names:
         profile = catalog.hardware_profile(name)
         budget = budget_from_profile(
             profile, DEFAULT_HEADROOM if headroom_fraction is None else headroom_fraction
         )
+        display = getattr(profile, "display_name", None) or profile.name
+        budgets.append((budget, profile.name, display, False))
+    rows: list[BudgetRow] = []
+    for budget, key, display, mine in budgets:
         plan = plan_model(spec, budget=budget, context=context, batch=batch, precisions=precs)
         cells = tuple(
             BudgetCell(o.breakdown.precision.value, o.breakdown.total_bytes, o.fits, o.spare_bytes)
@@ -74,13 +87,14 @@ def budget_rows(
         )
         rows.append(
             BudgetRow(
-                profile=profile.name,
-                display_name=getattr(profile, "display_name", None) or profile.name,
+                profile=key,
+                display_name=display,
                 total_bytes=budget.total_bytes,
                 usable_bytes=budget.usable_bytes,
                 cells=cells,
                 best=plan.best.value if plan.best is not None else None,
                 finetune_fits={_same_label(o.label): o.fits for o in plan.finetune},
+                this_machine=mine,
             )
         )
     return rows

@@ -17,8 +17,11 @@ Accepted run results (all keys optional except where noted; unknown keys are ign
   ``measurements``/``jobs``/``phases``/``runs``, or under a named key such as ``port``,
   ``lora_finetune`` or ``memory``) holding ``peak_bytes`` (a ``MeasureResult.to_dict()``
   fits) or ``peak_median_bytes`` (with ``peak_spread_bytes`` and ``wall_median_seconds``:
-  a ``BenchConfigResult`` in ``configs``), or, for a ``port`` run's own record,
-  ``peak_rss_bytes``/``cuda_max_reserved_bytes`` with ``precision`` and ``phases`` (seconds). Optional per measurement: ``label``/``name``/``job``, ``metric``,
+  a ``BenchConfigResult`` in ``configs``); a workflow ``port`` record has ``peak_bytes`` and
+  ``metric`` at the top level (its worker's peak), ``precision``, ``phases`` (seconds) and
+  ``saving.port_estimate_bytes``. Peaks read in the run's own process (older ``port``
+  records' ``peak_rss_bytes``/``cuda_max_reserved_bytes``) are left out of memory tables and
+  charts, with a note. Optional per measurement: ``label``/``name``/``job``, ``metric``,
   ``breakdown`` (``{"weights": bytes, "adapter": ..., "optimizer": ..., "activations":
   ..., "other": ...}``, measured), ``estimate`` (a planner ``MemoryBreakdown.to_dict()``)
   or ``estimate_bytes``, ``wall_seconds``, ``details.precision``/``details.dtype``.
@@ -172,6 +175,8 @@ class BudgetRow:
         cells: One per precision, in the order planned.
         best: The best-quality fitting precision, or ``None`` when nothing fits.
         finetune_fits: Fine-tuning option label -> fits (``{"LoRA bf16": False, ...}``).
+        this_machine: The row is the machine the report was written on (from the probe), not a
+            catalogue profile.
     """
 
     profile: str
@@ -181,6 +186,7 @@ class BudgetRow:
     cells: tuple[BudgetCell, ...]
     best: str | None
     finetune_fits: dict[str, bool] = field(default_factory=dict)
+    this_machine: bool = False
 
 
 @dataclass(frozen=True)
@@ -261,12 +267,44 @@ def _config_label(inputs: Mapping[str, Any]) -> str:
     return label
 
 
+_CUSTOM_TASKS = ("jsonl", "custom")
+_GENERIC_STEMS = ("dev", "val", "valid", "validation", "test", "train", "data", "eval")
+
+
+def task_label(task: str, inputs: Mapping[str, Any], results: Mapping[str, Any] | None = None) -> str:
+    """The name a person knows a task by, for tables and chart labels.
+
+    A recorded ``task_title`` wins. The built-in tasks keep their names (``sst2``). The
+    ``jsonl`` task is the user's own data, so it is named after its file: the file's stem
+    (``reviews.jsonl`` -> ``reviews``), or ``folder/file`` when the stem is a generic split
+    name (``.../animal-or-vehicle/dev.jsonl`` -> ``animal-or-vehicle/dev.jsonl``).
+    """
+    res = results or {}
+    title = inputs.get("task_title") or res.get("task_title")
+    if isinstance(title, str) and title:
+        return title
+    if task not in _CUSTOM_TASKS:
+        return task
+    data = inputs.get("data") or inputs.get("eval_data") or res.get("data")
+    evaluate = inputs.get("evaluate")
+    if not data and isinstance(evaluate, Mapping):
+        data = evaluate.get("data")
+    if not isinstance(data, str) or not data:
+        return task
+    from pathlib import PurePath
+
+    path = PurePath(data)
+    if path.stem.lower() in _GENERIC_STEMS and path.parent.name:
+        return f"{path.parent.name}/{path.name}"
+    return path.stem or task
+
+
 def _accuracy_row(task: str, config: str, d: Mapping[str, Any], run_id: str | None) -> AccuracyRow | None:
     acc = _num(d.get("accuracy"))
     if acc is None:
         return None
     return AccuracyRow(
-        task=str(d.get("task") or task),
+        task=task,
         config=config,
         accuracy=acc,
         ci_low=_num(d.get("ci_low")),
@@ -280,8 +318,11 @@ def _accuracy_row(task: str, config: str, d: Mapping[str, Any], run_id: str | No
 def accuracy_rows(
     kind: str, inputs: Mapping[str, Any], results: Mapping[str, Any], run_id: str | None = None
 ) -> list[AccuracyRow]:
-    """Accuracy rows of one ``eval`` or ``compare`` run (see the module docstring for shapes)."""
-    task = str(results.get("task") or inputs.get("task") or "task")
+    """Accuracy rows of one ``eval`` or ``compare`` run (see the module docstring for shapes).
+
+    The task is named by :func:`task_label` (a ``jsonl`` task after its data file).
+    """
+    task = task_label(str(results.get("task") or inputs.get("task") or "task"), inputs, results)
     out: list[AccuracyRow] = []
     if kind == "eval":
         row = _accuracy_row(task, _config_label(inputs), results, run_id)
@@ -326,11 +367,6 @@ def _estimate_total(d: Mapping[str, Any]) -> int | None:
 def _phase(label: str, d: Mapping[str, Any], run_id: str | None) -> MemoryPhase | None:
     peak = _int(d.get("peak_bytes", d.get("peak_median_bytes", d.get("median_peak_bytes"))))
     metric = d.get("metric")
-    if peak is None:  # a port run's own record: peak RSS on CPU, max reserved on CUDA
-        for key, name in (("cuda_max_reserved_bytes", "cuda_max_reserved"), ("peak_rss_bytes", "peak_rss")):
-            if (peak := _int(d.get(key))) is not None:
-                metric = metric or name
-                break
     if peak is None:
         return None
     wall = _num(d.get("wall_seconds", d.get("wall_median_seconds", d.get("seconds"))))
@@ -351,21 +387,43 @@ def _phase(label: str, d: Mapping[str, Any], run_id: str | None) -> MemoryPhase 
         source = "measured"
     elif isinstance(d.get("estimate"), Mapping) and d["estimate"].get("terms"):
         breakdown, source = breakdown_from_estimate(d["estimate"]), "estimated"
+    estimate = _estimate_total(d)
+    saving = d.get("saving")
+    if estimate is None and isinstance(saving, Mapping):  # a workflow port: the planner's port estimate
+        estimate = _int(saving.get("port_estimate_bytes"))
     return MemoryPhase(
         label=label,
         peak_bytes=peak,
         metric=str(metric) if metric else None,
         breakdown=breakdown,
         breakdown_source=source,
-        estimate_bytes=_estimate_total(d),
+        estimate_bytes=estimate,
         wall_seconds=wall,
         run_id=run_id,
         spread_bytes=_int(d.get("peak_spread_bytes")),
     )
 
 
+IN_PROCESS_KEYS = ("peak_rss_bytes", "cuda_max_reserved_bytes")
+"""Keys of a peak read in the caller's own process (older ``port`` records): never charted."""
+
+
+def in_process_peak(results: Mapping[str, Any]) -> bool:
+    """Whether a run's only memory figure is its own process's peak (``peak_rss_bytes``/``cuda_max_reserved_bytes``).
+
+    Such a peak counts everything the process did before (an app's whole lifetime, an earlier
+    attempt), so reports leave it out and say so; isolated measurements come from a worker
+    process (``peak_bytes`` / ``peak_median_bytes`` with their ``metric``).
+    """
+    return any(_int(results.get(k)) for k in IN_PROCESS_KEYS) and not memory_phases("port", results)
+
+
 def memory_phases(kind: str, results: Mapping[str, Any], run_id: str | None = None) -> list[MemoryPhase]:
-    """Measured memory phases of a ``bench``/``port``/``train`` run (see the module docstring)."""
+    """Memory phases measured in isolation (a worker process) in a ``bench``/``port``/``train`` run.
+
+    A phase is a dict with ``peak_bytes`` or ``peak_median_bytes`` (see the module docstring).
+    Peaks read in the caller's own process (``peak_rss_bytes``) are not phases.
+    """
     out: list[MemoryPhase] = []
     seen: set[int] = set()
 
@@ -439,7 +497,8 @@ def describe_run(kind: str, inputs: Mapping[str, Any], results: Mapping[str, Any
     """One short line about a run, for listings (``sst2: 0.812 (n=200) llama + p1 (nf4)``)."""
     if kind == "eval" and _num(results.get("accuracy")) is not None:
         n = results.get("n")
-        return f"{results.get('task', inputs.get('task', '?'))}: accuracy {results['accuracy']:.3f} (n={n}) — {_config_label(inputs)}"
+        task = task_label(str(results.get("task", inputs.get("task", "?"))), inputs, results)
+        return f"{task}: accuracy {results['accuracy']:.3f} (n={n}) — {_config_label(inputs)}"
     if kind == "compare":
         rows = accuracy_rows(kind, inputs, results)
         if rows:
@@ -505,10 +564,16 @@ def build_report(
         if kind in ("eval", "compare"):
             acc.extend(accuracy_rows(kind, inputs, results, rid))
         if kind == "compare" and (gain := _num(results.get("recovered_gain"))) is not None:
-            gains.append(GainKept(str(results.get("task") or inputs.get("task") or "task"), gain, rid))
+            task = task_label(str(results.get("task") or inputs.get("task") or "task"), inputs, results)
+            gains.append(GainKept(task, gain, rid))
         if kind in ("bench", "port", "train"):
             mem.extend(memory_phases(kind, results, rid))
             ratios.extend(ratios_of(results, rid))
+            if in_process_peak(results):
+                notes.append(
+                    f"run {rid}: its peak was read in its own process (everything that process did "
+                    "before counts), not in an isolated worker; left out of the memory tables and charts"
+                )
     order: dict[str, int] = {}
     for row in acc:
         order.setdefault(row.task, len(order))

@@ -211,52 +211,70 @@ def chart_accuracy(report: Report) -> bytes | None:
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 105)
     ax.set_title("Accuracy per configuration (95% Wilson CI)")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     ax.grid(axis="y", alpha=0.3)
     return _png(fig)
 
 
 def chart_memory(report: Report) -> bytes | None:
-    """Stacked bars: each phase's peak split into weights/adapter/optimizer/activations/other (GiB, PNG).
+    """Per job, side by side: the planner's estimate split by category, and the measured peak (GiB, PNG).
 
-    A phase without a breakdown is drawn as one hatched bar of its measured peak.
+    Every bar is a measurement made in an isolated worker process (:class:`MemoryPhase`); the
+    estimate bar is stacked by weights/adapter/optimizer/activations/other when the run has
+    the planner's terms, else one plain bar; a job without an estimate shows its measured bar only.
     """
     if not report.memory:
         return None
     phases = list(report.memory)
-    fig = _figure(max(6.0, 1.3 * len(phases) + 3), 4.2)
+    fig = _figure(max(6.5, 1.6 * len(phases) + 3), 4.4)
     ax = fig.add_subplot(1, 1, 1)
     xs = list(range(len(phases)))
+    w = 0.38
+    est_x = [x - w / 2 for x in xs]
     bottom = [0.0] * len(phases)
     for key in BREAKDOWN_KEYS:
-        vals = [_gib(p.breakdown[key]) if p.breakdown else 0.0 for p in phases]
+        vals = [
+            _gib(p.breakdown[key]) if p.breakdown and p.breakdown_source == "estimated" else 0.0
+            for p in phases
+        ]
         if any(vals):
-            ax.bar(xs, vals, 0.6, bottom=bottom, label=key, color=_COLORS[key])
+            ax.bar(est_x, vals, w, bottom=bottom, label=f"estimate: {key}", color=_COLORS[key])
             bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
-    plain = [_gib(p.peak_bytes) if not p.breakdown else 0.0 for p in phases]
-    if any(plain):
-        ax.bar(xs, plain, 0.6, label="peak (no breakdown)", color="#CCCCCC", hatch="//", edgecolor="#666666")
-    peaks = [_gib(p.peak_bytes) for p in phases]
-    ax.hlines(
-        peaks,
-        [x - 0.35 for x in xs],
-        [x + 0.35 for x in xs],
-        colors="black",
-        linewidth=2,
-        zorder=3,
-        label="measured peak",
+    plain_est = [
+        _gib(p.estimate_bytes) if p.estimate_bytes is not None and p.breakdown_source != "estimated" else 0.0
+        for p in phases
+    ]
+    if any(plain_est):
+        ax.bar(est_x, plain_est, w, label="estimate (total)", color="#937860")
+    for x, p in zip(est_x, phases, strict=True):
+        if p.estimate_bytes is not None:
+            ax.annotate(
+                f"{_gib(p.estimate_bytes):.2f}",
+                (x, _gib(p.estimate_bytes)),
+                textcoords="offset points",
+                xytext=(0, 3),
+                ha="center",
+                fontsize=7,
+            )
+    meas = ax.bar(
+        [x + w / 2 for x in xs],
+        [_gib(p.peak_bytes) for p in phases],
+        w,
+        label="measured peak (isolated worker)",
+        color="#222222",
     )
-    for x, p in zip(xs, peaks, strict=True):
-        ax.annotate(f"{p:.2f}", (x, p), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=7)
+    ax.bar_label(meas, labels=[f"{_gib(p.peak_bytes):.2f}" for p in phases], fontsize=7, padding=2)
     ax.set_xticks(xs, [p.label for p in phases], rotation=15, ha="right", fontsize=8)
     ax.set_ylabel("GiB")
-    sources = {p.breakdown_source for p in phases if p.breakdown}
-    subtitle = (
-        "bars: planner estimate by category" if sources == {"estimated"} else "bars: breakdown by category"
+    metrics = sorted({p.metric for p in phases if p.metric})
+    ax.set_title(
+        "Peak memory per job: planner estimate (left, by category) vs measured (right)\n"
+        f"measured in a worker process of its own; metric: {', '.join(metrics) or 'n/a'}",
+        fontsize=9,
     )
-    ax.set_title(f"Peak memory per phase\n({subtitle}; line: measured peak)", fontsize=10)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper right")
     ax.grid(axis="y", alpha=0.3)
+    ax.set_ylim(0, max(max(bottom), max(plain_est), max(_gib(p.peak_bytes) for p in phases)) * 1.25)
     return _png(fig)
 
 
@@ -282,36 +300,61 @@ def chart_estimates(report: Report) -> bytes | None:
     ax.bar_label(meas, fmt="%.2f", fontsize=7, padding=2)
     ax.set_xticks(xs, [p.label for p in both], rotation=15, ha="right", fontsize=8)
     ax.set_ylabel("GiB")
-    ax.set_title("Planner estimate vs measured peak")
+    ax.set_title(
+        "Planner estimate vs measured peak\n(each measured in a worker process of its own)", fontsize=10
+    )
     ax.legend(fontsize=7)
     ax.grid(axis="y", alpha=0.3)
     return _png(fig)
 
 
 def chart_budget(report: Report) -> bytes | None:
-    """Horizontal bars of each card's usable memory with the estimate of each precision marked (GiB, PNG)."""
+    """Per device: its usable memory and each precision's inference estimate, on a log scale (GiB, PNG).
+
+    A log axis, so that a 135M model's four precisions (hundreds of MiB) are told apart on
+    the same chart as a 72 GiB card. This machine's row (when the report has one) comes first,
+    in bold; a marker left of its row's line fits, right of it does not.
+    """
     if not report.budget:
         return None
     rows = list(report.budget)
-    fig = _figure(8.0, max(3.0, 0.45 * len(rows) + 1.5))
+    fig = _figure(8.5, max(3.2, 0.42 * len(rows) + 1.8))
     ax = fig.add_subplot(1, 1, 1)
-    ys = list(range(len(rows)))
-    ax.barh(ys, [_gib(b.usable_bytes) for b in rows], 0.6, color="#DDDDDD", label="usable memory")
-    markers = ["o", "s", "^", "D", "v", "P"]
+    ys = list(range(len(rows)))[::-1]  # first row on top
+    usable = [_gib(b.usable_bytes) for b in rows]
     precs = [c.precision for c in rows[0].cells]
+    needed = [_gib(c.needed_bytes) for b in rows for c in b.cells]
+    low = min([*needed, *usable]) / 2
+    ax.hlines(ys, [low] * len(rows), usable, colors="#CCCCCC", linewidth=7, label="usable memory", zorder=1)
+    ax.scatter(usable, ys, marker="|", s=200, color="#555555", zorder=2)
+    markers = ["o", "s", "^", "D", "v", "P"]
     for k, prec in enumerate(precs):
         vals = []
         for b in rows:
             cell = next((c for c in b.cells if c.precision == prec), None)
             vals.append(_gib(cell.needed_bytes) if cell else float("nan"))
-        ax.scatter(vals, ys, marker=markers[k % len(markers)], label=f"{prec} estimate", zorder=3)
+        ax.scatter(vals, ys, marker=markers[k % len(markers)], label=f"{prec} estimate", zorder=3, s=28)
+    ax.set_xscale("log")
+    ax.set_xlim(low, max([*needed, *usable]) * 1.6)
     ax.set_yticks(ys, [b.display_name for b in rows], fontsize=7)
-    ax.set_xlabel("GiB")
-    title = "Inference estimate per precision vs usable memory"
+    for tick, b in zip(ax.get_yticklabels(), rows, strict=True):
+        if b.this_machine:
+            tick.set_fontweight("bold")
+            tick.set_color("#C44E52")
+    ax.set_xlabel("GiB (log scale)")
+    ax.xaxis.set_major_formatter(_gib_formatter())
+    title = "Inference estimate per precision vs usable memory (fits: marker left of the bar's end)"
     ax.set_title(title + (f"\n{report.budget_model}" if report.budget_model else ""), fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
-    ax.grid(axis="x", alpha=0.3)
+    ax.grid(axis="x", which="both", alpha=0.25)
     return _png(fig)
+
+
+def _gib_formatter() -> Any:
+    """Tick labels for a log GiB axis: ``0.25``, ``1``, ``16`` (no ``10^-1``)."""
+    from matplotlib.ticker import FuncFormatter
+
+    return FuncFormatter(lambda v, _pos: f"{v:g}")
 
 
 def render_charts(report: Report) -> dict[str, bytes]:

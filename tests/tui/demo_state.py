@@ -109,7 +109,8 @@ def build_demo_state(tiny_adapter: Path, monkeypatch: pytest.MonkeyPatch) -> Non
         {"patch": PATCH, "base": NEW_BASE, "precision": "nf4"},
         {
             "precision": "nf4",
-            "peak_rss_bytes": int(1.27 * GiB),
+            "peak_bytes": int(1.27 * GiB),  # measured in the port's worker process
+            "metric": "peak_anon_rss",
             "phases": {"check": 0.4, "load": 6.1, "attach": 0.3, "save": 0.1},
             "ported_name": PORTED,
             "attach": {"matched_tensors": 8, "total_tensors": 8},

@@ -292,3 +292,54 @@ def test_choosing_a_base_never_overrides_the_users_precision(tiny_pairs) -> None
             assert f"your {mine} kept" in plain(screen.query_one("#precision-note")) or picked == mine
 
     run(body)
+
+
+def test_app_and_cli_write_the_same_report_files(tiny_pairs, tmp_path: Path) -> None:
+    """One function writes both reports: same file names; the app's budget has this machine first."""
+    from portllm_edge.cli import main
+    from portllm_edge.runs import record_run
+
+    base = str(tiny_pairs["llama"].new)
+    record_run(
+        "compare",
+        {"task": "jsonl", "data": "/d/animal-or-vehicle/dev.jsonl", "new": base},
+        {"task": "jsonl", "rows": [{"config": "v2 + ported patch (nf4)", "accuracy": 0.9, "n": 10}]},
+    )
+    record_run(
+        "bench",
+        {"base": base, "seq_len": 32, "batch_size": 2},
+        {
+            "configs": [
+                {"name": "lora_fp32", "peak_median_bytes": 9 * 10**8, "metric": "peak_anon_rss"},
+                {"name": "port_nf4", "peak_median_bytes": 3 * 10**8, "metric": "peak_anon_rss"},
+            ],
+            "ratio": 3.0,
+        },
+    )
+    assert main(["report", "--out", str(tmp_path / "cli")]) == 0
+
+    async def body() -> None:
+        app = make_app(start_screen="runs", report_dir=str(tmp_path / "app"), read_hardware=fake_cpu_report)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await settle(pilot)
+            await pilot.press("w")
+            await pilot.pause()
+            await pilot.press("enter")
+            await settle(pilot)
+
+    run(body)
+    cli = sorted(p.name for p in (tmp_path / "cli").iterdir())
+    assert sorted(p.name for p in (tmp_path / "app").iterdir()) == cli
+    assert cli == [
+        "accuracy.png",
+        "estimate_vs_measured.png",
+        "memory_breakdown.png",
+        "memory_budget.png",
+        "report.json",
+        "report.md",
+    ]
+    app_doc = json.loads((tmp_path / "app" / "report.json").read_text())
+    first = app_doc["budget"][0]
+    assert first["this_machine"] and first["total_bytes"] == 16 * 2**30  # the injected CPU box
+    assert app_doc["accuracy"][0]["task"] == "animal-or-vehicle/dev.jsonl"
+    assert all(m["estimate_bytes"] for m in app_doc["memory"])  # the planner's estimates, as in the CLI's

@@ -306,25 +306,87 @@ def test_compare_gain_kept_is_reported():
     assert "- sst2: the port keeps **93.3%** of the patch's gain over zero-shot" in render_markdown(rep)
 
 
-def test_port_run_record_shape():
-    port = {
+def test_in_process_port_peak_is_left_out_and_worker_peak_is_kept():
+    old_style = {
         "id": "port-1",
         "kind": "port",
         "status": "ok",
         "started_at": "",
         "inputs": {"patch": "p", "precision": "nf4"},
         "results": {
-            "peak_rss_bytes": 452239360,
+            "peak_rss_bytes": 452239360,  # the calling process's own peak: not an isolated measurement
             "cuda_max_reserved_bytes": None,
             "precision": "nf4",
             "phases": {"load": 0.5, "attach": 0.25, "check": 4.0},
             "evaluation": None,
         },
     }
-    (phase,) = build_report([port]).memory
-    assert (phase.label, phase.peak_bytes, phase.metric, phase.wall_seconds) == (
+    rep = build_report([old_style])
+    assert rep.memory == ()
+    assert any("port-1" in n and "isolated worker" in n for n in rep.notes)
+    assert render_charts(rep) == {}
+    workflow = {  # a workflow.port record: the worker's peak and the planner's port estimate
+        **old_style,
+        "id": "port-2",
+        "results": {
+            "peak_bytes": 1_300_000_000,
+            "metric": "peak_anon_rss",
+            "precision": "nf4",
+            "phases": {"load": 0.5, "attach": 0.25, "check": 4.0},
+            "memory": {"metric": "peak_anon_rss", "peak_bytes": 1_300_000_000, "wall_seconds": 5.0},
+            "saving": {"port_estimate_bytes": 800_000_000, "baseline_bytes": 2_600_000_000},
+        },
+    }
+    (phase,) = build_report([workflow]).memory
+    assert (phase.label, phase.peak_bytes, phase.metric, phase.wall_seconds, phase.estimate_bytes) == (
         "port (nf4)",
-        452239360,
-        "peak_rss",
+        1_300_000_000,
+        "peak_anon_rss",
         4.75,
+        800_000_000,
     )
+
+
+@pytest.mark.parametrize(
+    ("inputs", "expected"),
+    [
+        (
+            {"task": "jsonl", "data": "/h/cache/demo/animal-or-vehicle/dev.jsonl"},
+            "animal-or-vehicle/dev.jsonl",
+        ),
+        ({"task": "jsonl", "data": "/data/reviews.jsonl"}, "reviews"),
+        ({"task": "jsonl", "evaluate": {"data": "/data/tickets.jsonl"}}, "tickets"),
+        ({"task": "jsonl", "data": "/x/dev.jsonl", "task_title": "animal or vehicle"}, "animal or vehicle"),
+        ({"task": "sst2", "data": "/shared/sst2/dev.tsv"}, "sst2"),
+        ({"task": "jsonl"}, "jsonl"),
+    ],
+)
+def test_task_label_names_a_jsonl_task_after_its_file(inputs, expected):
+    run = {
+        "id": "compare-1",
+        "kind": "compare",
+        "status": "ok",
+        "started_at": "",
+        "inputs": inputs,
+        "results": {
+            "task": inputs["task"],
+            "rows": [{"config": "a", "accuracy": 0.9}],
+            "recovered_gain": 1.0,
+        },
+    }
+    rep = build_report([run])
+    assert [r.task for r in rep.accuracy] == [expected]
+    assert [g.task for g in rep.gains] == [expected]
+
+
+def test_budget_rows_put_this_machine_first(tiny_pairs):
+    from portllm_edge.planning import Budget
+
+    machine = Budget("host RAM", "probe", "cpu", 16 * GiB, 12 * GiB, 0.1)
+    rows = budget_rows(tiny_pairs["llama"].new, profiles=["t4-16gb"], machine=machine)
+    assert [(r.profile, r.this_machine) for r in rows] == [("this-machine", True), ("t4-16gb", False)]
+    assert rows[0].display_name == "this machine: host RAM, 16.00 GiB"
+    assert rows[0].usable_bytes == int(12 * GiB * 0.9) and rows[0].total_bytes == 16 * GiB
+    md = render_markdown(build_report([], budget=rows, budget_model="tiny"))
+    assert "| this machine: host RAM, 16.00 GiB | 16.00 GiB | 10.80 GiB |" in md
+    assert render_charts(build_report([], budget=rows))["memory_budget.png"].startswith(PNG_MAGIC)

@@ -3,8 +3,8 @@
 The chart is drawn with block characters in a Static (see :func:`render_chart`):
 accuracy per configuration for eval/compare runs, measured memory peaks
 for bench runs, and wall time per phase for port and train runs. "Write report"
-calls :func:`portllm_edge.reports.write_report` on the listed runs (Markdown, JSON,
-PNG charts) in a thread worker.
+calls :func:`portllm_edge.reports.report_runs` on the listed runs (Markdown, JSON,
+PNG charts: the same files as the CLI's ``report``) in a thread worker.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from textual.widgets import DataTable, Static
 from ..common import BaseScreen, PathModal, fill_table, human, notify_error_from_thread
 from ..messages import RunsLoaded
 
-REPORT_KINDS = ("compare", "eval", "bench", "port", "train")
 RUN_COLUMNS = ("run", "kind", "status", "started (UTC)", "what")
 
 
@@ -266,6 +265,8 @@ class RunsScreen(BaseScreen):
 
         def done(dest: str | None) -> None:
             if dest:
+                from portllm_edge.reports import REPORT_KINDS
+
                 ids = [i for i in reversed(self.order) if self.runs[i].kind in REPORT_KINDS]
                 self.write_report(ids, dest)
 
@@ -276,19 +277,27 @@ class RunsScreen(BaseScreen):
 
     @work(thread=True, exclusive=True, group="runs-report")
     def write_report(self, run_ids: list[str], dest: str) -> None:
-        """Build and write the report (matplotlib is imported here, in the worker)."""
-        from portllm_edge.reports import build_report, write_report
+        """Write the report through :func:`portllm_edge.reports.report_runs`, as the CLI's ``report`` does.
+
+        The same files as the CLI (planner estimates, the budget section with this machine's row
+        first, every chart); matplotlib is imported here, in the worker.
+        """
+        from portllm_edge.reports import report_runs
 
         try:
             runs = [self.runs[i] for i in run_ids]
-            report = build_report(runs)
-            written = write_report(report, dest)
+            try:
+                machine = self.papp.deps.budget()
+            except Exception:  # the budget section then lists the catalogue's profiles only
+                machine = None
+            written = report_runs(runs, dest, machine=machine)
         except Exception as exc:
             notify_error_from_thread(self.app, exc)
             return
         self.app.call_from_thread(
             self.notify,
-            f"{len(runs)} runs, {len(written)} files in {dest}",
+            f"{len(runs)} runs, {len(written.paths)} files in {dest}"
+            + "".join(f"\n{w}" for w in written.warnings),
             title="Report written",
             markup=False,
         )

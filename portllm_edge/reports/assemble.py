@@ -1,0 +1,115 @@
+"""One way to write a report from recorded runs, for the CLI's ``report`` and the app's "write report".
+
+Why this module exists: the two clients wrote different reports (the app's had no planner
+estimates and no budget section: 4 files against the CLI's 6). Both now call
+:func:`report_runs`, which picks the budget model, adds the planner's estimates, builds the
+report and writes it; the clients only choose the runs and the folder and show the result.
+
+It must not import torch or probe the machine: a caller that wants this machine's row in
+the budget passes its :class:`~portllm_edge.planning.Budget`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from portllm_edge.errors import PortllmError
+from portllm_edge.reports.model import Report
+
+REPORT_KINDS = ("compare", "eval", "bench", "port")
+"""Run kinds a report is built from by default (the CLI's ``report`` and the app's Runs screen)."""
+
+
+@dataclass(frozen=True)
+class WrittenReport:
+    """What :func:`report_runs` wrote.
+
+    Attributes:
+        report: The report.
+        paths: Files written: ``report.md``, ``report.json``, then the PNG charts.
+        warnings: Sections left out and why (no budget model, no planner estimate for a run).
+    """
+
+    report: Report
+    paths: list[Path]
+    warnings: list[str] = field(default_factory=list)
+
+
+def budget_candidates(runs: Sequence[Any]) -> list[str]:
+    """Model references the runs name (``new``, ``base``, ...), first seen first: budget-section candidates."""
+    out: list[str] = []
+    for r in runs:
+        inputs = r.inputs if hasattr(r, "inputs") else r.get("inputs") or {}
+        for key in ("new", "base", "base_path", "base_id"):
+            value = inputs.get(key)
+            if isinstance(value, str) and value and value not in out:
+                out.append(value)
+    return out
+
+
+def report_runs(
+    runs: Sequence[Any],
+    out: str | Path,
+    *,
+    budget: bool = True,
+    budget_model: str | None = None,
+    hardware: Sequence[str] | None = None,
+    machine: Any = None,
+    context: int = 2048,
+    title: str = "portllm-edge report",
+) -> WrittenReport:
+    """Build the report of ``runs`` (oldest first) and write it into ``out``.
+
+    Args:
+        runs: ``RunRecord`` objects (or dicts of their fields).
+        out: Folder for ``report.md``, ``report.json`` and the charts (created if missing).
+        budget: Include the memory-budget section.
+        budget_model: Model of the budget section; default the first of the runs' bases that
+            the planner can size.
+        hardware: Hardware profiles of the budget section; default all.
+        machine: This machine's :class:`~portllm_edge.planning.Budget`; its row comes first in
+            the budget section and chart. ``None``: profiles only.
+        context: Tokens per sequence of the budget estimates.
+        title: Heading.
+
+    Returns:
+        The report, the files written and the warnings.
+
+    Raises:
+        PortllmError: ``budget_model`` given and not sizeable; ConfigError: ``out`` is a file,
+        unknown hardware profile.
+    """
+    from portllm_edge.reports.budget import budget_rows, with_planner_estimates
+    from portllm_edge.reports.model import build_report
+    from portllm_edge.reports.render import write_report
+
+    warnings: list[str] = []
+    rows: list[Any] = []
+    model_used: str | None = None
+    if budget:
+        candidates = [budget_model] if budget_model else budget_candidates(runs)
+        errors: list[str] = []
+        for cand in candidates:
+            try:
+                rows = budget_rows(cand, profiles=hardware, context=context, machine=machine)
+                model_used = cand
+                break
+            except PortllmError as exc:
+                errors.append(exc.message)
+                if budget_model:
+                    raise
+        if not rows and candidates:
+            warnings.append(f"no memory-budget section ({errors[-1] if errors else 'no model'})")
+    records: list[Any] = []
+    for run in runs:
+        try:
+            records.append(with_planner_estimates(run))
+        except PortllmError as exc:
+            rid = run.id if hasattr(run, "id") else run.get("id")
+            warnings.append(f"no planner estimates for run {rid} ({exc.message})")
+            records.append(run)
+    report = build_report(records, budget=rows, budget_model=model_used, title=title)
+    return WrittenReport(report, write_report(report, out), warnings)
