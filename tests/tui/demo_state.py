@@ -86,9 +86,12 @@ def build_demo_state(tiny_adapter: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     (src / "README.md").write_text("A tiny LoRA adapter for the app's snapshot tests.\n", encoding="utf-8")
     tiny_adapter = src
     store = PatchStore()
-    store.import_dir(tiny_adapter, name=PATCH, task="jsonl", source_base_id=OLD_BASE)
+    # Fixed lineage notes: the default one names the (temporary) source folder, whose length
+    # changes the manifest's size from run to run.
+    imported = LineageEntry(kind="import", note="trained by the demo")
+    store.import_dir(tiny_adapter, name=PATCH, task="jsonl", source_base_id=OLD_BASE, lineage=[imported])
     lineage = [
-        *store.get(PATCH).manifest.lineage,
+        imported,
         LineageEntry(
             kind="port", base_id=NEW_BASE, precision="nf4", parent=PATCH, note="8/8 tensors matched"
         ),
