@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
+	@# llama-cpp-python (dev: the llama.cpp export tests) builds from source once (~5-6 min on 2 cores); pip caches the wheel.
+	@command -v cmake >/dev/null && command -v c++ >/dev/null || { echo "error: llama-cpp-python builds with cmake and a C++ compiler. Fix: apt-get install -y cmake g++" >&2; exit 2; }
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
