@@ -3,7 +3,9 @@
 Why this module exists: the CLI and the TUI must tell a user *what* failed,
 *where* (file, tensor, field) and *how to fix it*, without a traceback. Every
 expected failure is a :class:`PortllmError` subclass that carries those three
-parts. The CLI prints ``error: <message>`` (plus ``fix: <hint>``) to stderr and
+parts. Each area's class also inherits the matching built-in (``ValueError``
+for bad input, ``RuntimeError`` for a failed operation), as peft's errors do, so a
+caller's ``except ValueError`` keeps working. The CLI prints ``error: <message>`` (plus ``fix: <hint>``) to stderr and
 exits with code 2; the TUI shows ``notify(severity="error", title=...)``.
 
 It must not import torch, transformers or any UI code.
@@ -40,79 +42,79 @@ class PortllmError(Exception):
         return self.message
 
 
-class ConfigError(PortllmError):
+class ConfigError(PortllmError, ValueError):
     """A profile, config file or option value is invalid."""
 
     title = "Invalid configuration"
 
 
-class HardwareError(PortllmError):
+class HardwareError(PortllmError, RuntimeError):
     """Probing the machine failed in a way the user must act on."""
 
     title = "Hardware probe"
 
 
-class PlanningError(PortllmError):
+class PlanningError(PortllmError, ValueError):
     """No precision or model fits the memory budget, or a config can't be sized."""
 
     title = "Memory planning"
 
 
-class PatchError(PortllmError):
+class PatchError(PortllmError, ValueError):
     """A patch (LoRA adapter folder) is missing files, corrupt or inconsistent."""
 
     title = "Invalid patch"
 
 
-class StoreError(PortllmError):
+class StoreError(PortllmError, RuntimeError):
     """The patch or model store refused an operation (exists, locked, unknown name)."""
 
     title = "Store"
 
 
-class BaseModelError(PortllmError):
+class BaseModelError(PortllmError, ValueError):
     """A base model reference can't be resolved or loaded safely."""
 
     title = "Base model"
 
 
-class CompatibilityError(PortllmError):
+class CompatibilityError(PortllmError, ValueError):
     """The preflight found that a patch does not fit a base model."""
 
     title = "Incompatible patch"
 
 
-class PortingError(PortllmError):
+class PortingError(PortllmError, RuntimeError):
     """Attaching or merging a patch failed its post-conditions (unmatched tensors, NaN, no effect)."""
 
     title = "Porting"
 
 
-class ExportError(PortllmError):
+class ExportError(PortllmError, ValueError):
     """A patch cannot be exported for a serving runtime (vLLM, llama.cpp) as asked."""
 
     title = "Export"
 
 
-class TrainingError(PortllmError):
+class TrainingError(PortllmError, RuntimeError):
     """A LoRA fine-tune or continued-pretraining run could not start or diverged."""
 
     title = "Training"
 
 
-class DataError(PortllmError):
+class DataError(PortllmError, ValueError):
     """A task or corpus file has the wrong format, columns or labels."""
 
     title = "Data"
 
 
-class EvaluationError(PortllmError):
+class EvaluationError(PortllmError, RuntimeError):
     """An evaluation could not run."""
 
     title = "Evaluation"
 
 
-class MeasurementError(PortllmError):
+class MeasurementError(PortllmError, RuntimeError):
     """An isolated measurement subprocess failed."""
 
     title = "Measurement"

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from portllm_edge.cli.app import app
-from portllm_edge.errors import CompatibilityError, ConfigError
+from portllm_edge.errors import CompatibilityError
 
 _MARK = {"pass": "PASS", "warn": "WARN", "fail": "FAIL"}
 
@@ -186,8 +186,8 @@ def merge_cmd(
     base: BaseOpt,
     out: Annotated[Path, typer.Option("--out", help="Folder for the merged model (must not exist).")],
     dtype: Annotated[
-        str, typer.Option("--dtype", help="bf16 or fp32 (never 4-bit; quantize afterwards).")
-    ] = "bf16",
+        str, typer.Option("--dtype", help="auto (the base's own dtype), bf16, fp16 or fp32 (never 4-bit).")
+    ] = "auto",
     old: Annotated[
         Optional[str],
         typer.Option(
@@ -200,13 +200,11 @@ def merge_cmd(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out folder.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Write W_new + ΔW to --out, streaming one row block at a time (exact; bf16 or fp32)."""
+    """Write W_new + ΔW to --out, streaming one row block at a time (exact; the base's dtype by default)."""
     from portllm_edge.porting.merge import human_bytes, stream_merge
     from portllm_edge.porting.preflight import run_preflight
     from portllm_edge.porting.vocab import old_vocab_source
 
-    if dtype not in ("bf16", "fp32"):
-        raise ConfigError(f"`--dtype {dtype}` is not supported", hint="use --dtype bf16 or --dtype fp32")
     adapter_dir = resolve_patch_dir(patch)
     base_dir = resolve_base_dir(base)
     old_dir = resolve_base_dir(old) if old else None
@@ -214,9 +212,9 @@ def merge_cmd(
     if not report.ok and not force:
         typer.echo(format_report(report), err=True)
         raise _fail_report(report)
-    from portllm_edge.porting.adapter_io import read_adapter_config
+    from portllm_edge.patches.adapter_format import AdapterConfig
 
-    vocab_dir = old_vocab_source(adapter_dir, read_adapter_config(adapter_dir), old_dir)
+    vocab_dir = old_vocab_source(adapter_dir, AdapterConfig.read(adapter_dir, refuse_unknown=False), old_dir)
     result = stream_merge(
         adapter_dir, base_dir, out, dtype=dtype, overwrite=overwrite, old_vocab_dir=vocab_dir
     )

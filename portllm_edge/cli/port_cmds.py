@@ -201,7 +201,9 @@ def port_cmd(
     merge_to: Annotated[
         Optional[Path], typer.Option("--merge-to", help="Also write W_new + ΔW here (streamed).")
     ] = None,
-    merge_dtype: Annotated[str, typer.Option("--merge-dtype", help="bf16 or fp32 for --merge-to.")] = "bf16",
+    merge_dtype: Annotated[
+        str, typer.Option("--merge-dtype", help="auto (the base's dtype), bf16, fp16 or fp32.")
+    ] = "auto",
     eval_task: Annotated[Optional[str], typer.Option("--eval-task", help="Quick evaluation task.")] = None,
     eval_data: Annotated[Optional[Path], typer.Option("--eval-data", help="Evaluation file.")] = None,
     eval_limit: Annotated[

@@ -114,9 +114,9 @@ def resolve_target(patch: str, base: str | None = None) -> ExportTarget:
         last = next((e.base_id for e in reversed(manifest.lineage) if e.base_id), None)
         ref = last or manifest.source_base.id
     if ref is None:
-        from portllm_edge.porting.adapter_io import read_adapter_config
+        from portllm_edge.patches.adapter_format import AdapterConfig
 
-        ref = read_adapter_config(adapter_dir).get("base_model_name_or_path") or None
+        ref = AdapterConfig.read(adapter_dir, refuse_unknown=False).base_model_name_or_path
     in_store = manifest is not None
     if ref is None:
         return ExportTarget(

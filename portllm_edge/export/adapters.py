@@ -33,13 +33,13 @@ from typing import TYPE_CHECKING, Any
 
 from portllm_edge.errors import ExportError
 from portllm_edge.fsutil import atomic_dir, atomic_file
-from portllm_edge.porting.adapter_io import (
-    BaseIndex,
-    lora_scaling,
-    read_adapter_config,
+from portllm_edge.patches.adapter_format import (
+    AdapterConfig,
+    canonical_key,
     read_adapter_layout,
     resolve_module,
 )
+from portllm_edge.porting.adapter_io import BaseIndex
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -78,7 +78,7 @@ def read_factors(adapter_dir: Path, base: BaseIndex | None) -> Iterator[Factors]
     """
     from portllm_edge.porting.merge import RowReader
 
-    config = read_adapter_config(adapter_dir)
+    config = AdapterConfig.read(adapter_dir, refuse_unknown=False)
     layout = read_adapter_layout(adapter_dir)
     reader = RowReader(layout.path, error_cls=ExportError)
     try:
@@ -97,7 +97,7 @@ def read_factors(adapter_dir: Path, base: BaseIndex | None) -> Iterator[Factors]
                 lm.kind,
                 reader.full_f32(lm.a_key),
                 reader.full_f32(lm.b_key),
-                lora_scaling(config, module),
+                config.scaling(module),
                 reader.header[lm.a_key].dtype,
             )
     finally:
@@ -127,9 +127,8 @@ def write_vllm(
     import torch
     from safetensors.torch import save_file
 
-    config = read_adapter_config(adapter_dir)
-    r = int(config["r"])
-    alpha = float(config.get("lora_alpha", 8))
+    config = AdapterConfig.read(adapter_dir, refuse_unknown=False)
+    r, alpha = config.r, config.lora_alpha
     tensors: dict[str, torch.Tensor] = {}
     modules = []
     dtypes = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
@@ -138,18 +137,15 @@ def write_vllm(
         fold = f.scale / (alpha / r)
         b = f.b if fold == 1.0 else f.b * fold
         dt = dtypes.get(f.dtype, torch.float32)
-        prefix = f"base_model.model.{f.module}"
-        a_name, b_name = (
-            ("lora_A.weight", "lora_B.weight")
-            if f.kind == "linear"
-            else ("lora_embedding_A", "lora_embedding_B")
+        a_slot, b_slot = (
+            ("lora_A", "lora_B") if f.kind == "linear" else ("lora_embedding_A", "lora_embedding_B")
         )
-        tensors[f"{prefix}.{a_name}"] = torch.from_numpy(f.a.copy()).to(dt).contiguous()
-        tensors[f"{prefix}.{b_name}"] = torch.from_numpy(b.copy()).to(dt).contiguous()
+        tensors[canonical_key(f.module, a_slot)] = torch.from_numpy(f.a.copy()).to(dt).contiguous()
+        tensors[canonical_key(f.module, b_slot)] = torch.from_numpy(b.copy()).to(dt).contiguous()
     cfg = {
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",
-        "base_model_name_or_path": base_id or config.get("base_model_name_or_path"),
+        "base_model_name_or_path": base_id or config.base_model_name_or_path,
         "r": r,
         "lora_alpha": alpha,
         "target_modules": _target_names(modules),
@@ -197,8 +193,7 @@ def write_lora_gguf(
 
     from portllm_edge.export.gguf_layout import GgufNames
 
-    config = read_adapter_config(adapter_dir)
-    alpha = float(config.get("lora_alpha", 8))
+    alpha = AdapterConfig.read(adapter_dir, refuse_unknown=False).lora_alpha
     names = GgufNames(base.config, str(base.model_dir / "config.json"))
     pairs: list[tuple[str, np.ndarray, np.ndarray]] = []
     for f in read_factors(adapter_dir, base):

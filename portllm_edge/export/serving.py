@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from portllm_edge.porting.adapter_io import (
+from portllm_edge.patches.adapter_format import (
+    AdapterConfig,
     AdapterLayout,
-    BaseIndex,
-    read_adapter_config,
     read_adapter_layout,
     resolve_module,
 )
+from portllm_edge.porting.adapter_io import BaseIndex
 
 Runtime = Literal["peft", "vllm", "llama.cpp"]
 RUNTIMES: tuple[Runtime, ...] = ("peft", "vllm", "llama.cpp")
@@ -124,7 +124,7 @@ def check_serving(
         PatchError: the folder, its config or its header cannot be read.
     """
     adapter_dir = Path(adapter_dir)
-    config = read_adapter_config(adapter_dir)
+    config = AdapterConfig.read(adapter_dir, refuse_unknown=False).known
     layout = read_adapter_layout(adapter_dir)
     rep = ServingReport(adapter_dir, base.model_dir if base is not None else None)
     rep.lora_modules = len(layout.lora)

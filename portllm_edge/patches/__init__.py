@@ -17,7 +17,6 @@ from portllm_edge.patches.adapter import (
     CONFIG_NAME,
     WEIGHTS_NAME,
     AdapterSummary,
-    read_adapter_config,
     validate_adapter_dir,
 )
 from portllm_edge.patches.manifest import (
@@ -48,7 +47,6 @@ __all__ = [
     "StoredPatch",
     "VerifyResult",
     "manifest_from_dict",
-    "read_adapter_config",
     "read_manifest",
     "validate_adapter_dir",
     "validate_name",

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from portllm_edge.errors import PlanningError
+from portllm_edge.hfconfig import ties_word_embeddings
 
 LLAMA_LIKE = ("llama", "mistral", "qwen2", "gemma", "gemma2")
-_TIED_BY_DEFAULT = ("gemma", "gemma2")
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,7 @@ class ModelArch:
         head_dim = need("head_dim") if head_dim_raw is not None else hidden // heads
         inter = need("intermediate_size")
         vocab = need("vocab_size")
-        tied = bool(cfg.get("tie_word_embeddings", model_type in _TIED_BY_DEFAULT))
+        tied = ties_word_embeddings({**cfg, "model_type": model_type})
         attention_bias = bool(cfg.get("attention_bias", False))
         qkv_bias = True if model_type == "qwen2" else attention_bias
         o_bias = False if model_type == "qwen2" else attention_bias

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from portllm_edge.errors import PatchError, PortingError
+from portllm_edge.patches.adapter_format import model_state_keys
 
 PROBE_TEXT = "The patch was ported onto the updated base model, and the answer is"
-_LORA_PARTS = ("lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B", "lora_magnitude_vector")
 
 
 @dataclass(frozen=True)
@@ -65,22 +65,6 @@ class PortedModel:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-def _candidates(key: str, adapter_name: str) -> list[str]:
-    """Model parameter names that a saved adapter key can correspond to."""
-    out = []
-    for part in _LORA_PARTS:
-        token = f".{part}."
-        if token in key:
-            out.append(key.replace(token, f".{part}.{adapter_name}.", 1))
-        elif key.endswith(f".{part}"):
-            out.append(f"{key}.{adapter_name}")
-    if not out:  # modules_to_save / trainable tokens: X.weight -> X.modules_to_save.<name>.weight
-        head, _, leaf = key.rpartition(".")
-        out.append(f"{head}.modules_to_save.{adapter_name}.{leaf}")
-        out.append(key)
-    return out
-
-
 def verify_loaded_tensors(
     peft_model: Any, adapter_file: Path, adapter_name: str = "default"
 ) -> tuple[int, int, list[str]]:
@@ -100,7 +84,7 @@ def verify_loaded_tensors(
             total += 1
             tensor = fh.get_tensor(key)
             hit = False
-            for cand in _candidates(key, adapter_name):
+            for cand in model_state_keys(key, adapter_name):
                 p = params.get(cand)
                 if p is not None and tuple(p.shape) == tuple(tensor.shape):
                     hit = bool(torch.equal(p.detach().cpu(), tensor.to(p.dtype)))

@@ -43,13 +43,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from portllm_edge.errors import CompatibilityError
-from portllm_edge.porting.adapter_io import (
-    lora_scaling,
-    read_adapter_config,
-    read_adapter_layout,
-    read_base_index,
-    resolve_module,
-)
+from portllm_edge.patches.adapter_format import AdapterConfig, read_adapter_layout, resolve_module
+from portllm_edge.porting.adapter_io import read_base_index
 
 Indicator = Literal["high", "medium", "low"]
 HIGH_MAX_RATIO = 1.0
@@ -226,7 +221,7 @@ def compute_drift(
 
     from portllm_edge.porting.merge import RowReader, _row_blocks
 
-    config = read_adapter_config(adapter_dir)
+    config = AdapterConfig.read(adapter_dir, refuse_unknown=False)
     layout = read_adapter_layout(adapter_dir)
     _require_same_architecture(Path(old_base_dir), Path(new_base_dir))
     old, new = read_base_index(old_base_dir), read_base_index(new_base_dir)
@@ -275,7 +270,7 @@ def compute_drift(
             b = adapter.full_f32(lm.b_key)
             norm_ref = math.sqrt(ref2) or 1e-30
             d = math.sqrt(diff2) / norm_ref
-            p = lora_delta_norm(a, b, lora_scaling(config, module)) / norm_ref
+            p = lora_delta_norm(a, b, config.scaling(module)) / norm_ref
             ratio = math.inf if p == 0 else d / p
             rows.append(ModuleDrift(t_new, tuple(new_mods[t_new]), d, p, ratio, portability(d, p)))
     finally:

@@ -41,22 +41,21 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from portllm_edge.errors import ConfigError, PortingError
 from portllm_edge.fsutil import atomic_dir
-from portllm_edge.porting.adapter_io import (
+from portllm_edge.patches.adapter_format import (
+    AdapterConfig,
     AdapterLayout,
-    BaseIndex,
     LoraModule,
-    lora_scaling,
-    read_adapter_config,
+    fan_in_fan_out,
     read_adapter_layout,
-    read_base_index,
     resolve_module,
 )
+from portllm_edge.porting.adapter_io import BaseIndex, read_base_index
 from portllm_edge.tensorio import INDEX_NAME, PICKLE_SUFFIXES, read_safetensors_header
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
-MergeDtype = Literal["bf16", "fp32"]
+MergeDtype = Literal["auto", "bf16", "fp16", "fp32"]
 CHUNK_BYTES = 8 * 1024 * 1024
 """Target size (bytes, in fp32) of one row block read, patched and written at a time."""
 DISK_MARGIN_BYTES = 64 * 1024 * 1024
@@ -65,7 +64,24 @@ WEIGHT_SUFFIXES = (".safetensors", *PICKLE_SUFFIXES, ".gguf", ".msgpack", ".h5",
 SKIP_FILES = {INDEX_NAME, "pytorch_model.bin.index.json", "config.json"}
 _FLOAT_IN = {"F32", "F16", "BF16", "F64"}
 _QUANT_FLOATS = {"F8_E5M2", "F8_E4M3", "F8_E8M0", "F4", "F6_E2M3", "F6_E3M2"}
-_OUT_DTYPE = {"bf16": ("BF16", 2), "fp32": ("F32", 4)}
+_OUT_DTYPE = {"bf16": ("BF16", 2), "fp16": ("F16", 2), "fp32": ("F32", 4)}
+_STORED_AS = {"BF16": "bf16", "F16": "fp16", "F32": "fp32", "F64": "fp32"}
+_TORCH_NAME = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+
+
+def stored_dtype(index: BaseIndex) -> str:
+    """The merge dtype matching the base's own storage: the float dtype holding most bytes (F64 -> fp32).
+
+    Merging in the base's dtype loses nothing the base did not already round
+    (a bf16 merge of an fp32 base rounds every weight to 8 mantissa bits).
+    """
+    by_dtype: dict[str, int] = {}
+    for t in index.tensors.values():
+        if t.info.dtype in _STORED_AS:
+            by_dtype[t.info.dtype] = by_dtype.get(t.info.dtype, 0) + t.info.nbytes
+    if not by_dtype:
+        return "bf16"
+    return _STORED_AS[max(by_dtype, key=lambda d: by_dtype[d])]
 
 
 @dataclass(frozen=True)
@@ -184,6 +200,8 @@ def _encode(x: np.ndarray, out_dtype: str) -> bytes:
 
     if out_dtype == "F32":
         return np.ascontiguousarray(x, dtype="<f4").tobytes()
+    if out_dtype == "F16":
+        return np.ascontiguousarray(x, dtype="<f2").tobytes()
     return f32_to_bf16_bits(x).astype("<u2", copy=False).tobytes()
 
 
@@ -203,6 +221,7 @@ class _Entry:
     scale: float = 0.0
     saved_key: str | None = None  # replace with this adapter tensor (same shape)
     carry: list[tuple[int, int]] | None = None  # (old_row, new_row): replace these rows by the patch's
+    fifo: bool = False  # the module is a Conv1D: weight stored [in, out]
 
     @property
     def nbytes(self) -> int:
@@ -227,27 +246,14 @@ def _refuse_quantized(index: BaseIndex) -> None:
         )
 
 
-def _refuse_non_additive(config: dict[str, Any], layout: AdapterLayout, adapter_dir: Path) -> None:
-    from portllm_edge.porting.preflight import NON_ADDITIVE_INITS
-
-    init = config.get("init_lora_weights")
+def _refuse_non_additive(config: AdapterConfig, layout: AdapterLayout, adapter_dir: Path) -> None:
     problems = [
+        (bool(config.use_dora or layout.dora), "DoRA (`use_dora: true`) is not an additive ΔW"),
+        *((True, why) for why, _ in config.non_additive_reasons()),
         (
-            str(config.get("peft_type") or "LORA").upper() != "LORA",
-            f"`peft_type` is {config.get('peft_type')}",
-        ),
-        (bool(config.get("use_dora") or layout.dora), "DoRA (`use_dora: true`) is not an additive ΔW"),
-        (
-            isinstance(init, str) and init.lower().startswith(NON_ADDITIVE_INITS),
-            f"`init_lora_weights: {init}` needs its residual base",
-        ),
-        (
-            bool(config.get("lora_bias")) or any(lm.bias_key for lm in layout.lora.values()),
+            config.lora_bias or any(lm.bias_key for lm in layout.lora.values()),
             "`lora_bias` adds a bias the streaming merge does not write",
         ),
-        (bool(config.get("layer_replication")), "`layer_replication` changes the layer stack"),
-        (bool(config.get("target_parameters")), "`target_parameters` is not supported"),
-        (bool(config.get("trainable_token_indices")), "`trainable_token_indices` is not supported"),
         (
             bool(layout.unknown),
             f"unrecognized adapter tensor `{layout.unknown[0] if layout.unknown else ''}`",
@@ -267,7 +273,7 @@ def _refuse_non_additive(config: dict[str, Any], layout: AdapterLayout, adapter_
 
 def _plan(
     adapter_dir: Path,
-    config: dict[str, Any],
+    config: AdapterConfig,
     layout: AdapterLayout,
     index: BaseIndex,
     out_dtype: str,
@@ -286,7 +292,7 @@ def _plan(
     embed = index.embedding_name()
     tied = index.tied and embed is not None
     head_name = next((n for n in index.tensors if n.endswith("lm_head.weight")), "lm_head.weight")
-    fifo = bool(config.get("fan_in_fan_out"))
+    model_type = index.config.get("model_type")
 
     by_tensor: dict[str, dict[str, Any]] = {}
     for module, lm in layout.lora.items():
@@ -297,16 +303,15 @@ def _plan(
                 hint="run `portllm-edge check` to see which target modules are missing",
             )
         tname = f"{target}.weight"
-        want = (
-            lm.delta_shape if not (fifo and lm.kind == "linear") else (lm.delta_shape[1], lm.delta_shape[0])
-        )
+        fifo = lm.kind == "linear" and fan_in_fan_out(model_type, target)
+        want = lm.delta_shape if not fifo else (lm.delta_shape[1], lm.delta_shape[0])
         have = tuple(modules[target])
         if have != want:
             raise PortingError(
                 f"{layout.path}: ΔW of `{module}` is {list(want)} but base tensor `{tname}` is {list(have)}",
                 hint="port onto a base of the same size; run `portllm-edge check`",
             )
-        by_tensor[tname] = {"lora": lm, "scale": lora_scaling(config, module)}
+        by_tensor[tname] = {"lora": lm, "scale": config.scaling(module), "fifo": fifo}
 
     new_vocab = old_vocab = None
     rows_carried = 0
@@ -368,7 +373,7 @@ def _plan(
         else by_tensor.get(head_name)
     )
     if tied and (embed in by_tensor or head_patch is not None):
-        if config.get("ensure_weight_tying"):
+        if config.ensure_weight_tying:
             if head_patch is not None and embed not in by_tensor:
                 by_tensor[embed] = head_patch  # type: ignore[index]
             notes.append("tied embeddings kept tied (the adapter sets ensure_weight_tying)")
@@ -399,6 +404,7 @@ def _plan(
                     patch.get("scale", 0.0),
                     patch.get("saved_key"),
                     patch.get("carry"),
+                    patch.get("fifo", False),
                 )
             )
             if untie and n == embed:
@@ -414,6 +420,7 @@ def _plan(
                         hp.get("scale", 0.0),
                         hp.get("saved_key"),
                         hp.get("carry"),
+                        hp.get("fifo", False),
                     )
                 )
     merged = sum(1 for es in entries.values() for e in es if e.lora is not None)
@@ -468,9 +475,7 @@ def _carry_block(
         i = j + 1
 
 
-def _merged_blocks(
-    e: _Entry, base: RowReader, adapter: RowReader, fifo: bool
-) -> Iterator[tuple[int, int, np.ndarray]]:
+def _merged_blocks(e: _Entry, base: RowReader, adapter: RowReader) -> Iterator[tuple[int, int, np.ndarray]]:
     """Yield ``(start_row, stop_row, rows)`` of a float output tensor, patched, as ``float32``."""
     import numpy as np
 
@@ -486,7 +491,7 @@ def _merged_blocks(
             if e.carry is not None and e.saved_key is not None:
                 _carry_block(adapter, e.saved_key, e.carry, start, stop, block)
         if a is not None and b is not None and e.lora is not None:
-            if e.lora.kind == "linear" and not fifo:
+            if e.lora.kind == "linear" and not e.fifo:
                 delta = b[start:stop] @ a  # [rows, r] @ [r, in]
             else:  # embedding, or Conv1D layout [in, out]: rows of (B @ A)ᵀ = A[:, rows]ᵀ @ Bᵀ
                 delta = a[:, start:stop].T @ b.T
@@ -499,7 +504,7 @@ def _merged_blocks(
         yield start, stop, block
 
 
-def _write_shard(path: Path, entries: list[_Entry], base: RowReader, adapter: RowReader, fifo: bool) -> int:
+def _write_shard(path: Path, entries: list[_Entry], base: RowReader, adapter: RowReader) -> int:
     written = 0
     with open(path, "wb") as out:
         hb = _header_bytes(entries)
@@ -510,7 +515,7 @@ def _write_shard(path: Path, entries: list[_Entry], base: RowReader, adapter: Ro
                 out.write(raw)
                 written += len(raw)
                 continue
-            for _start, _stop, block in _merged_blocks(e, base, adapter, fifo):
+            for _start, _stop, block in _merged_blocks(e, base, adapter):
                 data = _encode(block, e.out_dtype)
                 out.write(data)
                 written += len(data)
@@ -542,11 +547,14 @@ def check_merge_target(
     """The cheap checks of :func:`stream_merge`'s options, so a caller can run them before other work.
 
     Raises:
-        ConfigError: ``dtype`` is not ``bf16``/``fp32``.
+        ConfigError: ``dtype`` is not ``auto``/``bf16``/``fp16``/``fp32``.
         PortingError: ``out_dir`` is the base or patch folder, or exists without ``overwrite``.
     """
-    if dtype not in _OUT_DTYPE:
-        raise ConfigError(f"merge dtype `{dtype}` is not supported", hint="use --dtype bf16 or --dtype fp32")
+    if dtype != "auto" and dtype not in _OUT_DTYPE:
+        raise ConfigError(
+            f"merge dtype `{dtype}` is not supported (a merge never writes 4-bit/8-bit weights)",
+            hint="use --dtype auto (the base's own dtype), bf16, fp16 or fp32",
+        )
     out = Path(out_dir)
     if out.resolve() in (Path(base_dir).resolve(), Path(adapter_dir).resolve()):
         raise PortingError(
@@ -564,7 +572,7 @@ def stream_merge(
     base_dir: Path,
     out_dir: Path,
     *,
-    dtype: MergeDtype | str = "bf16",
+    dtype: MergeDtype | str = "auto",
     overwrite: bool = False,
     old_vocab_dir: Path | None = None,
     progress: Callable[[str, int, int], None] | None = None,
@@ -583,7 +591,8 @@ def stream_merge(
         adapter_dir: The patch (peft LoRA folder).
         base_dir: The (new) base model folder, unquantized safetensors.
         out_dir: Destination folder; written atomically.
-        dtype: ``"bf16"`` or ``"fp32"`` for floating tensors (others are copied).
+        dtype: ``"auto"`` (the base's own stored dtype, :func:`stored_dtype`), ``"bf16"``,
+            ``"fp16"`` or ``"fp32"`` for floating tensors (others are copied).
         overwrite: Replace an existing ``out_dir``.
         old_vocab_dir: Folder with the patch's tokenizer, for vocabulary carry-over
             (default: the patch folder or its ``base_model_name_or_path``).
@@ -593,7 +602,7 @@ def stream_merge(
         A :class:`MergeResult`.
 
     Raises:
-        ConfigError: ``dtype`` is not ``bf16``/``fp32``.
+        ConfigError: ``dtype`` is not ``auto``/``bf16``/``fp16``/``fp32``.
         PortingError: quantized base weights, a non-additive patch, unmatched
             modules, shape mismatches, too little disk space, ``out_dir`` exists,
             or NaN/Inf produced.
@@ -601,10 +610,12 @@ def stream_merge(
     """
     check_merge_target(adapter_dir, base_dir, out_dir, dtype=dtype, overwrite=overwrite)
     adapter_dir, base_dir, out_dir = Path(adapter_dir), Path(base_dir), Path(out_dir)
-    config = read_adapter_config(adapter_dir)
+    config = AdapterConfig.read(adapter_dir, refuse_unknown=False)
     layout = read_adapter_layout(adapter_dir)
     index = read_base_index(base_dir)
     _refuse_quantized(index)
+    if dtype == "auto":
+        dtype = stored_dtype(index)
     _refuse_non_additive(config, layout, adapter_dir)
     entries, info = _plan(adapter_dir, config, layout, index, dtype, old_vocab_dir)
 
@@ -626,7 +637,6 @@ def stream_merge(
             hint="free some space, choose --out on another disk, or merge with --dtype bf16 (half the size of fp32)",
         )
 
-    fifo = bool(config.get("fan_in_fan_out"))
     adapter = RowReader(layout.path, error_cls=PortingError)
     written = 0
     try:
@@ -637,7 +647,7 @@ def stream_merge(
                     progress(shard.name, i, len(entries))
                 base = RowReader(shard, error_cls=PortingError)
                 try:
-                    written += _write_shard(tmp / shard.name, es, base, adapter, fifo)
+                    written += _write_shard(tmp / shard.name, es, base, adapter)
                 finally:
                     base.close()
                 weight_map.update({e.name: shard.name for e in es})
@@ -650,7 +660,7 @@ def stream_merge(
             for p in aux:
                 shutil.copy2(p, tmp / p.name)
             cfg = dict(index.config)
-            torch_name = "bfloat16" if dtype == "bf16" else "float32"
+            torch_name = _TORCH_NAME[dtype]
             cfg["dtype"] = torch_name
             if "torch_dtype" in cfg:
                 cfg["torch_dtype"] = torch_name
@@ -714,13 +724,12 @@ class MergeStream:
 
     def __init__(self, adapter_dir: Path, base_dir: Path, *, old_vocab_dir: Path | None = None) -> None:
         adapter_dir, base_dir = Path(adapter_dir), Path(base_dir)
-        config = read_adapter_config(adapter_dir)
+        config = AdapterConfig.read(adapter_dir, refuse_unknown=False)
         layout = read_adapter_layout(adapter_dir)
         self.index = read_base_index(base_dir)
         _refuse_quantized(self.index)
         _refuse_non_additive(config, layout, adapter_dir)
         entries, self.info = _plan(adapter_dir, config, layout, self.index, "fp32", old_vocab_dir)
-        self._fifo = bool(config.get("fan_in_fan_out"))
         self._entries = {e.name: (shard, e) for shard, es in entries.items() for e in es}
         self._adapter = RowReader(layout.path, error_cls=PortingError)
         self._readers: dict[Path, RowReader] = {}
@@ -749,7 +758,7 @@ class MergeStream:
             )
         if shard not in self._readers:
             self._readers[shard] = RowReader(shard, error_cls=PortingError)
-        return _merged_blocks(e, self._readers[shard], self._adapter, self._fifo)
+        return _merged_blocks(e, self._readers[shard], self._adapter)
 
     def close(self) -> None:
         """Close every file this stream opened."""

@@ -4,12 +4,15 @@ Why this module exists: loading a 7B base to find out that a patch does not fit
 costs minutes and gigabytes, and peft's own failures are a wall of "missing keys"
 warnings, a size-mismatch traceback, or a patch that silently did nothing. The
 preflight answers before any weight is loaded, from ``config.json``, the tokenizer
-files, ``adapter_config.json`` and safetensors *headers* only. Every check yields a
+files, ``adapter_config.json`` and the base's safetensors *headers* only. Every check yields a
 :class:`CheckResult` (pass / warn / fail, a one-line reason, details and a fix);
 ``port`` refuses to continue on a fail unless forced.
 
-What it must not do: read tensor data (of the base or the patch), import torch at
-module import, or print. The CLI formats the report.
+The one tensor read is the patch's own small file, scanned for NaN/Inf as raw
+bits (check ``finite``, no torch).
+
+What it must not do: read base tensor data, import torch or peft (``check`` must
+start in about a second), or print. The CLI formats the report.
 """
 
 from __future__ import annotations
@@ -20,17 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from portllm_edge.errors import CompatibilityError
-from portllm_edge.porting.adapter_io import (
+from portllm_edge.errors import BaseModelError, CompatibilityError
+from portllm_edge.patches.adapter_format import (
+    AdapterConfig,
     AdapterLayout,
-    BaseIndex,
-    lora_rank_alpha,
-    read_adapter_config,
+    fan_in_fan_out,
     read_adapter_layout,
-    read_base_index,
-    read_json,
     resolve_module,
 )
+from portllm_edge.porting.adapter_io import BaseIndex, read_base_index, read_json
 from portllm_edge.porting.vocab import (
     base_tensor_shape,
     compare_vocabs,
@@ -38,7 +39,6 @@ from portllm_edge.porting.vocab import (
     old_vocab_source,
     read_vocab,
     resolve_saved_name,
-    unknown_config_keys,
 )
 
 Status = Literal["pass", "warn", "fail"]
@@ -46,10 +46,6 @@ Status = Literal["pass", "warn", "fail"]
 MIN_SHARED_VOCAB = 0.5
 """Below this fraction of the old vocabulary found in the new one, the tokenizers are
 different families (the patch was learned on another tokenization): fail."""
-
-NON_ADDITIVE_INITS = ("pissa", "olora", "corda", "loftq")
-"""``init_lora_weights`` values that rewrite the base weights at init (a residual base),
-so the saved A/B only make sense against that modified old base."""
 
 MAX_LISTED = 10
 
@@ -61,6 +57,7 @@ CHECK_NAMES = (
     "modules_to_save",
     "tied_embeddings",
     "adapter_keys",
+    "finite",
     "adapter_config",
     "additive",
     "tokenizer",
@@ -194,7 +191,7 @@ class _Ctx:
     adapter_dir: Path
     base_dir: Path
     old_base_dir: Path | None
-    config: dict[str, Any]
+    config: AdapterConfig
     layout: AdapterLayout
     base: BaseIndex
     old_config: dict[str, Any] | None
@@ -217,12 +214,12 @@ def _model_types(cfg: dict[str, Any]) -> set[str]:
 
 
 def _old_config(
-    adapter_config: dict[str, Any], old_base_dir: Path | None
+    adapter_config: AdapterConfig, old_base_dir: Path | None
 ) -> tuple[dict[str, Any] | None, str | None]:
     if old_base_dir is not None:
         path = Path(old_base_dir) / "config.json"
         return read_json(path), str(path)
-    ref = adapter_config.get("base_model_name_or_path")
+    ref = adapter_config.base_model_name_or_path
     if isinstance(ref, str) and ref:
         with contextlib.suppress(OSError, ValueError):
             path = Path(ref) / "config.json"
@@ -276,7 +273,7 @@ def check_architecture(ctx: _Ctx) -> CheckResult:
             )
         note = f"; changed: {', '.join(changed)}" if changed else ""
         return CheckResult("architecture", "pass", f"`{'/'.join(sorted(new_types))}` on both{note}", details)
-    ref = str(ctx.config.get("base_model_name_or_path") or "")
+    ref = ctx.config.base_model_name_or_path or ""
     details["patch_base_ref"] = ref
     if ref and any(_norm(t) in _norm(ref) for t in new_types):
         return CheckResult(
@@ -310,7 +307,7 @@ def check_hidden_size(ctx: _Ctx) -> CheckResult:
         old_h, source = int(_text(ctx.old_config)["hidden_size"]), f"`hidden_size` in {ctx.old_config_source}"
     else:
         widths = {
-            (lm.a_shape[1] if not ctx.config.get("fan_in_fan_out") else lm.b_shape[0]): lm.a_key
+            lm.a_shape[1]: lm.a_key  # lora_A is [r, in_features] for Linear and Conv1D alike
             for m, lm in ctx.layout.lora.items()
             if lm.kind == "linear" and _HIDDEN_INPUT.search(m)
         }
@@ -354,7 +351,7 @@ def check_target_modules(ctx: _Ctx) -> CheckResult:
     """Every LoRA module maps onto a base weight with matching ``[out_features, in_features]``."""
     base_modules = ctx.base.modules
     quant = ctx.base.quantized_storage()
-    fifo = bool(ctx.config.get("fan_in_fan_out"))
+    model_type = ctx.base.config.get("model_type")
     missing: list[str] = []
     mismatched: list[str] = []
     for module, lm in ctx.layout.lora.items():
@@ -363,7 +360,7 @@ def check_target_modules(ctx: _Ctx) -> CheckResult:
             missing.append(module)
             continue
         want = lm.delta_shape
-        if fifo and lm.kind == "linear":
+        if lm.kind == "linear" and fan_in_fan_out(model_type, target):
             want = (want[1], want[0])
         have = tuple(base_modules[target])
         if quant is None and have != want:
@@ -378,7 +375,7 @@ def check_target_modules(ctx: _Ctx) -> CheckResult:
         "missing_count": len(missing),
         "shape_mismatches": mismatched[:MAX_LISTED],
         "shape_mismatch_count": len(mismatched),
-        "target_modules": ctx.config.get("target_modules"),
+        "target_modules": ctx.config.target_modules,
     }
     if not ctx.layout.lora and not ctx.layout.saved:
         return CheckResult(
@@ -425,7 +422,7 @@ def check_rank(ctx: _Ctx) -> CheckResult:
     bad: list[str] = []
     ranks: set[int] = set()
     for module, lm in ctx.layout.lora.items():
-        r_cfg, _ = lora_rank_alpha(ctx.config, module)
+        r_cfg, _ = ctx.config.rank_alpha(module)
         ranks.add(lm.rank)
         if lm.a_shape[0] != lm.b_shape[-1]:
             bad.append(f"`{lm.a_key}` has rank {lm.a_shape[0]} but `{lm.b_key}` has {lm.b_shape[-1]}")
@@ -434,8 +431,8 @@ def check_rank(ctx: _Ctx) -> CheckResult:
                 f"`{lm.a_key}` has rank {lm.rank} but adapter_config.json gives r={r_cfg} for `{module}`"
             )
     details: dict[str, Any] = {
-        "r": ctx.config.get("r"),
-        "rank_pattern": ctx.config.get("rank_pattern") or {},
+        "r": ctx.config.r,
+        "rank_pattern": ctx.config.rank_pattern,
         "stored_ranks": sorted(ranks),
         "mismatches": bad[:MAX_LISTED],
     }
@@ -447,7 +444,7 @@ def check_rank(ctx: _Ctx) -> CheckResult:
             details,
             hint="set `r` (or `rank_pattern`) in adapter_config.json to the rank the tensors were saved with",
         )
-    if ctx.layout.lora and "lora_alpha" not in ctx.config:
+    if ctx.layout.lora and not ctx.config.lora_alpha_given:
         return CheckResult(
             "rank",
             "warn",
@@ -455,9 +452,7 @@ def check_rank(ctx: _Ctx) -> CheckResult:
             details,
             hint="add the `lora_alpha` used in training, or the patch's scale will be wrong",
         )
-    return CheckResult(
-        "rank", "pass", f"ranks {sorted(ranks) or [ctx.config.get('r')]} match the config", details
-    )
+    return CheckResult("rank", "pass", f"ranks {sorted(ranks) or [ctx.config.r]} match the config", details)
 
 
 def check_modules_to_save(ctx: _Ctx) -> tuple[CheckResult, bool]:
@@ -466,7 +461,7 @@ def check_modules_to_save(ctx: _Ctx) -> tuple[CheckResult, bool]:
     Returns:
         The result and whether rows must be carried over (a rewrite).
     """
-    listed = ctx.config.get("modules_to_save") or []
+    listed = list(ctx.config.modules_to_save or ())
     details: dict[str, Any] = {"modules_to_save": listed, "tensors": {}}
     fails: list[tuple[str, str]] = []
     warns: list[str] = []
@@ -576,7 +571,7 @@ def check_tied_embeddings(ctx: _Ctx) -> CheckResult:
     ]
     details["patch_touches"] = touches
     if tied and touches:
-        keep = bool(ctx.config.get("ensure_weight_tying"))
+        keep = ctx.config.ensure_weight_tying
         how = (
             "keeps them tied (ensure_weight_tying)"
             if keep
@@ -666,105 +661,94 @@ def check_adapter_keys(ctx: _Ctx) -> tuple[CheckResult, bool]:
     return CheckResult("adapter_keys", "pass", f"{total} keys in peft's canonical form", details), False
 
 
-_DEFAULTISH = (None, False, "", 0)
+def _peft_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("peft")
+    except PackageNotFoundError:
+        return "(not installed)"
 
 
 def check_adapter_config(ctx: _Ctx) -> tuple[CheckResult, bool]:
-    """``adapter_config.json`` keys unknown to the installed peft: dropped if null/default, refused otherwise."""
-    import peft
+    """``adapter_config.json`` keys unknown to the installed peft: dropped if null/default, refused otherwise.
 
-    unknown = unknown_config_keys(ctx.config)
-    dropped = [k for k in unknown if ctx.config[k] in _DEFAULTISH or ctx.config[k] in ({}, [])]
-    refused = [k for k in unknown if k not in dropped]
+    Same rule as :meth:`portllm_edge.patches.adapter_format.AdapterConfig.from_dict`.
+    """
+    cfg, version = ctx.config, _peft_version()
     details: dict[str, Any] = {
-        "peft_version": peft.__version__,
-        "written_by_peft": ctx.config.get("peft_version"),
-        "dropped": dropped,
-        "refused": {k: ctx.config[k] for k in refused},
+        "peft_version": version,
+        "written_by_peft": cfg.peft_version,
+        "dropped": list(cfg.dropped),
+        "refused": dict(cfg.refused),
     }
-    if refused:
+    if cfg.refused:
+        shown = ", ".join(f"`{k}`={v!r}" for k, v in cfg.refused.items())
         return CheckResult(
             "adapter_config",
             "fail",
-            f"adapter_config.json sets {', '.join(f'`{k}`={ctx.config[k]!r}' for k in refused)}, unknown to peft "
-            f"{peft.__version__}; it may change the adapter's math",
+            f"adapter_config.json sets {shown}, unknown to peft {version}; it may change the adapter's math",
             details,
             hint="upgrade peft to the version that wrote the patch, or remove the key if it does not change ΔW",
         ), False
-    if dropped:
+    if cfg.dropped:
         return CheckResult(
             "adapter_config",
             "warn",
-            f"dropped {', '.join(f'`{k}`' for k in dropped)} (unknown to peft {peft.__version__}, null/default)",
+            f"dropped {', '.join(f'`{k}`' for k in cfg.dropped)} (unknown to peft {version}, null/default)",
             details,
             hint="harmless; the ported copy omits these keys",
         ), True
-    return CheckResult("adapter_config", "pass", f"all keys known to peft {peft.__version__}", details), False
+    return CheckResult("adapter_config", "pass", f"all keys known to peft {version}", details), False
+
+
+def check_finite(ctx: _Ctx) -> CheckResult:
+    """Every tensor of the patch is finite (no NaN/±Inf), scanned from the file without torch."""
+    from portllm_edge.tensorio import find_nonfinite_in_file
+
+    bad = find_nonfinite_in_file(ctx.layout.path)
+    details: dict[str, Any] = {"tensors": len(ctx.layout.keys)}
+    if bad is not None:
+        details["tensor"] = bad.name
+        return CheckResult(
+            "finite",
+            "fail",
+            f"{ctx.layout.path}, tensor `{bad.name}`: holds non-finite values ({bad.describe()})",
+            details,
+            hint="the patch diverged in training or is corrupt; retrain it (lower learning rate) or re-export it",
+        )
+    return CheckResult("finite", "pass", f"all {len(ctx.layout.keys)} tensors are finite", details)
+
+
+DORA_FORCE_NOTE = "DoRA then uses the new base's norms"
 
 
 def check_additive(ctx: _Ctx) -> CheckResult:
     """The patch is a plain additive ΔW = scale·B·A (PortLLM's assumption), not DoRA/PiSSA/LoftQ/...."""
     cfg = ctx.config
     details: dict[str, Any] = {
-        "peft_type": cfg.get("peft_type"),
-        "use_dora": bool(cfg.get("use_dora")),
-        "init_lora_weights": cfg.get("init_lora_weights"),
+        "peft_type": cfg.peft_type,
+        "use_dora": cfg.use_dora,
+        "init_lora_weights": cfg.init_lora_weights,
     }
     fails: list[tuple[str, str]] = []
     warns: list[str] = []
-    ptype = str(cfg.get("peft_type") or "LORA").upper()
-    if ptype != "LORA":
-        fails.append(
-            (
-                f"`peft_type` is {ptype}: only LoRA patches are additive weight updates we can port",
-                "train a LoRA patch (peft LoraConfig)",
-            )
-        )
-    if cfg.get("use_dora") or ctx.layout.dora:
+    if cfg.use_dora or ctx.layout.dora:
         fails.append(
             (
                 "DoRA patch (`use_dora: true`): it rescales each column by the old base's weight norm ‖W_old + BA‖, "
                 "so its effect on a new base is not W_new + ΔW",
-                "retrain as plain LoRA, or pass --force to attach it anyway (DoRA then uses the new base's norms)",
+                f"retrain as plain LoRA, or pass --force to attach it anyway ({DORA_FORCE_NOTE})",
             )
         )
-    init = cfg.get("init_lora_weights")
-    if isinstance(init, str) and init.lower().startswith(NON_ADDITIVE_INITS):
-        fails.append(
-            (
-                f"`init_lora_weights: {init}` rewrote the old base's weights at init (residual base); A and B only make "
-                "sense against that modified old base",
-                "convert the patch to a plain LoRA with peft's `path_initial_model_for_weight_conversion` before porting",
-            )
-        )
-    if cfg.get("layer_replication"):
-        fails.append(
-            (
-                "`layer_replication` changes the model's layer stack; not a weight update",
-                "retrain without layer_replication",
-            )
-        )
-    if cfg.get("target_parameters"):
-        fails.append(
-            (
-                "`target_parameters` (LoRA on raw parameters, e.g. MoE experts) is not supported",
-                "retrain with target_modules on nn.Linear layers",
-            )
-        )
-    if cfg.get("trainable_token_indices"):
-        fails.append(
-            (
-                "`trainable_token_indices` stores per-token-id deltas that are not ported across vocabularies",
-                "retrain with modules_to_save=['embed_tokens'] instead, which ports by token string",
-            )
-        )
-    if cfg.get("lora_bias"):
+    fails.extend(cfg.non_additive_reasons())
+    if cfg.lora_bias:
         warns.append(
             "`lora_bias: true` adds a trained bias; attach handles it, the streaming merge refuses it"
         )
-    if str(cfg.get("bias", "none")) != "none":
-        warns.append(f"`bias: {cfg.get('bias')}` saves trained biases that replace the new base's biases")
-    if cfg.get("alora_invocation_tokens"):
+    if cfg.bias != "none":
+        warns.append(f"`bias: {cfg.bias}` saves trained biases that replace the new base's biases")
+    if cfg.alora_invocation_tokens:
         warns.append(
             "aLoRA (`alora_invocation_tokens`) activates after token ids of the old tokenizer; check they still exist"
         )
@@ -772,7 +756,7 @@ def check_additive(ctx: _Ctx) -> CheckResult:
         return CheckResult("additive", "fail", fails[0][0], details, hint=fails[0][1])
     if warns:
         return CheckResult("additive", "warn", "; ".join(warns), details)
-    scale = "lora_alpha/sqrt(r)" if cfg.get("use_rslora") else "lora_alpha/r"
+    scale = "lora_alpha/sqrt(r)" if cfg.use_rslora else "lora_alpha/r"
     return CheckResult("additive", "pass", f"plain LoRA: ΔW = ({scale})·B·A, portable as W_new + ΔW", details)
 
 
@@ -847,12 +831,10 @@ def run_preflight(adapter_dir: Path, base_dir: Path, *, old_base_dir: Path | Non
     """
     adapter_dir, base_dir = Path(adapter_dir), Path(base_dir)
     old_base_dir = Path(old_base_dir) if old_base_dir is not None else None
-    config = read_adapter_config(adapter_dir)
+    config = AdapterConfig.read(adapter_dir, refuse_unknown=False)
     layout = read_adapter_layout(adapter_dir)
     base = read_base_index(base_dir)
     if old_base_dir is not None and not old_base_dir.is_dir():
-        from portllm_edge.errors import BaseModelError
-
         raise BaseModelError(
             f"{old_base_dir}: old base folder not found",
             hint="pass the folder of the base the patch was trained on",
@@ -873,6 +855,7 @@ def run_preflight(adapter_dir: Path, base_dir: Path, *, old_base_dir: Path | Non
         mts,
         check_tied_embeddings(ctx),
         keys,
+        check_finite(ctx),
         cfg_check,
         check_additive(ctx),
         check_tokenizer(ctx),
@@ -911,7 +894,9 @@ def prepare_adapter(
     rep = report if report is not None else run_preflight(adapter_dir, base_dir, old_base_dir=old_base_dir)
     if not rep.needs_rewrite:
         return Path(adapter_dir)
-    old_vocab_dir = old_vocab_source(Path(adapter_dir), read_adapter_config(Path(adapter_dir)), old_base_dir)
+    old_vocab_dir = old_vocab_source(
+        Path(adapter_dir), AdapterConfig.read(adapter_dir, refuse_unknown=False), old_base_dir
+    )
     out = Path(work_dir) / "ported-adapter"
     port_adapter(adapter_dir, base_dir, out, old_vocab_dir=old_vocab_dir, overwrite=True)
     return out

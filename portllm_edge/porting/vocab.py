@@ -25,16 +25,15 @@ from typing import TYPE_CHECKING, Any
 
 from portllm_edge.errors import CompatibilityError, PatchError
 from portllm_edge.fsutil import atomic_dir
-from portllm_edge.porting.adapter_io import (
-    ADAPTER_CONFIG,
-    ADAPTER_WEIGHTS,
-    PEFT_PREFIX,
-    BaseIndex,
-    read_adapter_config,
+from portllm_edge.patches.adapter_format import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    AdapterConfig,
+    canonical_key,
     read_adapter_layout,
-    read_base_index,
     resolve_module,
 )
+from portllm_edge.porting.adapter_io import BaseIndex, read_base_index
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -119,7 +118,7 @@ def read_vocab(folder: Path) -> dict[str, int] | None:
 
 
 def old_vocab_source(
-    adapter_dir: Path, adapter_config: dict[str, Any], old_base_dir: Path | None
+    adapter_dir: Path, adapter_config: AdapterConfig, old_base_dir: Path | None
 ) -> Path | None:
     """Where the patch's (old) vocabulary comes from, or ``None`` when unknown.
 
@@ -130,8 +129,8 @@ def old_vocab_source(
         return Path(adapter_dir)
     if old_base_dir is not None and has_tokenizer(old_base_dir):
         return Path(old_base_dir)
-    ref = adapter_config.get("base_model_name_or_path")
-    if isinstance(ref, str) and ref:
+    ref = adapter_config.base_model_name_or_path
+    if ref:
         with contextlib.suppress(OSError, ValueError):
             p = Path(ref)
             if p.is_dir() and has_tokenizer(p):
@@ -322,16 +321,6 @@ def resolve_saved_name(name: str, index: BaseIndex) -> str | None:
     return None if base_module is None else f"{base_module}.{param}"
 
 
-def unknown_config_keys(config: dict[str, Any]) -> list[str]:
-    """``adapter_config.json`` keys that the installed peft's ``LoraConfig`` does not define."""
-    import dataclasses
-
-    from peft import LoraConfig
-
-    known = {f.name for f in dataclasses.fields(LoraConfig)}
-    return sorted(k for k in config if k not in known)
-
-
 def port_adapter(
     adapter_dir: Path,
     base_dir: Path,
@@ -371,7 +360,7 @@ def port_adapter(
     from safetensors.torch import save_file
 
     adapter_dir, base_dir = Path(adapter_dir), Path(base_dir)
-    config = read_adapter_config(adapter_dir)
+    config = AdapterConfig.read(adapter_dir, refuse_unknown=False)
     layout = read_adapter_layout(adapter_dir)
     index = read_base_index(base_dir)
     base_modules = index.modules
@@ -390,19 +379,10 @@ def port_adapter(
                     f"{layout.path}: LoRA module `{module}` has no counterpart in {base_dir}",
                     hint="run `portllm-edge check` to see which target modules are missing",
                 )
-            a_part, b_part = (
-                ("lora_embedding_A", "lora_embedding_B")
-                if lm.kind == "embedding"
-                else ("lora_A.weight", "lora_B.weight")
-            )
-            for key, part in ((lm.a_key, a_part), (lm.b_key, b_part)):
-                new_key = f"{PEFT_PREFIX}{target}.{part}"
+            for slot, key in lm.slots.items():
+                new_key = canonical_key(target, slot)
                 renamed += int(new_key != key)
                 tensors[new_key] = fh.get_tensor(key)
-            if lm.bias_key is not None:
-                new_key = f"{PEFT_PREFIX}{target}.lora_B.bias"
-                renamed += int(new_key != lm.bias_key)
-                tensors[new_key] = fh.get_tensor(lm.bias_key)
         for name, st in layout.saved.items():
             target_name = resolve_saved_name(name, index)
             shape = base_tensor_shape(index, target_name) if target_name else None
@@ -411,7 +391,7 @@ def port_adapter(
                     f"{layout.path}: saved tensor `{st.key}` has no counterpart in {base_dir}",
                     hint="remove it from the patch or port onto a base with that module",
                 )
-            new_key = f"{PEFT_PREFIX}{target_name}"
+            new_key = canonical_key(target_name.rpartition(".")[0], target_name.rpartition(".")[2])
             renamed += int(new_key != st.key)
             patch_t = fh.get_tensor(st.key)
             vocab_like = is_vocab_tensor(target_name, index)
@@ -442,16 +422,16 @@ def port_adapter(
             tensors[new_key] = carry_rows(patch_t, base_tensor(index, target_name), pairs)
             rows.append(RowCarry(target_name, st.shape[0], shape[0], len(pairs), shape[0] - len(pairs)))
 
-    dropped = [k for k in unknown_config_keys(config)]
-    new_config = {k: v for k, v in config.items() if k not in dropped}
+    dropped = [*config.dropped, *config.refused]
+    new_config = {k: v for k, v in config.known.items() if k not in config.refused}
     new_config["base_model_name_or_path"] = str(base_dir)
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         save_file(
             {k: v.contiguous() for k, v in tensors.items()},
-            str(tmp / ADAPTER_WEIGHTS),
+            str(tmp / WEIGHTS_NAME),
             metadata={"format": "pt"},
         )
-        (tmp / ADAPTER_CONFIG).write_text(
+        (tmp / CONFIG_NAME).write_text(
             json.dumps(new_config, indent=2, sort_keys=True) + "\n", encoding="utf-8"
         )
         readme = adapter_dir / "README.md"
@@ -485,5 +465,4 @@ __all__ = [
     "port_adapter",
     "read_vocab",
     "row_mapping",
-    "unknown_config_keys",
 ]

@@ -40,7 +40,7 @@ class PortRequest:
     overwrite: bool = False
     old: str | None = None
     merge_to: str | None = None
-    merge_dtype: str = "bf16"
+    merge_dtype: str = "auto"
     evaluate: EvalSpec | None = None
     device: str | None = None
 
@@ -226,7 +226,7 @@ def port(
     overwrite: bool = False,
     old: str | None = None,
     merge_to: str | Path | None = None,
-    merge_dtype: str = "bf16",
+    merge_dtype: str = "auto",
     evaluate: EvalSpec | None = None,
     device: str | None = None,
     on_phase: PhaseFn | None = None,
@@ -244,7 +244,7 @@ def port(
         overwrite: replace an existing ported patch of that name and an existing ``merge_to``.
         old: the old base (default: looked up in the model store from the patch's records).
         merge_to: also write W_new + ΔW to this folder (streaming, bf16/fp32; never into 4-bit).
-        merge_dtype: "bf16" or "fp32" for ``merge_to``.
+        merge_dtype: "auto" (the base's stored dtype), "bf16", "fp16" or "fp32" for ``merge_to``.
         evaluate: a quick evaluation of the ported model.
         device: "cpu" or "cuda" (default: CUDA when available).
         on_phase: progress callback, called with each phase's name as it starts; an exception

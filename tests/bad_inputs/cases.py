@@ -545,7 +545,7 @@ CHECK_CASES: list[Case] = [
         "merge-bad-dtype",
         _check_adapter_and_base("llama", "llama"),
         ("merge", "{tmp}/adapter", "--base", "{tmp}/base", "--out", "{tmp}/out", "--dtype", "nf4"),
-        ("--dtype nf4", "bf16", "fp32"),
+        ("merge dtype `nf4`", "bf16", "fp32"),
     ),
 ]
 
@@ -884,8 +884,8 @@ HOSTILE_CASES: list[Case] = [
     Case(
         "port-merge-dtype-before-save",
         _stored_patch_and_base,
-        (*PORT_MERGE, "--merge-to", "{tmp}/merged", "--merge-dtype", "fp16"),
-        ("merge dtype `fp16`", "bf16"),
+        (*PORT_MERGE, "--merge-to", "{tmp}/merged", "--merge-dtype", "int8"),
+        ("merge dtype `int8`", "bf16"),
     ),
     Case(
         "port-merge-to-existing-before-save",

@@ -93,7 +93,9 @@ def test_port_screen_ports_tiny_llama_patch_and_shows_summary(
             assert seen_phases == ["check", "load", "attach", "evaluate", "save"]
             # Preflight rows are shown, none failed.
             table = screen.query_one("#preflight")
-            assert table.row_count == 10
+            from portllm_edge.porting.preflight import CHECK_NAMES
+
+            assert table.row_count == len(CHECK_NAMES) == 11
             text = plain(screen.query_one("#summary"))
             assert "matched tensors 8/8" in text
             assert "accuracy on sst2" in text and "saving against the baseline" in text

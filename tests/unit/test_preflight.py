@@ -90,7 +90,7 @@ def test_compatible_port_passes_every_check_and_lists_them_in_order(tiny_pairs, 
     assert "rope_parameters" in arch.details["config_changes"]  # Llama 3 -> 3.1 style change is reported
     assert rep.get("target_modules").details["matched"] == 4
     data = json.loads(json.dumps(rep.to_dict()))
-    assert data["ok"] is True and data["counts"] == {"pass": 10, "warn": 0, "fail": 0}
+    assert data["ok"] is True and data["counts"] == {"pass": 11, "warn": 0, "fail": 0}
 
 
 def test_architecture_fails_for_llama_patch_on_qwen2(tiny_pairs, tiny_adapters):
@@ -276,7 +276,6 @@ def test_adapter_config_unknown_keys_dropped_or_refused(tmp_path, tiny_pairs, ti
     [
         ({"use_dora": True}, "DoRA"),
         ({"init_lora_weights": "pissa_niter_4"}, "residual base"),
-        ({"peft_type": "IA3"}, "IA3"),
         ({"layer_replication": [[0, 2], [1, 2]]}, "layer_replication"),
     ],
 )
@@ -285,6 +284,15 @@ def test_additive_fails_for_non_additive_patches(tmp_path, tiny_pairs, tiny_adap
     edit_json(ad / "adapter_config.json", **change)
     add = run_preflight(ad, tiny_pairs["llama"].new).get("additive")
     assert add.status == "fail" and needle in add.reason
+
+
+def test_a_non_lora_peft_type_is_refused_when_the_config_is_read(tmp_path, tiny_pairs, tiny_adapters):
+    from portllm_edge.errors import PatchError
+
+    ad = copy(tiny_adapters["llama"], tmp_path / "a")
+    edit_json(ad / "adapter_config.json", peft_type="IA3")
+    with pytest.raises(PatchError, match="`peft_type` is 'IA3'; portllm-edge ports LoRA adapters only"):
+        run_preflight(ad, tiny_pairs["llama"].new)
 
 
 def test_tokenizer_lists_added_tokens_and_fails_on_another_tokenizer(tmp_path, tiny_pairs, tiny_adapters):
@@ -327,8 +335,10 @@ def test_tokenizer_reports_remapped_tokens(tmp_path, tiny_pairs, tiny_adapters):
     assert sorted(t for t, _, _ in tok.details["remapped"]) == ["a", "b"]
 
 
-def test_preflight_reads_no_tensor_data(tiny_pairs, tiny_adapters, monkeypatch):
-    """Only headers: safe_open is never called, and no byte past a shard's header is read."""
+def test_preflight_reads_no_base_tensor_data(tiny_pairs, tiny_adapters, monkeypatch):
+    """Only the base's headers: safe_open is never called, and no byte past a shard's header is read.
+
+    (The patch's own small file is scanned for NaN/Inf by the `finite` check.)"""
     import safetensors
 
     from portllm_edge import tensorio
@@ -349,6 +359,10 @@ def test_preflight_reads_no_tensor_data(tiny_pairs, tiny_adapters, monkeypatch):
             self.pos += len(data)
             reads[self.name] = max(reads.get(self.name, 0), self.pos)
             return data
+
+        def seek(self, pos, whence=0):
+            self.pos = self.fh.seek(pos, whence)
+            return self.pos
 
         def __enter__(self):
             return self
