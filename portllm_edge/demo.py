@@ -210,7 +210,7 @@ class ExperimentSettings:
     max_length: int = 48
     train_limit: int | None = None
     eval_limit: int | None = 192
-    precision: str = "nf4"
+    precision: str = "auto"
     measure_steps: int = 4
     seed: int = 0
 
@@ -367,7 +367,14 @@ def run_experiment(
     say("4/6 baseline: LoRA fine-tune of v2 with the same hyperparameters")
     ensure_patch(baseline, v2, v2_fp, "LoRA on v2")
 
-    say(f"5/6 port: {task.patch_name} onto v2 at {s.precision}, training-free")
+    from dataclasses import replace as _replace
+
+    from portllm_edge.models.refs import resolve_base
+    from portllm_edge.porting.load import default_device, resolve_precision
+
+    device = default_device()  # the planner's device: plan, port and both measurements use it
+    s = _replace(s, precision=resolve_precision(s.precision, device, resolve_base(v2_name)))
+    say(f"5/6 port: {task.patch_name} onto v2 at {s.precision} (planner's choice on {device}), training-free")
     ported = port(
         task.patch_name, v2_name, precision=s.precision, overwrite=True, on_phase=lambda p: say(f"    {p}")
     )
@@ -412,6 +419,7 @@ def run_experiment(
             "verbalizers": task.verbalizers,
             "batch_size": s.batch_size,
             "seed": s.seed,
+            "device": device,
         }
         say(f"    measuring: port ({s.precision} load + attach + evaluate a batch) in a subprocess")
         port_mem = measure_job(
@@ -425,9 +433,8 @@ def run_experiment(
             },
         )
         from portllm_edge.measure.bench import default_finetune_dtype
-        from portllm_edge.porting.load import default_device
 
-        ft_dtype = default_finetune_dtype(default_device())
+        ft_dtype = default_finetune_dtype(device)
         say(f"    measuring: LoRA fine-tune of v2 ({ft_dtype}, a few AdamW steps) in a subprocess")
         ft_mem = measure_job(
             "lora_finetune",

@@ -117,6 +117,8 @@ class HardwareProfile(_Strict):
             processes; on unified boards the OS (``reserved`` in the file).
         compute_capability: ``"8.6"``-style, or ``None``.
         bf16: Whether the device runs bfloat16 natively (compute capability >= 8.0).
+        memory_bandwidth_gb_s: Peak memory bandwidth from the vendor's data sheet, GB/s (10^9 bytes/s),
+            or ``None``; bounds decode speed (:mod:`portllm_edge.hardware.compute`).
     """
 
     name: str
@@ -126,7 +128,13 @@ class HardwareProfile(_Strict):
     reserved_bytes: int = Field(default=0, alias="reserved")
     compute_capability: str | None = None
     bf16: bool = True
+    memory_bandwidth_gb_s: float | None = Field(default=None, gt=0)
     notes: str = ""
+
+    @property
+    def bandwidth_bytes_per_s(self) -> float | None:
+        """``memory_bandwidth_gb_s`` in bytes/s, or ``None``."""
+        return None if self.memory_bandwidth_gb_s is None else self.memory_bandwidth_gb_s * 1e9
 
     @field_validator("memory_bytes", "reserved_bytes", mode="before")
     @classmethod

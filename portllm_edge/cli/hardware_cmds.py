@@ -78,6 +78,12 @@ def probe_cmd(
     )
     d = rep.disk
     typer.echo(f"Disk at {d.path}: {d.free_human()} free of {d.total_human()}")
+    from portllm_edge.hardware.compute import gpu_bandwidth_bytes_per_s, measure_cpu_bandwidth
+
+    typer.echo(f"Host memory bandwidth (measured copy): {measure_cpu_bandwidth() / 1e9:.1f} GB/s")
+    for g in rep.gpus:
+        bw = gpu_bandwidth_bytes_per_s(g.nvml_index)
+        typer.echo(f"{g.label} memory bandwidth (NVML): {'n/a' if bw is None else f'{bw / 1e9:.0f} GB/s'}")
     if rep.torch is not None:
         t = rep.torch
         typer.echo(
@@ -176,6 +182,7 @@ def plan_cmd(
                     for o in plan.finetune
                 ],
                 "best": plan.best.value if plan.best else None,
+                "best_reason": plan.reason,
             }
         )
         return
@@ -194,7 +201,8 @@ def plan_cmd(
     if plan.best is not None:
         best = plan.option(plan.best)
         typer.echo(
-            f"\nBest precision that fits: {plan.best.value} ({best.breakdown.total_human()}, {format_size(best.spare_bytes)} spare)."
+            f"\nPrecision for a port: {plan.best.value} ({best.breakdown.total_human()} inference, "
+            f"{format_size(best.spare_bytes)} spare). Why: {plan.reason}"
         )
     else:
         cheapest = min(plan.inference, key=lambda o: o.breakdown.total_bytes)
@@ -229,7 +237,7 @@ def pick_cmd(
     """Rank (base model, precision) pairs that fit, best first, with the reason and the port cost."""
     from portllm_edge.planning import memory_budget, pick_models
 
-    budget = memory_budget(hardware, headroom)
+    budget = memory_budget(hardware, headroom, measure_bandwidth=True)
     choices = pick_models(family=family, budget=budget, context=context, all_precisions=all_precisions)
     if as_json:
         _json(
@@ -247,6 +255,7 @@ def pick_cmd(
                         "port_peak_bytes": c.port_peak_bytes,
                         "spare_bytes": c.spare_bytes,
                         "fits": c.fits,
+                        "decode_tokens_per_s_max": c.tokens_per_s,
                         "reason": c.reason,
                     }
                     for c in choices
@@ -254,7 +263,11 @@ def pick_cmd(
             }
         )
         return
-    typer.echo(f"Budget: {budget.describe()}; context {context}")
+    bandwidth = budget.bandwidth_bytes_per_s
+    typer.echo(
+        f"Budget: {budget.describe()}; context {context}; memory bandwidth "
+        + (f"{bandwidth / 1e9:.1f} GB/s" if bandwidth else "n/a")
+    )
     if not choices:
         from portllm_edge.errors import PlanningError
 
@@ -271,10 +284,16 @@ def pick_cmd(
             c.inference.total_human(),
             c.port_human(),
             format_size(c.spare_bytes),
+            "n/a" if c.tokens_per_s is None else f"{c.tokens_per_s:.1f}",
         ]
         for c in choices
     ]
-    typer.echo(_table(["#", "model", "source", "precision", "inference", "port", "spare"], rows))
+    headers = ["#", "model", "source", "precision", "inference", "port", "spare", "≤ tok/s"]
+    typer.echo(_table(headers, rows))
+    typer.echo(
+        "Rank: fits first; then ≥ 5 tokens/s (bandwidth ÷ bytes read per token, an upper bound); "
+        "then larger models; then higher-quality precision."
+    )
     typer.echo("")
     for c in choices:
         typer.echo(f"{c.rank}. {c.name} @ {c.precision.value}: {c.reason}")

@@ -188,7 +188,12 @@ def port_cmd(
     from_base: Annotated[
         Optional[str], typer.Option("--from", help="With --all: the base the patches belong to.")
     ] = None,
-    precision: Annotated[str, typer.Option("--precision", help="auto, nf4, int8, bf16 or fp32.")] = "nf4",
+    precision: Annotated[
+        str,
+        typer.Option(
+            "--precision", help="auto (the planner's choice, as `plan` shows), nf4, int8, bf16, fp16 or fp32."
+        ),
+    ] = "auto",
     name: Annotated[Optional[str], typer.Option("--name", help="Store name of the ported patch.")] = None,
     old: Annotated[
         Optional[str],

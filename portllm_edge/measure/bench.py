@@ -59,12 +59,15 @@ class BenchResult:
 
 
 def default_finetune_dtype(device: str) -> str:
-    """The LoRA baseline's dtype: bf16 on CUDA (the paper's 16-bit baseline), fp32 on CPU.
+    """The LoRA baseline's dtype: bf16 where ``device`` computes in it natively, else fp32.
 
-    On CPU ``portllm-edge train`` fine-tunes in fp32 (CPU bf16 autograd is slow and not what
-    CPU users run), so the honest baseline there is the fine-tune the user would actually run.
+    bf16 is the paper's 16-bit baseline (PortLLM, Table 5) and what users fine-tune in on
+    Ampere+ GPUs and on CPUs with AVX512-BF16/AMX (:func:`portllm_edge.porting.load.native_dtypes`).
+    Elsewhere (a T4, an older CPU) it is fp32, the fine-tune such a user would actually run.
     """
-    return "bf16" if device == "cuda" else "fp32"
+    from portllm_edge.porting.load import native_dtypes
+
+    return "bf16" if "bf16" in native_dtypes(device) else "fp32"
 
 
 def _summarize(name: str, runs: list[MeasureResult]) -> BenchConfigResult:

@@ -11,6 +11,9 @@ Public API (all pure and torch-free; bytes everywhere)::
     memory_budget(hardware_profile=None, headroom_fraction=0.1, *, report=None,
                   device_index=None) -> Budget                  # probe or a hardware profile
     select_devices(min_free_memory="8GiB") -> list[GpuDevice]
+    load_device() -> "cpu" | "cuda:N"        # the device plan and load share (budget's GPU)
+    decide_precision(model, *, device=None, job="port", budget=None, ...) -> PrecisionDecision
+        # THE precision decision: plan, pick, port --precision auto, the app and the demo ask it
     plan_model(model, *, hardware_profile=None, budget=None, context=2048, batch=1, ...) -> Plan
     pick_models(*, family=None, hardware_profile=None, budget=None, context=2048, ...)
         -> list[RankedChoice]
@@ -26,12 +29,14 @@ are in :mod:`portllm_edge.planning.estimate`.
 from __future__ import annotations
 
 from portllm_edge.planning.arch import LinearSpec, ModelArch
-from portllm_edge.planning.budget import DEFAULT_HEADROOM, Budget, memory_budget, select_devices
+from portllm_edge.planning.budget import DEFAULT_HEADROOM, Budget, load_device, memory_budget, select_devices
+from portllm_edge.planning.decide import PrecisionDecision, decide_precision
 from portllm_edge.planning.estimate import (
     ALL_PRECISIONS,
     MemoryBreakdown,
     MemoryTerm,
     Precision,
+    decode_bytes_per_token,
     estimate_inference_peak,
     estimate_lora_finetune_peak,
     kv_cache_bytes,
@@ -53,10 +58,14 @@ __all__ = [
     "Plan",
     "PlanOption",
     "Precision",
+    "PrecisionDecision",
     "RankedChoice",
+    "decide_precision",
+    "decode_bytes_per_token",
     "estimate_inference_peak",
     "estimate_lora_finetune_peak",
     "kv_cache_bytes",
+    "load_device",
     "lora_param_count",
     "memory_budget",
     "pick_models",

@@ -35,6 +35,8 @@ class Budget:
         headroom_fraction: Fraction of ``available_bytes`` kept back, in [0, 1).
         bf16: Whether bfloat16 runs natively (compute capability >= 8.0, or CPU).
         compute_capability: ``"8.6"``-style, or ``None``.
+        torch_index: The ``cuda:N`` index of the probed GPU the budget is for, or ``None``.
+        bandwidth_bytes_per_s: Memory bandwidth of the device, bytes/s, or ``None`` when unknown.
     """
 
     name: str
@@ -45,6 +47,16 @@ class Budget:
     headroom_fraction: float = DEFAULT_HEADROOM
     bf16: bool = True
     compute_capability: str | None = None
+    torch_index: int | None = None
+    bandwidth_bytes_per_s: float | None = None
+
+    @property
+    def load_device(self) -> str:
+        """The device a load on this budget uses: ``"cuda:N"`` for a probed GPU, ``"cuda"`` for a
+        GPU profile, else ``"cpu"`` (a unified-memory board loads on its GPU)."""
+        if self.device == "cpu":
+            return "cpu"
+        return f"cuda:{self.torch_index}" if self.torch_index is not None else "cuda"
 
     @property
     def usable_bytes(self) -> int:
@@ -97,6 +109,7 @@ def budget_from_profile(profile: HardwareProfile, headroom_fraction: float = DEF
         headroom_fraction=headroom_fraction,
         bf16=profile.bf16,
         compute_capability=profile.compute_capability,
+        bandwidth_bytes_per_s=profile.bandwidth_bytes_per_s,
     )
 
 
@@ -105,7 +118,12 @@ def _cc_text(gpu: GpuDevice) -> str | None:
 
 
 def budget_from_report(
-    report: HardwareReport, headroom_fraction: float = DEFAULT_HEADROOM, device_index: int | None = None
+    report: HardwareReport,
+    headroom_fraction: float = DEFAULT_HEADROOM,
+    device_index: int | None = None,
+    *,
+    cpu: bool = False,
+    measure_bandwidth: bool = False,
 ) -> Budget:
     """Budget of the probed machine: the visible GPU with the most free memory, else host RAM.
 
@@ -113,12 +131,23 @@ def budget_from_report(
         report: A :func:`~portllm_edge.hardware.probe` result.
         headroom_fraction: Fraction kept back.
         device_index: Use ``cuda:N`` (torch index) instead of the GPU with most free memory.
+        cpu: Plan for host RAM even when a GPU is visible (``--device cpu``).
+        measure_bandwidth: Time a host memory copy for the CPU budget's bandwidth (about 0.3 s);
+            a GPU's comes from NVML.
 
     Raises:
         HardwareError: ``device_index`` is not a visible GPU.
     """
+    from portllm_edge.hardware.compute import (
+        cpu_bf16_native,
+        gpu_bandwidth_bytes_per_s,
+        measure_cpu_bandwidth,
+    )
+
     _check_headroom(headroom_fraction)
     gpus = [g for g in report.visible_gpus if g.free_bytes is not None and g.total_bytes is not None]
+    if cpu:
+        gpus = []
     if device_index is not None:
         chosen = [g for g in gpus if g.torch_index == device_index]
         if not chosen:
@@ -139,6 +168,8 @@ def budget_from_report(
             headroom_fraction=headroom_fraction,
             bf16=cc is None or cc[0] >= 8,
             compute_capability=_cc_text(best),
+            torch_index=best.torch_index,
+            bandwidth_bytes_per_s=gpu_bandwidth_bytes_per_s(best.nvml_index),
         )
     host = report.host
     return Budget(
@@ -148,7 +179,8 @@ def budget_from_report(
         total_bytes=host.total_bytes,
         available_bytes=host.available_bytes,
         headroom_fraction=headroom_fraction,
-        bf16=True,
+        bf16=cpu_bf16_native(),
+        bandwidth_bytes_per_s=measure_cpu_bandwidth() if measure_bandwidth else None,
     )
 
 
@@ -158,6 +190,8 @@ def memory_budget(
     *,
     report: HardwareReport | None = None,
     device_index: int | None = None,
+    device: str | None = None,
+    measure_bandwidth: bool = False,
 ) -> Budget:
     """The budget to plan against: a named profile, or this machine.
 
@@ -167,6 +201,9 @@ def memory_budget(
         headroom_fraction: Fraction of available memory kept back (default 10 %).
         report: A probe result to reuse (default: probe now).
         device_index: Pick ``cuda:N`` when probing.
+        device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` when probing: the device the load will use
+            (``cuda`` = the GPU with the most free memory).
+        measure_bandwidth: Measure host memory bandwidth for a CPU budget (see :func:`budget_from_report`).
 
     Raises:
         ConfigError: Unknown profile (with a "did you mean" hint) or bad headroom.
@@ -178,7 +215,25 @@ def memory_budget(
 
             hardware_profile = load_catalog().hardware_profile(hardware_profile)
         return budget_from_profile(hardware_profile, headroom_fraction)
-    return budget_from_report(report if report is not None else probe(), headroom_fraction, device_index)
+    cpu = device is not None and device.split(":")[0] == "cpu"
+    if device is not None and device.startswith("cuda:"):
+        device_index = int(device.split(":")[1])
+    return budget_from_report(
+        report if report is not None else probe(),
+        headroom_fraction,
+        device_index,
+        cpu=cpu,
+        measure_bandwidth=measure_bandwidth,
+    )
+
+
+def load_device(report: HardwareReport | None = None) -> str:
+    """The device a load uses by default: the budget's (:attr:`Budget.load_device`) for this machine.
+
+    Plan and load share it: the budget plans for the visible GPU with the most free memory,
+    and the load goes to that GPU's ``cuda:N``; ``"cpu"`` without a visible GPU.
+    """
+    return budget_from_report(report if report is not None else probe()).load_device
 
 
 def select_devices(

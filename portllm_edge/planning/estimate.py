@@ -415,6 +415,24 @@ def estimate_inference_peak(
     )
 
 
+def decode_bytes_per_token(arch: ModelArch, precision: Precision | str, context: int = 2048) -> int:
+    """Bytes one decoding step reads from memory, batch 1, at ``context`` tokens of KV cache.
+
+    ``Σ linear weights + constants at the precision + lm_head (V·H·c; tied or not, the logits
+    matmul reads the whole matrix) + norms·c + KV cache (Σ_l 2·kv·hd·min(s, window_l)·c)``.
+    The embedding lookup reads one row (ignored). Single-stream decoding is memory-bound, so
+    ``bandwidth ÷ this`` is an upper bound on tokens/s (Kim et al., "SqueezeLLM", 2023, §3).
+    """
+    prec = as_precision(precision)
+    c = prec.compute_bytes
+    weights = 0
+    for spec in arch.linears():
+        w, q = quantized_linear_bytes(spec.numel, spec.out_features, prec)
+        weights += (w + q) * arch.num_layers
+    head = arch.vocab_size * arch.hidden_size * c
+    return weights + head + arch.norm_params * c + kv_cache_bytes(arch, context, 1, c)
+
+
 # --------------------------------------------------------------------------------------------------
 # LoRA / QLoRA fine-tuning
 # --------------------------------------------------------------------------------------------------

@@ -1,12 +1,22 @@
 """``pick``: rank (base model, precision) pairs that fit a budget, best first, with reasons.
 
 Why this module exists: it is how the app "picks quantized base models" — the
-CLI's ``pick`` and the TUI's Models screen show this same ranking. Rule: the
-largest model first, then the highest-quality precision that fits with
-headroom. A bigger model at 4-bit beats a smaller one at 16-bit for the same
-memory ("The case for 4-bit precision: k-bit Inference Scaling Laws",
-Dettmers & Zettlemoyer, ICML 2023), and NF4 beats FP4 (QLoRA §3). Reads only
-``config.json`` and profiles; never imports torch.
+CLI's ``pick`` and the TUI's Models screen show this same ranking. Each model's
+precision is the one precision decision's (:func:`portllm_edge.planning.decide_precision`,
+job ``port``). The ranking rule, in order:
+
+1. pairs whose port fits the budget before those that don't;
+2. pairs that decode at least :data:`MIN_TOKENS_PER_S` (estimated, bandwidth-bound:
+   memory bandwidth ÷ bytes read per token) before slower ones -- a model that fits
+   in RAM but answers at a token a second is not one a person can use;
+3. larger models first: a bigger model at 4-bit beats a smaller one at 16-bit for the
+   same memory ("The case for 4-bit precision: k-bit Inference Scaling Laws",
+   Dettmers & Zettlemoyer, ICML 2023), and NF4 beats FP4 (QLoRA §3);
+4. the higher-quality precision, then less memory.
+
+Step 2 applies when the budget knows its bandwidth (probe measures it on CPU and
+reads it from NVML on a GPU; hardware profiles carry the data-sheet figure).
+Reads only ``config.json`` and profiles; never imports torch.
 """
 
 from __future__ import annotations
@@ -21,10 +31,13 @@ from portllm_edge.planning.estimate import (
     MemoryBreakdown,
     Precision,
     as_precision,
+    decode_bytes_per_token,
     estimate_inference_peak,
 )
 from portllm_edge.planning.plan import ModelSpec, precision_preference, profile_model_specs, store_model_specs
 
+MIN_TOKENS_PER_S = 5.0
+"""Estimated decode speed below which a pair ranks after the usable ones (about reading speed)."""
 PORT_PATCH_RANK = 16
 PORT_PATCH_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -42,6 +55,8 @@ class RankedChoice:
         fits: Porting a patch onto it (:func:`port_peak_bytes`) fits the budget with headroom.
         spare_bytes: ``usable - inference total``.
         reason: Why it sits where it does, in one or two sentences.
+        tokens_per_s: Estimated decode speed, tokens/s (bandwidth ÷ :func:`decode_bytes_per_token`),
+            or ``None`` when the budget's bandwidth is unknown.
     """
 
     rank: int
@@ -52,6 +67,7 @@ class RankedChoice:
     fits: bool
     spare_bytes: int
     reason: str
+    tokens_per_s: float | None = None
 
     @property
     def name(self) -> str:
@@ -94,8 +110,7 @@ def pick_models(
 ) -> list[RankedChoice]:
     """Rank the (model, precision) pairs from the profiles and the local store for a budget.
 
-    Order: fitting pairs first; among them larger models first (parameters), then the
-    preferred precision (16-bit > int8 > nf4 > fp4; bf16/fp16 over fp32), then less memory.
+    Order: the module's rule (fits, usable speed, size, precision quality, memory).
 
     Args:
         family: Only this family (profile family name or ``model_type``).
@@ -135,6 +150,8 @@ def pick_models(
     else:
         specs = [s for s in models if family is None or (s.family or "").lower() == family.lower()]
 
+    from portllm_edge.planning.decide import decide_precision
+
     rows: list[tuple[ModelSpec, Precision, MemoryBreakdown, bool]] = []
     for spec in specs:
         ests = [
@@ -144,6 +161,8 @@ def pick_models(
         # A pair fits when porting a patch onto it fits (inference + patch + transient), not inference alone.
         fitting = [e for e in ests if bud.fits(port_peak_bytes(spec, e))]
         fitting.sort(key=lambda e: precision_preference(e.precision, bud.bf16), reverse=True)
+        decided = decide_precision(spec, budget=bud, job="port", context=context).precision
+        fitting.sort(key=lambda e: e.precision is not decided)  # the one decision first, stable otherwise
         chosen = fitting if all_precisions else fitting[:1]
         rows += [(spec, e.precision, e, True) for e in chosen]
         if include_unfit:
@@ -155,12 +174,19 @@ def pick_models(
                 if not fitting or all_precisions
             ]
 
+    def speed(spec: ModelSpec, prec: Precision) -> float | None:
+        if not bud.bandwidth_bytes_per_s:
+            return None
+        return bud.bandwidth_bytes_per_s / decode_bytes_per_token(spec.arch, prec, context)
+
     def key(
         row: tuple[ModelSpec, Precision, MemoryBreakdown, bool],
-    ) -> tuple[int, int, tuple[int, int], int, str]:
+    ) -> tuple[int, int, int, tuple[int, int], int, str]:
         spec, prec, est, fits = row
+        tps = speed(spec, prec)
         return (
             0 if fits else 1,
+            1 if tps is not None and tps < MIN_TOKENS_PER_S else 0,
             -spec.params,
             tuple(-x for x in precision_preference(prec, bud.bf16)),
             est.total_bytes,
@@ -171,8 +197,9 @@ def pick_models(
     out: list[RankedChoice] = []
     for i, (spec, prec, est, fits) in enumerate(rows, start=1):
         spare = bud.spare_bytes(est.total_bytes)
-        reason = _reason(spec, prec, est, fits, spare, bud, precs, context, batch, first=(i == 1))
-        out.append(RankedChoice(i, spec, prec, est, port_peak_bytes(spec, est), fits, spare, reason))
+        tps = speed(spec, prec)
+        reason = _reason(spec, prec, est, fits, spare, bud, precs, context, batch, first=(i == 1), tps=tps)
+        out.append(RankedChoice(i, spec, prec, est, port_peak_bytes(spec, est), fits, spare, reason, tps))
     return out
 
 
@@ -188,6 +215,7 @@ def _reason(
     batch: int,
     *,
     first: bool,
+    tps: float | None = None,
 ) -> str:
     size = _params_human(spec.params)
     if not fits:
@@ -198,8 +226,14 @@ def _reason(
         top = max(better, key=lambda p: precision_preference(p, bud.bf16))
         need = estimate_inference_peak(spec.arch, top, context, batch, device=bud.device).total_bytes  # type: ignore[arg-type]
         text += f" {top.value} would need {format_size(need)}."
+    if tps is not None and tps < MIN_TOKENS_PER_S:
+        text += (
+            f" Decodes at about {tps:.1f} tokens/s at most here (bandwidth-bound), under {MIN_TOKENS_PER_S:g}:"
+            " ranked after the models that run at a usable speed."
+        )
+        return text
     if first:
-        text += " Largest model that fits, at its best fitting precision."
+        text += " Largest model that fits and decodes at a usable speed, at its best fitting precision."
     elif prec.quality_rank < 3:
         text += " Ranked by size: a larger model at lower precision beats a smaller one at 16-bit (Dettmers & Zettlemoyer 2023)."
     return text

@@ -177,7 +177,10 @@ class Plan:
         budget: The budget.
         inference: One option per precision, in the order asked.
         finetune: LoRA bf16 (with/without checkpointing) and QLoRA nf4 options.
-        best: The highest-quality precision whose inference fits, or ``None``.
+        best: The precision :func:`portllm_edge.planning.decide_precision` chooses for ``job``
+            on this budget, or ``None`` when nothing fits.
+        job: ``port`` or ``inference``: what ``best`` was decided for.
+        reason: Why ``best`` (one sentence).
     """
 
     model: ModelSpec
@@ -185,6 +188,8 @@ class Plan:
     inference: tuple[PlanOption, ...]
     finetune: tuple[PlanOption, ...]
     best: Precision | None
+    job: str = "port"
+    reason: str = ""
 
     def option(self, precision: Precision | str) -> PlanOption:
         """The inference option of ``precision``. Raises KeyError if it was not planned."""
@@ -211,14 +216,6 @@ def precision_preference(p: Precision, bf16_native: bool) -> tuple[int, int]:
     return p.quality_rank, 0
 
 
-def best_fitting(options: Iterable[PlanOption], bf16_native: bool) -> Precision | None:
-    """The preferred precision among fitting options (see :func:`precision_preference`)."""
-    fitting = [o.breakdown.precision for o in options if o.fits]
-    if not fitting:
-        return None
-    return max(fitting, key=lambda p: precision_preference(p, bf16_native))
-
-
 def plan_model(
     model: str | Path | Mapping[str, Any] | ModelArch | ModelSpec,
     *,
@@ -233,6 +230,8 @@ def plan_model(
     lora_targets: Iterable[str] = ("q_proj", "v_proj"),
     train_seq_len: int = 512,
     train_batch: int = 1,
+    job: str = "port",
+    device: str | None = None,
 ) -> Plan:
     """Plan one model: inference at each precision, LoRA/QLoRA fine-tuning, best fitting precision.
 
@@ -249,16 +248,24 @@ def plan_model(
         lora_targets: LoRA target modules.
         train_seq_len: Fine-tuning sequence length.
         train_batch: Fine-tuning micro-batch.
+        job: ``port`` or ``inference``: the job ``best`` is decided for (:func:`decide_precision`).
+        device: ``cpu``, ``cuda`` or ``cuda:N`` to plan for when probing (default: where a load goes).
 
     Raises:
         PlanningError: Unknown model or bad sizes. ConfigError: Unknown hardware profile.
     """
+    from portllm_edge.planning.decide import decide_precision
+
     spec = resolve_model_spec(model)
-    bud = budget if budget is not None else memory_budget(hardware_profile, headroom_fraction)
-    device = bud.device  # type: ignore[assignment]
+    bud = budget if budget is not None else memory_budget(hardware_profile, headroom_fraction, device=device)
+    decision = decide_precision(spec, budget=bud, job=job, context=context)  # type: ignore[arg-type]
+    kind = bud.device
+    asked = [as_precision(p) for p in precisions]
+    if decision.precision not in asked:
+        asked.append(decision.precision)
     inference = []
-    for p in precisions:
-        b = estimate_inference_peak(spec.arch, p, context, batch, double_quant=double_quant, device=device)  # type: ignore[arg-type]
+    for p in asked:
+        b = estimate_inference_peak(spec.arch, p, context, batch, double_quant=double_quant, device=kind)  # type: ignore[arg-type]
         inference.append(
             PlanOption(b, bud.fits(b.total_bytes), bud.spare_bytes(b.total_bytes), b.precision.value)
         )
@@ -280,7 +287,7 @@ def plan_model(
             train_batch,
             gc,
             double_quant=double_quant,
-            device=device,  # type: ignore[arg-type]
+            device=kind,  # type: ignore[arg-type]
         )
         finetune.append(PlanOption(b, bud.fits(b.total_bytes), bud.spare_bytes(b.total_bytes), label))
     return Plan(
@@ -288,5 +295,7 @@ def plan_model(
         budget=bud,
         inference=tuple(inference),
         finetune=tuple(finetune),
-        best=best_fitting(inference, bud.bf16),
+        best=decision.precision if decision.fits else None,
+        job=job,
+        reason=decision.reason,
     )

@@ -1,11 +1,17 @@
-"""Load a base model at a chosen precision: NF4 (default), int8, bf16 or fp32.
+"""Load a base model at a chosen precision: NF4 (default), int8, bf16, fp16 or fp32.
 
 NF4 uses bitsandbytes 4-bit NormalFloat with double quantization and an explicit
 compute dtype (Dettmers et al., "QLoRA", 2023, §3; transformers docs,
-"bitsandbytes" quantization page). bitsandbytes keeps embeddings, lm_head and
-norms in the compute dtype. ``auto`` follows the device: NF4 where bitsandbytes
-runs (CUDA, or CPU with bitsandbytes >= 0.46.1), otherwise bf16 on CUDA and fp32
-on CPU.
+"bitsandbytes" quantization page). bitsandbytes leaves embeddings, lm_head and
+norms unquantized; they stay at the checkpoint's stored 16-bit dtype where the
+device computes in it natively (:func:`unquantized_dtype`), else fp32 -- a
+Mistral-7B-shaped base keeps its 0.5 GB of embeddings at 0.5 GB, not 1 GB.
+``auto`` asks the planner (:func:`portllm_edge.planning.decide_precision`).
+
+Devices are ``"cpu"``, ``"cuda"`` (= ``cuda:0``) or ``"cuda:N"``. Every CUDA load
+goes through ``device_map={"": N}`` so weights are placed on the GPU as they are
+read, never staged in host RAM first (which doubles the footprint on unified-memory
+boards such as Jetson).
 
 bitsandbytes is imported lazily behind :func:`bitsandbytes_available`, never at
 module import. ``trust_remote_code`` is always off unless the caller asks.
@@ -16,14 +22,22 @@ from __future__ import annotations
 import functools
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from portllm_edge.errors import BaseModelError, ConfigError
+from portllm_edge.hardware.compute import device_kind
 from portllm_edge.models.refs import ResolvedBase, resolve_base
+from portllm_edge.planning.estimate import Precision
 
-Precision = Literal["auto", "nf4", "int8", "bf16", "fp32"]
-PRECISIONS: tuple[str, ...] = ("auto", "nf4", "int8", "bf16", "fp32")
-MIN_BNB_CPU = (0, 46, 1)
+LOADABLE: tuple[Precision, ...] = (
+    Precision.NF4,
+    Precision.INT8,
+    Precision.BF16,
+    Precision.FP16,
+    Precision.FP32,
+)
+"""Precisions :func:`load_base_model` can load (fp4 is planned for, not loaded)."""
+PRECISIONS: tuple[str, ...] = ("auto", *(p.value for p in LOADABLE))
 
 
 @functools.lru_cache(maxsize=1)
@@ -35,45 +49,69 @@ def bitsandbytes_version() -> tuple[int, ...] | None:
     # warns when it is absent; we run offline by design, so that warning is noise.
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     try:
-        import bitsandbytes
+        import bitsandbytes  # noqa: F401
     except Exception:
         return None
-    parts = []
-    for piece in str(bitsandbytes.__version__).split(".")[:3]:
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        parts.append(int(digits or 0))
-    return tuple(parts)
+    from portllm_edge.hardware.compute import bitsandbytes_installed_version
+
+    return bitsandbytes_installed_version()
+
+
+def device_index(device: str) -> int:
+    """The N of ``cuda:N`` (0 for plain ``cuda``).
+
+    Raises:
+        ConfigError: ``device`` is not ``cpu``, ``cuda`` or ``cuda:N``.
+    """
+    kind, _, index = device.partition(":")
+    if kind not in ("cpu", "cuda") or (index and not index.isdigit()) or (kind == "cpu" and index):
+        raise ConfigError(f"device {device!r} is not known.", hint="use cpu, cuda or cuda:N")
+    return int(index or 0)
 
 
 def bitsandbytes_available(device: str = "cpu") -> bool:
-    """True when bitsandbytes can run 4-bit/8-bit layers on ``device`` ("cpu" or "cuda")."""
-    version = bitsandbytes_version()
-    if version is None:
-        return False
-    return device == "cuda" or version >= MIN_BNB_CPU
+    """True when bitsandbytes can run 4-bit/8-bit layers on ``device`` ("cpu", "cuda" or "cuda:N")."""
+    from portllm_edge.hardware.compute import bitsandbytes_runs_on
+
+    return bitsandbytes_version() is not None and bitsandbytes_runs_on(device)
 
 
 def default_device() -> str:
-    """``"cuda"`` when torch sees a CUDA device, else ``"cpu"``."""
+    """The device a load uses when none is given: the planner's (:func:`portllm_edge.planning.load_device`).
+
+    ``"cuda:N"`` for the visible GPU the budget plans for (the one with the most free memory)
+    when torch sees CUDA, else ``"cpu"``.
+    """
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
+        return "cpu"
+    from portllm_edge.planning.budget import load_device
+
+    device = load_device()
+    return device if device_kind(device) == "cuda" else "cuda:0"
 
 
-def resolve_precision(precision: str, device: str) -> str:
+def resolve_precision(precision: str, device: str, base: ResolvedBase | None = None) -> str:
     """Turn ``auto`` into a concrete precision for ``device``; validate the others.
+
+    ``auto`` is the planner's answer for porting onto ``base`` on ``device``
+    (:func:`portllm_edge.planning.decide_precision`, the one precision decision); without
+    a base, the precision it prefers when memory is not the limit.
 
     Raises:
         ConfigError: unknown precision, or a quantized one where bitsandbytes can't run.
     """
+    if isinstance(precision, Precision):
+        precision = precision.value
     if precision not in PRECISIONS:
         raise ConfigError(
             f"--precision {precision!r} is not known.", hint=f"choose one of {', '.join(PRECISIONS)}"
         )
     if precision == "auto":
-        if bitsandbytes_available(device):
-            return "nf4"
-        return "bf16" if device == "cuda" else "fp32"
+        from portllm_edge.planning.decide import decide_precision
+
+        return decide_precision(base.path if base is not None else None, device=device).precision.value
     if precision in ("nf4", "int8") and not bitsandbytes_available(device):
         raise ConfigError(
             f"--precision {precision} needs bitsandbytes >= 0.46.1 on {device}; it is missing or too old.",
@@ -84,11 +122,43 @@ def resolve_precision(precision: str, device: str) -> str:
 
 def default_compute_dtype(device: str) -> str:
     """Compute dtype for quantized layers: bf16 on CUDA (fp16 if bf16 is unsupported), fp32 on CPU."""
-    if device == "cuda":
+    if device_kind(device) == "cuda":
         import torch
 
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "fp32"
+
+
+def native_dtypes(device: str) -> tuple[str, ...]:
+    """Dtypes ``device`` computes in natively: CUDA fp32/fp16 (+ bf16 from compute capability 8.0);
+    CPU fp32 (+ bf16 with AVX512-BF16/AMX, :func:`portllm_edge.hardware.compute.cpu_bf16_native`)."""
+    if device_kind(device) == "cuda":
+        import torch
+
+        return ("fp32", "fp16", "bf16") if torch.cuda.is_bf16_supported() else ("fp32", "fp16")
+    from portllm_edge.hardware.compute import cpu_bf16_native
+
+    return ("fp32", "bf16") if cpu_bf16_native() else ("fp32",)
+
+
+def stored_dtype(base: ResolvedBase) -> str | None:
+    """The checkpoint's dtype from ``config.json`` (``dtype``/``torch_dtype``) as fp32/bf16/fp16, or ``None``."""
+    try:
+        cfg = base.config()
+    except BaseModelError:
+        return None
+    name = str(cfg.get("dtype") or cfg.get("torch_dtype") or "")
+    return {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}.get(name)
+
+
+def unquantized_dtype(base: ResolvedBase, device: str, compute_dtype: str) -> str:
+    """Dtype of a quantized load's unquantized tensors (embeddings, lm_head, norms, biases).
+
+    The stored dtype when ``device`` computes in it natively (no copy, no upcast: bitsandbytes
+    casts each layer's input to ``compute_dtype`` and its output back), else ``compute_dtype``.
+    """
+    stored = stored_dtype(base)
+    return stored if stored is not None and stored in native_dtypes(device) else compute_dtype
 
 
 def _torch_dtype(name: str) -> Any:
@@ -106,10 +176,13 @@ class LoadedBase:
         tokenizer: its tokenizer (pad token set).
         base: where it came from.
         precision: the concrete precision (nf4, int8, bf16, fp32).
-        compute_dtype: dtype of activations in quantized layers ("fp32", "bf16", "fp16").
+        compute_dtype: dtype of activations in quantized layers ("fp32", "bf16", "fp16"); for
+            16/32-bit loads the load dtype.
         device: "cpu" or "cuda".
         load_seconds: wall time of loading, seconds.
         quantization: the bitsandbytes settings used, for records.
+        unquantized_dtype: dtype of the tensors left unquantized (embeddings, lm_head, norms).
+        device_index: the N of ``cuda:N`` (``None`` on CPU).
     """
 
     model: Any
@@ -120,6 +193,8 @@ class LoadedBase:
     device: str
     load_seconds: float
     quantization: dict[str, Any] = field(default_factory=dict)
+    unquantized_dtype: str = "fp32"
+    device_index: int | None = None
 
 
 def quantization_config(precision: str, compute_dtype: str) -> Any:
@@ -176,8 +251,8 @@ def load_base_model(
 
     Args:
         ref: a base reference (see :func:`portllm_edge.models.resolve_base`) or a resolved base.
-        precision: auto, nf4, int8, bf16 or fp32.
-        device: "cpu" or "cuda"; default: CUDA when available.
+        precision: auto, nf4, int8, bf16, fp16 or fp32.
+        device: "cpu", "cuda" or "cuda:N"; default: CUDA when available.
         compute_dtype: fp32, bf16 or fp16 for quantized layers; default per device.
         trust_remote_code: run model code shipped with the checkpoint (off by default).
         online: allow a hub download for a hub id.
@@ -199,16 +274,17 @@ def load_base_model(
 
     base = ref if isinstance(ref, ResolvedBase) else resolve_base(ref, online=online)
     device = device or default_device()
-    concrete = resolve_precision(precision, device)
+    index = device_index(device)
+    kind = device_kind(device)
+    concrete = resolve_precision(precision, device, base)
     cdtype = compute_dtype or default_compute_dtype(device)
     qcfg = quantization_config(concrete, cdtype)
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code, "use_safetensors": True}
+    kwargs["device_map"] = {"": index} if kind == "cuda" else {"": "cpu"}
+    keep = unquantized_dtype(base, device, cdtype) if qcfg is not None else concrete
+    kwargs["dtype"] = _torch_dtype(keep)
     if qcfg is not None:
         kwargs["quantization_config"] = qcfg
-        kwargs["device_map"] = {"": 0} if device == "cuda" else {"": "cpu"}
-        kwargs["dtype"] = _torch_dtype(cdtype)
-    else:
-        kwargs["dtype"] = _torch_dtype(concrete)
     tokenizer = load_tokenizer(base, trust_remote_code=trust_remote_code)
     start = time.perf_counter()
     try:
@@ -218,8 +294,6 @@ def load_base_model(
             f"{base.path}: cannot load weights at {concrete} ({type(exc).__name__}: {str(exc)[:200]}).",
             hint="check the folder with `portllm-edge check`, or try another --precision",
         ) from exc
-    if qcfg is None and device == "cuda":
-        model.to("cuda")  # type: ignore[arg-type]
     model.eval()
     if concrete == "nf4" and not cpu_repack:
         from portllm_edge.porting.quant import disable_cpu_repacking
@@ -233,5 +307,14 @@ def load_base_model(
         quant = {"quant_type": "int8", "compute_dtype": cdtype}
     del torch
     return LoadedBase(
-        model, tokenizer, base, concrete, cdtype if qcfg is not None else concrete, device, seconds, quant
+        model,
+        tokenizer,
+        base,
+        concrete,
+        cdtype if qcfg is not None else concrete,
+        kind,
+        seconds,
+        quant,
+        keep,
+        None if kind == "cpu" else index,
     )

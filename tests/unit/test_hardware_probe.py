@@ -399,3 +399,42 @@ def test_probe_command_json_host_within_cgroup(portllm_home):
         assert host["total_bytes"] <= host["cgroup"]["limit_bytes"]
     assert host["available_bytes"] <= host["total_bytes"]
     assert data["disk"]["free_bytes"] > 0
+
+
+def test_plan_and_load_share_the_gpu_with_most_free_memory(use_nvml, no_cgroup):
+    """The budget plans for the visible GPU with the most free memory; the load goes to that cuda:N."""
+    from portllm_edge.planning import decide_precision, load_device
+
+    small = {**RTX3060, "uuid": "GPU-a", "free": 2 * GiB}
+    big = {**RTX3060, "uuid": "GPU-b", "free": 11 * GiB}
+    use_nvml(fake_nvml([small, big]))
+    rep = probe(**no_cgroup)
+    budget = memory_budget(report=rep)
+    assert budget.torch_index == 1 and budget.load_device == "cuda:1"
+    assert load_device(rep) == "cuda:1"
+    assert decide_precision(budget=budget).device == "cuda:1"
+    assert memory_budget(report=rep, device="cuda:0").available_bytes == 2 * GiB
+    assert memory_budget(report=rep, device="cpu").device == "cpu"
+
+
+def test_gpu_bandwidth_from_nvml_clock_and_bus_width(use_nvml, no_cgroup):
+    from portllm_edge.hardware.compute import gpu_bandwidth_bytes_per_s
+
+    lib = fake_nvml([RTX3060])
+    lib.nvmlDeviceGetMaxClockInfo = lambda h, kind: 7501 if kind == 2 else 0  # MHz, NVML_CLOCK_MEM
+    lib.nvmlDeviceGetMemoryBusWidth = lambda h: 192  # bits
+    use_nvml(lib)
+    # 2 × 7501 MHz × 24 bytes = 360 GB/s, the RTX 3060's data-sheet figure
+    assert gpu_bandwidth_bytes_per_s(0) == 2 * 7501 * 10**6 * 24
+    assert memory_budget(report=probe(**no_cgroup)).bandwidth_bytes_per_s == 2 * 7501 * 10**6 * 24
+
+
+def test_cpu_bf16_from_cpuinfo_flags(tmp_path):
+    from portllm_edge.hardware.compute import cpu_bf16_native
+
+    with_bf16 = tmp_path / "a"
+    with_bf16.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n")
+    without = tmp_path / "b"
+    without.write_text("processor\t: 0\nflags\t\t: fpu avx2\n")
+    assert cpu_bf16_native(with_bf16) is True
+    assert cpu_bf16_native(without) is False

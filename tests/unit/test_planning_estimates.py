@@ -119,7 +119,7 @@ def test_plan_command_shows_every_number(capsys):
     assert " fits " in lines["nf4"] + " " and "does not fit" in lines["bf16"]
     for header in ("weights", "q-consts", "unquant.", "KV cache", "activ.", "runtime", "total"):
         assert header in out
-    assert "Best precision that fits" in out and "12.00 GiB total" in out
+    assert "Precision for a port" in out and "12.00 GiB total" in out
 
 
 def test_plan_command_json_and_bad_model(capsys):
