@@ -233,10 +233,12 @@ def main(argv: list[str]) -> int:
 
         device = params.setdefault("device", None) or default_device()
         params["device"] = device
+        on_cuda = device.split(":")[0] == "cuda"  # "cuda" or "cuda:N" (the planner's GPU)
 
         context = None
-        if device == "cuda":
+        if on_cuda:
             torch.cuda.init()
+            torch.cuda.set_device(torch.device(device))
             free, total = torch.cuda.mem_get_info()
             context = int(total - free)
             torch.cuda.reset_peak_memory_stats()
@@ -248,7 +250,7 @@ def main(argv: list[str]) -> int:
         wall = time.perf_counter() - start
         details["peak_anon_rss_bytes"] = anon.peak or None
         details["vmhwm_bytes"] = peak_rss_bytes()
-        if device == "cuda":
+        if on_cuda:
             peak = int(torch.cuda.max_memory_reserved()) + int(context or 0)
             metric = "cuda_max_reserved_plus_context"
         elif anon.peak:
@@ -263,7 +265,7 @@ def main(argv: list[str]) -> int:
             "baseline_bytes": baseline,
             "steady_bytes": _rss(),
             "cuda_context_bytes": context,
-            "nvml_process_bytes": _nvml_process_bytes() if device == "cuda" else None,
+            "nvml_process_bytes": _nvml_process_bytes() if on_cuda else None,
             "wall_seconds": wall,
             "phases": phases,
             "details": details,
