@@ -1,14 +1,21 @@
-"""The local model store: copy a Hugging Face model folder in, list what is there.
+"""The local model store: copy a Hugging Face model folder in, list what is there, find quantized copies.
 
 Store entries live in ``<home>/models/<name>/`` and are written atomically
 (:func:`portllm_edge.fsutil.atomic_dir`). GGUF files have their own importer
-(:mod:`portllm_edge.models.gguf`). Must not import torch.
+(:mod:`portllm_edge.models.gguf`). Quantized copies of bases (NF4/int8, saved by
+transformers + bitsandbytes right after quantizing, before any forward pass) live in
+``<home>/models/.quantized/``, keyed by the base's weight fingerprint and the
+quantization settings (:func:`quantized_cache_dir`), so a base is quantized once.
+Must not import torch.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 from portllm_edge import paths
@@ -61,3 +68,30 @@ def import_model_folder(src: str | Path, name: str | None = None, *, force: bool
             if f.is_file() and f.suffix.lower() in _KEEP_SUFFIXES:
                 shutil.copy2(f, tmp / f.name)
     return dest
+
+
+QUANTIZED_DIR = ".quantized"
+"""Folder under the model store that holds quantized copies of bases (hidden from ``models list``)."""
+
+
+def quantized_cache_dir(fingerprint: str, settings: Mapping[str, object]) -> Path:
+    """Where the quantized copy of a base lives: keyed by its weights' fingerprint and the quantization settings.
+
+    Args:
+        fingerprint: the base's :func:`portllm_edge.models.fingerprint.fingerprint_weights` (``"w1:..."``).
+        settings: every setting that changes the quantized bytes or the load (precision, quant type,
+            double quant, compute dtype, dtype of unquantized tensors, blocksize, bitsandbytes version).
+
+    Returns:
+        ``<home>/models/.quantized/<fingerprint>-<sha256 of the settings, 12 hex>`` (may not exist).
+    """
+    key = hashlib.sha256(json.dumps(dict(settings), sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return paths.models_dir() / QUANTIZED_DIR / f"{fingerprint.replace(':', '-')}-{key}"
+
+
+def quantized_cache_entries() -> list[Path]:
+    """The quantized copies in the store (folders holding a ``config.json``)."""
+    root = paths.models_dir() / QUANTIZED_DIR
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if (p / "config.json").is_file())

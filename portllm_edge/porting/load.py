@@ -237,6 +237,47 @@ def load_tokenizer(base: ResolvedBase, *, trust_remote_code: bool = False) -> An
     return tok
 
 
+def _from_pretrained(path: Any, kwargs: dict[str, Any], concrete: str) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise BaseModelError(
+            f"{path}: cannot load weights at {concrete} ({type(exc).__name__}: {str(exc)[:200]}).",
+            hint="check the folder with `portllm-edge check`, or try another --precision",
+        ) from exc
+
+
+def _quantized_cache_dir(base: ResolvedBase, settings: dict[str, Any]) -> Any:
+    """The store folder of ``base``'s quantized copy for ``settings`` (bitsandbytes version included)."""
+    from portllm_edge.models.store import quantized_cache_dir
+
+    return quantized_cache_dir(base.fingerprint(), {**settings, "bitsandbytes": bitsandbytes_version()})
+
+
+def _save_quantized(model: Any, cache_dir: Any, base: ResolvedBase) -> None:
+    """Save a freshly quantized model into the store's cache (atomically); a full disk only warns."""
+    import shutil
+    import warnings
+
+    from portllm_edge.fsutil import atomic_dir
+
+    need = sum(f.stat().st_size for f in base.weight_files) // 3  # 4-bit + constants + 16-bit embeddings
+    cache_dir.parent.mkdir(parents=True, exist_ok=True)
+    if shutil.disk_usage(cache_dir.parent).free < 2 * need:
+        warnings.warn(
+            f"{cache_dir.parent}: too little free disk to keep a quantized copy of {base.model_id}",
+            stacklevel=3,
+        )
+        return
+    try:
+        with atomic_dir(cache_dir, overwrite=True) as tmp:
+            model.save_pretrained(tmp)
+    except (OSError, ValueError, RuntimeError, NotImplementedError) as exc:
+        warnings.warn(f"could not keep a quantized copy of {base.model_id}: {exc}", stacklevel=3)
+
+
 def load_base_model(
     ref: str | ResolvedBase,
     precision: str = "nf4",
@@ -246,6 +287,7 @@ def load_base_model(
     trust_remote_code: bool = False,
     online: bool = False,
     cpu_repack: bool = True,
+    quantized_cache: bool = True,
 ) -> LoadedBase:
     """Load a base model for porting or evaluation.
 
@@ -259,9 +301,12 @@ def load_base_model(
         cpu_repack: let bitsandbytes repack 4-bit weights for faster CPU inference on the
             first forward pass. Pass ``False`` when the weights will be read back
             (dequantized, merged or compared); see :mod:`portllm_edge.porting.quant`.
+        quantized_cache: for nf4/int8, load the base's quantized copy from the model store when
+            one exists for these settings, else quantize and save one (before any forward pass)
+            for the next load (:func:`portllm_edge.models.store.quantized_cache_dir`).
 
     Returns:
-        A :class:`LoadedBase` in eval mode.
+        A :class:`LoadedBase` in eval mode; ``quantization["cache"]`` says whether the copy was used.
 
     Raises:
         BaseModelError: the reference can't be resolved or the weights can't be loaded.
@@ -270,7 +315,6 @@ def load_base_model(
     import torch
 
     bitsandbytes_version()  # quiets bitsandbytes' optional-kernel warning before it is imported
-    from transformers import AutoModelForCausalLM
 
     base = ref if isinstance(ref, ResolvedBase) else resolve_base(ref, online=online)
     device = device or default_device()
@@ -285,26 +329,34 @@ def load_base_model(
     kwargs["dtype"] = _torch_dtype(keep)
     if qcfg is not None:
         kwargs["quantization_config"] = qcfg
+    quant: dict[str, Any] = {}
+    if concrete == "nf4":
+        quant = {"quant_type": "nf4", "double_quant": True, "compute_dtype": cdtype, "blocksize": 64}
+    elif concrete == "int8":
+        quant = {"quant_type": "int8", "compute_dtype": cdtype}
     tokenizer = load_tokenizer(base, trust_remote_code=trust_remote_code)
     start = time.perf_counter()
-    try:
-        model = AutoModelForCausalLM.from_pretrained(base.path, **kwargs)
-    except (OSError, ValueError, RuntimeError, KeyError) as exc:
-        raise BaseModelError(
-            f"{base.path}: cannot load weights at {concrete} ({type(exc).__name__}: {str(exc)[:200]}).",
-            hint="check the folder with `portllm-edge check`, or try another --precision",
-        ) from exc
+    cache_dir = None
+    if qcfg is not None and quantized_cache:
+        cache_dir = _quantized_cache_dir(base, {**quant, "precision": concrete, "unquantized_dtype": keep})
+    from_cache = cache_dir is not None and (cache_dir / "config.json").is_file()
+    if from_cache:
+        assert cache_dir is not None
+        model = _from_pretrained(
+            cache_dir, {k: v for k, v in kwargs.items() if k != "quantization_config"}, concrete
+        )
+    else:
+        model = _from_pretrained(base.path, kwargs, concrete)
+        if cache_dir is not None:
+            _save_quantized(model, cache_dir, base)  # before any forward: no CPU repacking yet
     model.eval()
     if concrete == "nf4" and not cpu_repack:
         from portllm_edge.porting.quant import disable_cpu_repacking
 
         disable_cpu_repacking(model)
     seconds = time.perf_counter() - start
-    quant: dict[str, Any] = {}
-    if concrete == "nf4":
-        quant = {"quant_type": "nf4", "double_quant": True, "compute_dtype": cdtype, "blocksize": 64}
-    elif concrete == "int8":
-        quant = {"quant_type": "int8", "compute_dtype": cdtype}
+    if cache_dir is not None:
+        quant["cache"] = {"dir": str(cache_dir), "hit": from_cache}
     del torch
     return LoadedBase(
         model,

@@ -1,0 +1,66 @@
+"""The quantized copy of a base in the model store: saved before any forward pass, reused, same logits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from portllm_edge.models.store import quantized_cache_entries
+from portllm_edge.porting.load import load_base_model
+
+IDS = torch.tensor([[1, 40, 41, 42, 200, 7, 99, 12]])
+
+
+def _logits(loaded) -> torch.Tensor:
+    with torch.no_grad():
+        return loaded.model(IDS).logits
+
+
+@pytest.mark.parametrize("precision", ["nf4", "int8"])
+def test_second_load_comes_from_the_cache_with_equal_logits(tiny_pairs, precision):
+    base = str(tiny_pairs["llama"].new)
+    fresh = load_base_model(base, precision, device="cpu")
+    assert fresh.quantization["cache"]["hit"] is False
+    (entry,) = quantized_cache_entries()
+    assert entry.name.startswith("w1-") and (entry / "config.json").is_file()
+    want = _logits(fresh)  # the forward runs after the save: the cached bytes are the unrepacked NF4 layout
+    cached = load_base_model(base, precision, device="cpu")
+    assert cached.quantization["cache"] == {"dir": str(entry), "hit": True}
+    assert torch.equal(_logits(cached), want)
+    assert quantized_cache_entries() == [entry]
+
+
+def test_cache_is_keyed_by_weights_and_settings(tiny_pairs):
+    pair = tiny_pairs["llama"]
+    load_base_model(str(pair.new), "nf4", device="cpu")
+    load_base_model(str(pair.new), "nf4", device="cpu", compute_dtype="bf16")
+    load_base_model(str(pair.old), "nf4", device="cpu")
+    assert len(quantized_cache_entries()) == 3
+    off = load_base_model(str(pair.old), "nf4", device="cpu", quantized_cache=False)
+    assert "cache" not in off.quantization and len(quantized_cache_entries()) == 3
+
+
+def test_cpu_nf4_keeps_unquantized_tensors_at_the_stored_dtype_where_native(tmp_path, monkeypatch):
+    """A bf16 checkpoint's embeddings stay bf16 on a CPU that computes in bf16, fp32 elsewhere."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import synthetic
+
+    from portllm_edge.hardware import compute
+
+    base = str(synthetic.write_base(synthetic.tiny(), tmp_path / "bf16-base"))
+    monkeypatch.setattr(compute, "cpu_bf16_native", lambda *a: True)
+    kept = load_base_model(base, "nf4", device="cpu", quantized_cache=False)
+    assert kept.unquantized_dtype == "bf16"
+    assert kept.model.get_input_embeddings().weight.dtype == torch.bfloat16
+    assert kept.model.lm_head.weight.dtype == torch.bfloat16
+    assert kept.model.model.norm.weight.dtype == torch.bfloat16
+    monkeypatch.setattr(compute, "cpu_bf16_native", lambda *a: False)
+    upcast = load_base_model(base, "nf4", device="cpu", quantized_cache=False)
+    assert upcast.unquantized_dtype == "fp32"
+    assert upcast.model.get_input_embeddings().weight.dtype == torch.float32
+    with torch.no_grad():  # same NF4 weights; only the unquantized tensors' rounding differs
+        a, b = kept.model(IDS).logits.float(), upcast.model(IDS).logits
+    assert torch.allclose(a, b, atol=0.05 * b.abs().max().item())
