@@ -99,6 +99,7 @@ def decide_precision(
     budget: Budget | None = None,
     hardware_profile: str | None = None,
     context: int = 2048,
+    allowed: tuple[Precision, ...] | None = None,
 ) -> PrecisionDecision:
     """Choose the precision to load ``model`` at for ``job`` on ``device`` (see the module rule).
 
@@ -111,6 +112,7 @@ def decide_precision(
         budget: A ready budget (wins over ``device`` and ``hardware_profile``).
         hardware_profile: Decide for this profile instead of probing.
         context: Inference context in tokens.
+        allowed: Only these precisions (a caller that offers fewer, e.g. the app's selector).
 
     Returns:
         A :class:`PrecisionDecision`.
@@ -125,6 +127,8 @@ def decide_precision(
         device if device is not None and budget is None and hardware_profile is None else bud.load_device
     )
     cands = candidate_precisions(load_dev, bf16_native=bud.bf16, assume_bitsandbytes=bud.source == "profile")
+    if allowed is not None:
+        cands = tuple(p for p in cands if p in allowed) or cands
     ranked = sorted(cands, key=lambda p: precision_preference(p, bud.bf16), reverse=True)
     if model is None:
         best = ranked[0]

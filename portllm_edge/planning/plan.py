@@ -258,11 +258,9 @@ def plan_model(
 
     spec = resolve_model_spec(model)
     bud = budget if budget is not None else memory_budget(hardware_profile, headroom_fraction, device=device)
-    decision = decide_precision(spec, budget=bud, job=job, context=context)  # type: ignore[arg-type]
-    kind = bud.device
     asked = [as_precision(p) for p in precisions]
-    if decision.precision not in asked:
-        asked.append(decision.precision)
+    decision = decide_precision(spec, budget=bud, job=job, context=context, allowed=tuple(asked))  # type: ignore[arg-type]
+    kind = bud.device
     inference = []
     for p in asked:
         b = estimate_inference_peak(spec.arch, p, context, batch, double_quant=double_quant, device=kind)  # type: ignore[arg-type]
@@ -295,7 +293,7 @@ def plan_model(
         budget=bud,
         inference=tuple(inference),
         finetune=tuple(finetune),
-        best=decision.precision if decision.fits else None,
+        best=decision.precision if decision.fits and decision.precision in asked else None,
         job=job,
         reason=decision.reason,
     )

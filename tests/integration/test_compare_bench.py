@@ -71,7 +71,10 @@ def test_bench_measures_both_in_subprocesses(tiny_pairs, tiny_adapters, shared_d
         steps=2,
     )
     names = [c.name for c in res.configs]
-    assert names == ["lora_fp32", "port_nf4"]  # on CPU the baseline is the fp32 fine-tune that `train` runs
+    from portllm_edge.measure.bench import default_finetune_dtype
+
+    # the baseline fine-tunes in bf16 where the CPU computes in it natively (AVX512-BF16/AMX), else fp32
+    assert names == [f"lora_{default_finetune_dtype('cpu')}", "port_nf4"]
     for c in res.configs:
         assert c.metric == "peak_rss"
         assert c.peak_median_bytes > 100 * 2**20  # a whole Python + torch process
