@@ -14,7 +14,14 @@ GiB = 1024**3
 
 def _cpu(available: float, *, bandwidth: float | None = None, bf16: bool = True) -> Budget:
     return Budget(
-        "test", "probe", "cpu", int(64 * GiB), int(available * GiB), 0.0, bf16, bandwidth_bytes_per_s=bandwidth
+        "test",
+        "probe",
+        "cpu",
+        int(64 * GiB),
+        int(available * GiB),
+        0.0,
+        bf16,
+        bandwidth_bytes_per_s=bandwidth,
     )
 
 
