@@ -7,9 +7,12 @@ meta device), we count every parameter tensor — but by arithmetic over the
 decoder's known structure, which tests check against a real meta-device build
 (``torch.device("meta")``) of each supported family, exactly.
 
-Supported: Llama-style decoders (``llama``, ``mistral``, ``qwen2``, ``gemma``,
-``gemma2``; other ``model_type``s with the same keys are sized as Llama with a
-note). It must not import torch or transformers.
+Supported by arithmetic: Llama-style decoders (``llama``, ``mistral``, ``qwen2``,
+``gemma``, ``gemma2``). Any other ``model_type`` is sized from a meta-device build of
+its config, as ``accelerate estimate-memory`` does (:func:`meta_sizes`: transformers
+builds the model on ``torch.device("meta")``, which allocates nothing; we read the
+first decoder layer's ``nn.Linear`` shapes and the exact parameter count). Only that
+path imports torch and transformers, inside the function.
 """
 
 from __future__ import annotations
@@ -89,6 +92,10 @@ class ModelArch:
     final_logit_softcapping: float | None
     torch_dtype: str | None
     notes: tuple[str, ...] = ()
+    layer_linears: tuple[LinearSpec, ...] | None = None
+    """Per-layer linears read from a meta-device build (unknown model types); ``None`` = Llama's seven."""
+    meta_total_params: int | None = None
+    """Exact parameter count of the meta-device build (tied embeddings once), when one was made."""
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], source: str = "config.json") -> ModelArch:
@@ -106,8 +113,16 @@ class ModelArch:
             cfg = {**cfg, **dict(cfg["text_config"])}
         notes: list[str] = []
         model_type = str(cfg.get("model_type") or "llama")
+        meta: MetaSizes | None = None
         if model_type not in LLAMA_LIKE:
-            notes.append(f"model_type {model_type!r} sized as a Llama-style decoder")
+            meta = meta_sizes(cfg, source)
+            if meta is None:
+                notes.append(
+                    f"model_type {model_type!r} sized as a Llama-style decoder (transformers can't build it)"
+                )
+            else:
+                cfg = {**meta.config, **cfg}
+                notes.append(f"model_type {model_type!r} sized from a meta-device build of its config")
 
         def need(key: str, default: Any = None) -> int:
             value = cfg.get(key, default)
@@ -153,6 +168,8 @@ class ModelArch:
             final_logit_softcapping=cfg.get("final_logit_softcapping"),
             torch_dtype=str(dtype) if dtype else None,
             notes=tuple(notes),
+            layer_linears=meta.linears if meta is not None else None,
+            meta_total_params=meta.total_params if meta is not None else None,
         )
 
     # --- shapes -----------------------------------------------------------------------------------
@@ -167,7 +184,10 @@ class ModelArch:
         return self.num_kv_heads * self.head_dim
 
     def linears(self) -> tuple[LinearSpec, ...]:
-        """The seven projections of one decoder layer (q, k, v, o, gate, up, down)."""
+        """The projections of one decoder layer: Llama's seven (q, k, v, o, gate, up, down), or those a
+        meta-device build found (unknown model types)."""
+        if self.layer_linears is not None:
+            return self.layer_linears
         h, i = self.hidden_size, self.intermediate_size
         return (
             LinearSpec("q_proj", h, self.q_width, self.qkv_bias),
@@ -208,6 +228,8 @@ class ModelArch:
     @property
     def total_params(self) -> int:
         """All parameters, tied embeddings counted once (equals ``sum(p.numel())`` on the meta device)."""
+        if self.meta_total_params is not None:
+            return self.meta_total_params
         return (
             self.linear_params
             + self.bias_params
@@ -224,6 +246,67 @@ class ModelArch:
     def max_linear(self) -> LinearSpec:
         """The largest projection (sizes the dequantization transient)."""
         return max(self.linears(), key=lambda s: s.numel)
+
+
+@dataclass(frozen=True)
+class MetaSizes:
+    """What a meta-device build of a config gives the planner.
+
+    Attributes:
+        linears: The first decoder layer's ``nn.Linear`` modules (name = last path part).
+        total_params: ``sum(p.numel())`` over unique parameters (tied weights once).
+        config: The built config's size keys (``hidden_size``, ``num_hidden_layers``, heads, ``vocab_size``,
+            ``intermediate_size``, ``tie_word_embeddings``), filling keys the raw config spells differently.
+    """
+
+    linears: tuple[LinearSpec, ...]
+    total_params: int
+    config: dict[str, Any]
+
+
+def meta_sizes(config: Mapping[str, Any], source: str = "config.json") -> MetaSizes | None:
+    """Build ``config``'s causal LM on the meta device and read its linears and parameter count.
+
+    Source: accelerate ``estimate-memory`` (``init_empty_weights`` + ``AutoModel.from_config``).
+    Returns ``None`` when transformers has no such model type or cannot build it (never raises).
+    """
+    try:
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        cfg = dict(config)
+        model_type = str(cfg.pop("model_type"))
+        built = AutoConfig.for_model(model_type, **{k: v for k, v in cfg.items() if not k.startswith("_")})
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(built)
+    except Exception:
+        return None
+    layers = [m for n, m in model.named_modules() if n.endswith("layers.0") or n.endswith(".h.0")]
+    if not layers:
+        return None
+    linears = []
+    for name, mod in layers[0].named_modules():
+        if isinstance(mod, torch.nn.Linear):
+            linears.append(
+                LinearSpec(name.rsplit(".", 1)[-1], mod.in_features, mod.out_features, mod.bias is not None)
+            )
+        elif type(mod).__name__ == "Conv1D":  # GPT-2's transposed linear: weight [in, out]
+            w = mod.weight
+            linears.append(LinearSpec(name.rsplit(".", 1)[-1], int(w.shape[0]), int(w.shape[1]), True))
+    seen: set[int] = set()
+    total = 0
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel()
+    keys = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "vocab_size")
+    sizes = {k: getattr(built, k) for k in keys if isinstance(getattr(built, k, None), int)}
+    inter = getattr(built, "intermediate_size", None)
+    if not isinstance(inter, int) and linears:
+        inter = max(max(s.in_features, s.out_features) for s in linears)
+    sizes["intermediate_size"] = inter
+    sizes["tie_word_embeddings"] = bool(getattr(built, "tie_word_embeddings", False))
+    return MetaSizes(tuple(linears), int(total), sizes)
 
 
 def _layer_windows(cfg: Mapping[str, Any], model_type: str, layers: int) -> tuple[int | None, ...]:
