@@ -22,12 +22,16 @@ def import_gguf_cmd(
         Optional[str], typer.Option(help="Store name (default: the file name without quant suffix).")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing model of that name.")] = False,
+    dtype: Annotated[
+        str,
+        typer.Option("--dtype", help="auto (the file's float type, else bf16), bf16, fp16 or fp32."),
+    ] = "auto",
 ) -> None:
     """Convert a GGUF file into a safetensors model folder (with tokenizer) in the local model store."""
     from portllm_edge.models.gguf import import_gguf
 
-    console.print(f"importing {file} (dequantizing to fp32) ...")
-    folder = import_gguf(file, name=name, force=force)
+    console.print(f"importing {file} (streaming, one tensor at a time, dtype {dtype}) ...")
+    folder = import_gguf(file, name=name, force=force, dtype=dtype)
     size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
     out.print(f"imported {folder.name} -> {folder} ({human_bytes(size)})")
 
