@@ -31,6 +31,13 @@ class RunsLoaded(Message):
 
 
 @dataclass
+class SavingsLoaded(Message):
+    """The latest measured saving per base (:class:`portllm_edge.reports.MeasuredSaving` list)."""
+
+    savings: list[Any]
+
+
+@dataclass
 class ModelsPlanned(Message):
     """The Models screen's rows: one per model, ranked, with every precision planned."""
 
@@ -97,3 +104,10 @@ class PortStopped(Message):
 
     reason: str
     cancelled: bool
+
+
+@dataclass
+class BaselineMeasured(Message):
+    """The fine-tune baseline was measured (ctrl+r): the summary with it, or ``None`` when it failed."""
+
+    summary: Any

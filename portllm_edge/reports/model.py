@@ -521,6 +521,90 @@ def describe_run(kind: str, inputs: Mapping[str, Any], results: Mapping[str, Any
     return ""
 
 
+@dataclass(frozen=True)
+class MeasuredSaving:
+    """The latest memory saving measured for one base: a port against a LoRA fine-tune, both in workers.
+
+    Attributes:
+        base: The base's name (a store name or a folder's name).
+        port_bytes: The port's measured peak, bytes.
+        finetune_bytes: The fine-tune's measured peak, bytes.
+        metric: The metric both used (``peak_anon_rss`` ...).
+        run_id: The run that measured them (a ``bench`` run, or a ``port`` run whose baseline was measured).
+        started_at: When that run started (ISO 8601).
+    """
+
+    base: str
+    port_bytes: int
+    finetune_bytes: int
+    metric: str | None
+    run_id: str
+    started_at: str
+
+    @property
+    def saved_bytes(self) -> int:
+        """``fine-tune − port`` (negative when the port needed more)."""
+        return self.finetune_bytes - self.port_bytes
+
+    @property
+    def ratio(self) -> float | None:
+        """``fine-tune / port``."""
+        return self.finetune_bytes / self.port_bytes if self.port_bytes > 0 else None
+
+
+def _base_name(ref: Any) -> str | None:
+    if not isinstance(ref, str) or not ref:
+        return None
+    return ref.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _measured_saving(run: Any) -> MeasuredSaving | None:
+    kind, status = _get(run, "kind"), _get(run, "status") or "ok"
+    inputs, results = _get(run, "inputs") or {}, _get(run, "results") or {}
+    if status != "ok":
+        return None
+    rid, started = str(_get(run, "id")), str(_get(run, "started_at") or "")
+    if kind == "bench":
+        configs = [c for c in results.get("configs") or () if isinstance(c, Mapping)]
+        ft = next((c for c in configs if str(c.get("name", "")).startswith("lora_")), None)
+        port = next((c for c in reversed(configs) if str(c.get("name", "")).startswith("port_")), None)
+        base = _base_name(inputs.get("base"))
+        if ft is None or port is None or base is None:
+            return None
+        ft_peak, port_peak = _int(ft.get("peak_median_bytes")), _int(port.get("peak_median_bytes"))
+        if ft_peak is None or port_peak is None:
+            return None
+        return MeasuredSaving(base, port_peak, ft_peak, port.get("metric"), rid, started)
+    if kind == "port":
+        saving = results.get("saving")
+        if not isinstance(saving, Mapping) or saving.get("baseline_source") != "measured":
+            return None
+        port_peak, ft_peak = _int(saving.get("port_peak_bytes")), _int(saving.get("baseline_bytes"))
+        base = _base_name(results.get("base_id") or inputs.get("base"))
+        if port_peak is None or ft_peak is None or base is None:
+            return None
+        return MeasuredSaving(base, port_peak, ft_peak, saving.get("metric"), rid, started)
+    return None
+
+
+def latest_savings(runs: Iterable[Any]) -> list[MeasuredSaving]:
+    """The newest measured saving per base, newest first.
+
+    Only savings where both peaks were measured in worker processes: a ``bench`` run's
+    ``lora_*`` and ``port_*`` configurations, or a ``port`` run whose ``saving`` has a
+    ``measured`` baseline. Planner estimates are never a saving here.
+
+    Args:
+        runs: Run records (``RunRecord`` objects or dicts), any order.
+    """
+    found = [m for m in (_measured_saving(r) for r in runs) if m is not None]
+    found.sort(key=lambda m: m.started_at, reverse=True)
+    out: dict[str, MeasuredSaving] = {}
+    for m in found:
+        out.setdefault(m.base, m)
+    return list(out.values())
+
+
 def build_report(
     runs: Iterable[Any],
     *,

@@ -343,3 +343,74 @@ def test_app_and_cli_write_the_same_report_files(tiny_pairs, tmp_path: Path) -> 
     assert first["this_machine"] and first["total_bytes"] == 16 * 2**30  # the injected CPU box
     assert app_doc["accuracy"][0]["task"] == "animal-or-vehicle/dev.jsonl"
     assert all(m["estimate_bytes"] for m in app_doc["memory"])  # the planner's estimates, as in the CLI's
+
+
+def test_port_saving_comes_from_a_worker_process_and_ctrl_r_measures_the_baseline(
+    stored_llama_patch: str, tiny_pairs, tmp_path: Path, monkeypatch
+) -> None:
+    """The port's peak is the worker's (a child process, not this app); the estimate is labelled,
+    ctrl+r replaces it with a fine-tune measured in a worker, and the Dashboard shows that saving."""
+    import os
+    import subprocess
+
+    from portllm_edge.measure import bench, isolated
+
+    spawned: list[tuple[int, list[str]]] = []
+    results: list[tuple[str, int]] = []
+    real_popen, real_measure = subprocess.Popen, isolated.measure_job
+
+    class SpyPopen(real_popen):  # type: ignore[misc,valid-type]
+        def __init__(self, cmd, *args, **kwargs):
+            super().__init__(cmd, *args, **kwargs)
+            spawned.append((self.pid, list(cmd)))
+
+    def spy_measure(job, params, **kwargs):
+        m = real_measure(job, params, **kwargs)
+        results.append((job, m.peak_bytes))
+        return m
+
+    monkeypatch.setattr(isolated.subprocess, "Popen", SpyPopen)
+    monkeypatch.setattr(isolated, "measure_job", spy_measure)
+    monkeypatch.setattr(bench, "measure_job", spy_measure)
+    rows = ["sentence\tlabel"] + [f"{'a fine' if i % 2 else 'a dull'} film {i}\t{i % 2}" for i in range(8)]
+    data = tmp_path / "dev.tsv"
+    data.write_text("\n".join(rows) + "\n", encoding="utf-8")
+
+    async def body() -> None:
+        app = make_app(start_screen="port", read_hardware=fake_cpu_report)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await settle(pilot)
+            screen = app.screen
+            _choose(screen, stored_llama_patch, str(tiny_pairs["llama"].new))
+            screen.query_one("#eval-task").value = "sst2"
+            screen.query_one("#eval-data").value = str(data)
+            screen.query_one("#eval-limit").value = "4"
+            await settle(pilot)
+            await pilot.press("ctrl+g")
+            await wait_for(pilot, lambda: screen.summary is not None, 180)
+            await settle(pilot)
+            s = screen.summary
+            # The figure is the worker's: a child process ran the port job, and its peak is shown.
+            workers = [(pid, cmd) for pid, cmd in spawned if "portllm_edge.measure.worker" in cmd]
+            assert workers and all(pid != os.getpid() for pid, _cmd in workers)
+            assert [cmd[cmd.index("portllm_edge.measure.worker") + 1] for _p, cmd in workers] == ["port"]
+            assert results == [("port", s.peak_bytes)] and s.metric == "peak_anon_rss"
+            assert "measured in a worker process" in s.peak_metric
+            # No measured fine-tune yet: the baseline is the planner's, labelled, with the key to measure it.
+            assert s.baseline_source == "estimate"
+            text = plain(screen.query_one("#summary"))
+            assert "ESTIMATED baseline" in text and "ctrl+r" in text
+            await pilot.press("ctrl+r")
+            await wait_for(pilot, lambda: not screen.measuring, 300)
+            await settle(pilot)
+            m = screen.summary
+            finetune = [peak for job, peak in results if job == "lora_finetune"]
+            assert m.baseline_source == "measured" and finetune and m.baseline_bytes == finetune[0]
+            assert m.peak_bytes == s.peak_bytes  # the port's own measurement is kept
+            assert "saving (measured)" in plain(screen.query_one("#summary"))
+            await pilot.press("1")
+            await settle(pilot)
+            savings = plain(app.screen.query_one("#savings"))
+            assert "llama-new" in savings and "less" in savings
+
+    run(body)

@@ -98,7 +98,7 @@ def test_port_screen_ports_tiny_llama_patch_and_shows_summary(
             assert table.row_count == len(CHECK_NAMES) == 11
             text = plain(screen.query_one("#summary"))
             assert "matched tensors 8/8" in text
-            assert "accuracy on sst2" in text and "saving against the baseline" in text
+            assert "accuracy on sst2" in text and "saving against the ESTIMATED baseline" in text
             assert "llama-patch@llama-new" in text
             # The core recorded it: the new patch is in the store and the run in the history.
             from portllm_edge.history import list_runs

@@ -1,4 +1,5 @@
-"""Dashboard: live memory bars (host RAM, each GPU, disk at the store), the budget and recent runs.
+"""Dashboard: live memory bars (host RAM, each GPU, disk at the store), the budget, the memory
+saved by porting (measured, latest per base) and recent runs.
 
 The bars refresh on a timer while the screen is shown. Each refresh reads the
 hardware in a thread worker through the injected reader (psutil, cgroup files and
@@ -21,7 +22,7 @@ from textual.timer import Timer
 from textual.widgets import DataTable, Static
 
 from ..common import BaseScreen, fill_table, human, notify_error_from_thread
-from ..messages import HardwareRead, RunsLoaded
+from ..messages import HardwareRead, RunsLoaded, SavingsLoaded
 
 RECENT_COLUMNS = ("run", "kind", "status", "what")
 
@@ -63,6 +64,29 @@ def render_hardware(report: Any) -> Group:
     return Group(*parts)
 
 
+def render_savings(savings: list[Any]) -> Text:
+    """One line per base: the latest port peak against a LoRA fine-tune, both measured in workers.
+
+    ``SmolLM2-135M-Instruct-demo-v2  port 1.10 GiB vs fine-tune 2.90 GiB: saved 1.80 GiB (2.64× less)``;
+    the run is in the Recent runs table and on the Runs screen.
+    """
+    if not savings:
+        return Text(
+            "No measured saving yet. Port a patch, then measure its fine-tune baseline "
+            "(ctrl+r on the Port screen, or `portllm-edge bench`).",
+            style="dim",
+        )
+    width = max(len(m.base) for m in savings)
+    text = Text()
+    for i, m in enumerate(savings):
+        style = "bold green" if m.saved_bytes > 0 else "bold yellow"
+        ratio = f" ({m.ratio:.2f}× less)" if m.ratio and m.saved_bytes > 0 else ""
+        text.append(("\n" if i else "") + f"{m.base:<{width}}  ", style="bold")
+        text.append(f"port {human(m.port_bytes)} vs fine-tune {human(m.finetune_bytes)}: ")
+        text.append(f"saved {human(m.saved_bytes)}{ratio}", style=style)
+    return text
+
+
 def render_budget(budget: Any) -> Text:
     """The budget a job may use: device, available, usable after headroom."""
     if budget is None:
@@ -99,6 +123,9 @@ class DashboardScreen(BaseScreen):
             bud = Static("computing budget ...", id="budget", classes="panel")
             bud.border_title = "Budget"
             yield bud
+            sav = Static("reading the run history ...", id="savings", classes="panel")
+            sav.border_title = "Memory saved by porting (measured, latest per base)"
+            yield sav
             runs: DataTable[Any] = DataTable(
                 id="recent", classes="panel main", cursor_type="row", zebra_stripes=True
             )
@@ -146,15 +173,24 @@ class DashboardScreen(BaseScreen):
 
     @work(thread=True, exclusive=True, group="dashboard-runs")
     def load_runs(self) -> None:
-        """Read the ten most recent runs; posts :class:`RunsLoaded`."""
+        """Read the ten most recent runs and the latest measured saving per base.
+
+        Posts :class:`RunsLoaded` and :class:`SavingsLoaded`.
+        """
         from portllm_edge.history import list_runs
+        from portllm_edge.reports import latest_savings
 
         try:
-            runs = list_runs(limit=10)
+            runs = list_runs(limit=200)
+            savings = latest_savings([r for r in runs if r.kind in ("bench", "port")])
         except Exception as exc:
             notify_error_from_thread(self.app, exc)
             return
-        self.post_message(RunsLoaded(runs))
+        self.post_message(RunsLoaded(runs[:10]))
+        self.post_message(SavingsLoaded(savings))
+
+    def on_savings_loaded(self, message: SavingsLoaded) -> None:
+        self.query_one("#savings", Static).update(render_savings(message.savings))
 
     def on_hardware_read(self, message: HardwareRead) -> None:
         self.report, self.budget = message.report, message.budget

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.console import Group
@@ -39,6 +39,7 @@ from portllm_edge.history import RunCancelled
 
 from ..common import BaseScreen, human, notify_error_from_thread
 from ..messages import (
+    BaselineMeasured,
     PortFinished,
     PortOptionsLoaded,
     PortPhase,
@@ -77,6 +78,9 @@ class PortSummary:
         baseline_bytes: The planner's LoRA fine-tune peak of the new base (same r and targets),
             or ``None`` when the base can't be sized.
         baseline_label: How the baseline was computed.
+        baseline_source: ``measured`` (a fine-tune measured in its own worker), ``estimate``
+            (the planner's), or ``None`` without a baseline.
+        metric: The measured peak's metric (``peak_anon_rss`` ...), or ``None`` when not measured.
     """
 
     patch: str
@@ -96,6 +100,8 @@ class PortSummary:
     baseline_bytes: int | None
     baseline_label: str
     notes: tuple[str, ...] = field(default_factory=tuple)
+    baseline_source: str | None = None
+    metric: str | None = None
 
     @property
     def saving_bytes(self) -> int | None:
@@ -120,7 +126,10 @@ def summarize_port(result: PortOutcome, patch: str, base: str) -> PortSummary:
     a, mem, saving = result.attach, result.memory, result.saving
     notes: list[str] = []
     if saving is not None and saving.baseline_source == "estimate":
-        notes.append("the baseline is an estimate; `portllm-edge bench` measures a fine-tune of this base")
+        notes.append(
+            "the baseline is the planner's estimate: ctrl+r measures a LoRA fine-tune of this base now "
+            "(in a worker process; `portllm-edge bench` does the same)"
+        )
     return PortSummary(
         patch=patch,
         base=base,
@@ -143,6 +152,8 @@ def summarize_port(result: PortOutcome, patch: str, base: str) -> PortSummary:
             else "no baseline"
         ),
         notes=tuple(notes),
+        baseline_source=saving.baseline_source if saving else None,
+        metric=mem.metric if mem else None,
     )
 
 
@@ -172,8 +183,13 @@ def render_summary(s: PortSummary) -> Group:
         saving = s.saving_bytes or 0
         ratio = s.ratio or 0.0
         style = "bold green" if saving > 0 else "bold yellow"
+        what = (
+            "saving against the ESTIMATED baseline"
+            if s.baseline_source == "estimate"
+            else "saving (measured)"
+        )
         mem.add_row(
-            Text("saving against the baseline", style=style),
+            Text(what, style=style),
             Text(
                 f"{human(saving)} ({ratio:.2f}× less)" if saving > 0 else f"{human(saving)} ({ratio:.2f}×)",
                 style=style,
@@ -320,6 +336,7 @@ class PortScreen(BaseScreen):
         Binding("ctrl+t", "check", "Check", priority=True),
         Binding("ctrl+g", "port", "Port", priority=True),
         Binding("ctrl+b", "cancel", "Cancel port", priority=True),
+        Binding("ctrl+r", "measure_baseline", "Measure baseline", priority=True),
     ]
 
     def __init__(self) -> None:
@@ -340,6 +357,8 @@ class PortScreen(BaseScreen):
         self._preflight_eval: EvalChoice | None = None
         self._checked_eval: EvalChoice | None = None
         """The evaluation the last preflight validated (its data file loaded with its options)."""
+        self.measuring = False
+        """A baseline measurement (ctrl+r) is running."""
         self.default_name: str | None = None
         """The store name a port gets when the name field is empty (``<patch>@<base id>``)."""
 
@@ -409,6 +428,11 @@ class PortScreen(BaseScreen):
             ("Run preflight check", "Check the patch against the base (headers only)", self.action_check),
             ("Start port", "Port the chosen patch onto the chosen base", self.action_port),
             ("Cancel port", "Stop the running port at the next phase", self.action_cancel),
+            (
+                "Measure fine-tune baseline",
+                "Measure a LoRA fine-tune of the ported base in a worker process (replaces the estimate)",
+                self.action_measure_baseline,
+            ),
         ]
 
     # ------------------------------------------------------------------ options
@@ -907,6 +931,90 @@ class PortScreen(BaseScreen):
         self._cancel.set()
         self.query_one("#port-status", Static).update(
             Text("Cancelling: the port stops when the current phase ends ...", style="yellow")
+        )
+
+    # ------------------------------------------------------------------ baseline
+
+    def action_measure_baseline(self) -> None:
+        """Measure the LoRA fine-tune baseline of the last port's base now (``bench``, in workers)."""
+        s = self.summary
+        if self.running or self.measuring:
+            self.notify("a job is running; wait for it or cancel it (ctrl+b)", severity="warning")
+            return
+        if s is None:
+            self.notify("port a patch first: the baseline is measured for the base it was ported onto")
+            return
+        ev = self._checked_eval or EvalChoice()
+        if not ev.task or not ev.data:
+            self.notify(
+                "the fine-tune needs training data: choose an evaluation task and its data file "
+                "(it trains a few steps on it), then press ctrl+r",
+                title="Measure baseline",
+                severity="warning",
+                markup=False,
+            )
+            self.query_one("#eval-task", Select).focus()
+            return
+        self.measuring = True
+        self.query_one("#port-status", Static).update(
+            Text(
+                f"Measuring a LoRA fine-tune of {s.base} and the port, each in a worker process ...",
+                style="bold",
+            )
+        )
+        self.measure_baseline(s, ev)
+
+    @work(thread=True, exclusive=True, group="port-baseline")
+    def measure_baseline(self, s: PortSummary, ev: EvalChoice) -> None:
+        """Run :func:`portllm_edge.measure.bench.run_bench` (recorded as a ``bench`` run) and take its
+        fine-tune peak as the baseline of ``s``; posts :class:`BaselineMeasured`."""
+        from portllm_edge.measure.bench import run_bench
+        from portllm_edge.models import resolve_base
+        from portllm_edge.workflow.resolve import resolve_patch_ref
+        from portllm_edge.workflow.savings import measured_finetune_baseline
+
+        try:
+            base_dir = resolve_base(s.base).path
+            patch = resolve_patch_ref(s.ported_name or s.patch)
+            spec = ev.spec()
+            run_bench(
+                str(base_dir),
+                patch.adapter_dir,
+                task=spec.task,
+                train_data=spec.data,
+                eval_data=spec.data,
+                precision=s.precision,
+                template=spec.template,
+                verbalizers=spec.verbalizers,
+            )
+            found = measured_finetune_baseline(base_dir, s.metric or "peak_anon_rss")
+        except Exception as exc:
+            notify_error_from_thread(self.app, exc)
+            self.post_message(BaselineMeasured(None))
+            return
+        if found is None:
+            self.post_message(BaselineMeasured(None))
+            return
+        peak, name, run_id = found
+        label = f"LoRA fine-tune baseline (measured: {name} in run {run_id})"
+        notes = tuple(n for n in s.notes if "planner's estimate" not in n)
+        self.post_message(
+            BaselineMeasured(
+                replace(s, baseline_bytes=peak, baseline_label=label, baseline_source="measured", notes=notes)
+            )
+        )
+
+    def on_baseline_measured(self, message: BaselineMeasured) -> None:
+        self.measuring = False
+        if message.summary is None:
+            self.query_one("#port-status", Static).update(
+                Text("The baseline was not measured (see the notification).", style="yellow")
+            )
+            return
+        self.summary = message.summary
+        self.query_one("#summary", Static).update(render_summary(message.summary))
+        self.query_one("#port-status", Static).update(
+            Text("Baseline measured: the saving below is measured on both sides.", style="bold green")
         )
 
     @on(Button.Pressed, "#cancel-btn")
