@@ -124,7 +124,7 @@ def report_cmd(
     ] = None,
     out: Annotated[
         Path, typer.Option("--out", help="Folder for report.md, report.json and the PNG charts.")
-    ] = Path("portllm-report"),
+    ] = Path("report"),
     last: Annotated[int, typer.Option("--last", help="Without RUN_IDs: include this many recent runs.")] = 20,
     budget_model: Annotated[
         Optional[str],
