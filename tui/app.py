@@ -100,8 +100,14 @@ class AppDeps:
     headroom_fraction: float = 0.10
     report_dir: str | None = None
 
-    def budget(self, report: HardwareReport | None = None) -> Budget:
+    def budget(self, report: HardwareReport | None = None, *, measure_bandwidth: bool = False) -> Budget:
         """The memory budget to plan against (thread-safe; call it from workers).
+
+        Args:
+            report: A hardware reading to reuse (default: read one now).
+            measure_bandwidth: Time this machine's memory bandwidth for a CPU budget (about 0.3 s;
+                the decode-speed estimate needs it). Only with the real probe: an injected reading
+                describes another machine, whose bandwidth this one can't measure.
 
         Raises:
             ConfigError: unknown hardware profile or bad headroom.
@@ -111,7 +117,10 @@ class AppDeps:
         if self.hardware_profile is not None:
             return memory_budget(self.hardware_profile, self.headroom_fraction)
         return memory_budget(
-            None, self.headroom_fraction, report=report if report is not None else self.read_hardware()
+            None,
+            self.headroom_fraction,
+            report=report if report is not None else self.read_hardware(),
+            measure_bandwidth=measure_bandwidth and self.read_hardware is _default_read_hardware,
         )
 
 

@@ -414,3 +414,27 @@ def test_port_saving_comes_from_a_worker_process_and_ctrl_r_measures_the_baselin
             assert "llama-new" in savings and "less" in savings
 
     run(body)
+
+
+def test_models_screen_shows_pick_decode_speed_for_a_profile_with_bandwidth() -> None:
+    """A hardware profile carries its data-sheet bandwidth: the tok/s column is pick's estimate."""
+    from portllm_edge.planning import memory_budget, pick_models
+
+    budget = memory_budget("rtx-4060-8gb")
+    assert budget.bandwidth_bytes_per_s
+
+    async def body() -> None:
+        app = make_app(start_screen="models", hardware_profile="rtx-4060-8gb")
+        async with app.run_test(size=(120, 30)) as pilot:
+            await settle(pilot)
+            screen = app.screen
+            table = screen.query_one("#models")
+            first = next(iter(screen.rows.values()))
+            assert first.best is not None and first.best.tokens_per_s
+            shown = _cell_texts(table)[0][-1]
+            assert shown == f"{first.best.tokens_per_s:,.0f}"
+            ranked = pick_models(budget=budget, precisions=("nf4", "int8", "bf16", "fp32"))
+            assert ranked[0].model.name == first.spec.name  # the same order as `pick`
+            assert "tokens/s" in plain(screen.query_one("#breakdown"))
+
+    run(body)

@@ -1,7 +1,9 @@
 """Models: the profile catalog and the local model store, each judged against this machine's budget.
 
-Each row is one model with fit / no fit per precision (the planner's estimates),
-ranked as ``pick_models`` ranks them (the largest model that fits first). The pane
+Each row is one model with fit / no fit per precision (the planner's estimates) and
+the estimated decode speed at its best precision (bandwidth-bound: the device's memory
+bandwidth ÷ bytes read per token; ``-`` when the bandwidth is unknown), ranked as
+``pick_models`` ranks them (fits first, then usable speed, then the largest). The pane
 below shows the selected model's memory breakdown at its best precision, the
 LoRA/QLoRA fine-tuning estimates and the planner's reason. Actions import a GGUF
 file or a local Hugging Face folder into the model store.
@@ -25,7 +27,7 @@ from textual.widgets import DataTable, Static
 from ..common import BaseScreen, PathModal, fill_table, notify_error_from_thread, short_human
 from ..messages import ModelsPlanned
 
-MODEL_COLUMNS = ("model", "src", "params", "nf4", "int8", "16-bit", "fp32", "best")
+MODEL_COLUMNS = ("model", "src", "params", "nf4", "int8", "16-bit", "fp32", "best", "tok/s")
 """The Models table's columns; each is as wide as its widest cell (names are never cut)."""
 
 
@@ -109,6 +111,12 @@ def render_breakdown(row: ModelRow) -> Group:
     for opt in plan.finetune:
         ft.add_row(opt.label, opt.breakdown.total_human(), "yes" if opt.fits else "no")
     port = Text(f"port a patch onto it: about {chosen.port_human()} peak\n", style="bold")
+    if chosen.tokens_per_s:
+        port.append(
+            f"decode: about {chosen.tokens_per_s:,.1f} tokens/s at {chosen.precision.value} "
+            "(bandwidth ÷ bytes read per token, an estimate)\n",
+            style="",
+        )
     return Group(title, Text(""), terms, Text(""), ft, Text(""), port, Text(chosen.reason, style="dim"))
 
 
@@ -141,7 +149,7 @@ class ModelsScreen(BaseScreen):
             table: DataTable[Any] = DataTable(
                 id="models", classes="panel main", cursor_type="row", zebra_stripes=True
             )
-            table.border_title = "Models (ranked: largest that fits first)"
+            table.border_title = "Models (ranked as `pick`: fits, decodes at a usable speed, then largest)"
             yield table
             with VerticalScroll(id="breakdown-box", classes="panel") as box:
                 box.border_title = "Memory breakdown"
@@ -168,7 +176,7 @@ class ModelsScreen(BaseScreen):
     def plan(self) -> None:
         """Build the budget and rank every model; posts :class:`ModelsPlanned`."""
         try:
-            budget = self.papp.deps.budget()
+            budget = self.papp.deps.budget(measure_bandwidth=True)  # for the decode-speed column
             rows = plan_models(budget)
         except Exception as exc:
             notify_error_from_thread(self.app, exc)
@@ -203,6 +211,13 @@ class ModelsScreen(BaseScreen):
                         )
                     )
             cells.append(row.best.precision.value if row.best else Text("none", style="red"))
+            tps = row.best.tokens_per_s if row.best else None
+            cells.append(
+                Text(
+                    f"{tps:,.0f}" if tps and tps >= 10 else f"{tps:.1f}" if tps else "-",
+                    style="dim" if not tps else "",
+                )
+            )
             lines.append((row.key, cells))
         fill_table(table, MODEL_COLUMNS, lines)
         if self._select_after in self.rows:
