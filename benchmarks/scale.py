@@ -292,7 +292,8 @@ def run_size(size: str, args: argparse.Namespace, env: dict[str, str], baseline:
         synthetic.write_gguf(shape, base, gguf)
     adapter = synthetic_adapter(shape, work)
     print(f"[{size}] inputs ready in {time.perf_counter() - t0:.0f} s", flush=True)
-    shutil.rmtree(Path(env["PORTLLM_EDGE_HOME"]) / "models" / ".quantized", ignore_errors=True)
+    if not args.keep_cache:  # the first port quantizes; repeat_port then loads the quantized copy
+        shutil.rmtree(Path(env["PORTLLM_EDGE_HOME"]) / "models" / ".quantized", ignore_errors=True)
     floors = floors_and_estimates(shape, args, baseline)
     common = {
         "size": size,
@@ -324,7 +325,8 @@ def run_size(size: str, args: argparse.Namespace, env: dict[str, str], baseline:
         }
         rows.append(row)
         print(_row_text(row), flush=True)
-    shutil.rmtree(work / "merged", ignore_errors=True)
+        shutil.rmtree(work / "merged", ignore_errors=True)  # disk: a 7B output is 14.5 GB
+        shutil.rmtree(Path(env["PORTLLM_EDGE_HOME"]) / "models" / f"imp-{size}", ignore_errors=True)
     return rows
 
 
@@ -359,6 +361,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="JSON output (default WORK/scale.json)")
     ap.add_argument("--timeout", type=float, default=1200.0)
     ap.add_argument("--keep", action="store_true", help="keep the synthetic bases")
+    ap.add_argument(
+        "--keep-cache",
+        action="store_true",
+        help="keep quantized copies from an earlier run (repeat_port only)",
+    )
     args = ap.parse_args(argv)
     if args.child:
         child_main(*args.child)
@@ -381,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         f"device {args.device}; eval/train batch {args.batch} × {args.seq} tokens; {args.steps} AdamW steps; LoRA r={R} on q,v"
     )
     print("| shape | job | anonymous peak | floor (import/merge: bound) | ÷ floor | est ÷ meas (job) | s |")
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|", flush=True)
     rows: list[dict[str, Any]] = []
     for size in args.sizes.split(","):
         rows += run_size(size, args, env, baseline)
