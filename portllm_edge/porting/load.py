@@ -38,6 +38,8 @@ LOADABLE: tuple[Precision, ...] = (
 )
 """Precisions :func:`load_base_model` can load (fp4 is planned for, not loaded)."""
 PRECISIONS: tuple[str, ...] = ("auto", *(p.value for p in LOADABLE))
+CACHE_SHARD_SIZE = "256MB"
+"""Shard size of the quantized copy: ``save_pretrained`` holds one shard's serialized bytes at a time."""
 
 
 @functools.lru_cache(maxsize=1)
@@ -273,7 +275,8 @@ def _save_quantized(model: Any, cache_dir: Any, base: ResolvedBase) -> None:
         return
     try:
         with atomic_dir(cache_dir, overwrite=True) as tmp:
-            model.save_pretrained(tmp)
+            # safetensors serializes a whole shard's bytes in memory: small shards bound that transient
+            model.save_pretrained(tmp, max_shard_size=CACHE_SHARD_SIZE)
     except (OSError, ValueError, RuntimeError, NotImplementedError) as exc:
         warnings.warn(f"could not keep a quantized copy of {base.model_id}: {exc}", stacklevel=3)
 
