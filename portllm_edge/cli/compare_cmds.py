@@ -76,6 +76,9 @@ def compare_cmd(
     gain = res.recovered_gain()
     if gain is not None:
         out.print(f"recovered gain of the patch on the new base: {gain:.1%}")
+    stats = res.paired()
+    for line in stats.lines() if stats is not None else ():
+        out.print(f"paired: {line}")
     out.print(f"run {res.run_id}")
 
 

@@ -17,7 +17,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from portllm_edge.evaluation.paired import PortStatistics
 
 ROW_ZERO_SHOT = "new base zero-shot"
 ROW_OLD_PATCH = "old base + patch"
@@ -38,6 +41,7 @@ class CompareRow:
         f1: binary F1 where the task reports it.
         n: examples scored.
         seconds: wall time of loading + scoring, seconds.
+        correct: per-example verdicts in task-data order (for paired statistics); empty when not kept.
     """
 
     config: str
@@ -50,6 +54,7 @@ class CompareRow:
     f1: float | None
     n: int
     seconds: float
+    correct: tuple[bool, ...] = ()
 
 
 @dataclass
@@ -68,6 +73,24 @@ class CompareResult:
         """The row called ``config``, or None."""
         return next((r for r in self.rows if r.config == config), None)
 
+    def paired(self) -> PortStatistics | None:
+        """McNemar tests and paired bootstrap intervals (:func:`~portllm_edge.evaluation.paired.port_statistics`).
+
+        ``None`` unless the zero-shot, old + patch and ported rows kept their per-example verdicts.
+        """
+        from portllm_edge.evaluation.paired import port_statistics
+
+        z, o, p, b = (self.row(c) for c in (ROW_ZERO_SHOT, ROW_OLD_PATCH, ROW_PORTED, ROW_BASELINE))
+        if not (z and o and p and z.correct and o.correct and p.correct):
+            return None
+        return port_statistics(
+            z.correct,
+            o.correct,
+            p.correct,
+            b.correct if b is not None and b.correct else None,
+            names=(ROW_PORTED, ROW_OLD_PATCH, ROW_BASELINE),
+        )
+
     def recovered_gain(self) -> float | None:
         """(ported − zero-shot) / (old+patch − zero-shot): the share of the patch's gain that survives the port."""
         z, o, p = self.row(ROW_ZERO_SHOT), self.row(ROW_OLD_PATCH), self.row(ROW_PORTED)
@@ -78,6 +101,8 @@ class CompareResult:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["recovered_gain"] = self.recovered_gain()
+        stats = self.paired()
+        d["paired"] = stats.to_dict() if stats is not None else None
         return d
 
 
@@ -111,7 +136,7 @@ def evaluate_configuration(
             old = resolve_base(old_base).path if old_base else None
             attach_dir, _report = checked_adapter(adapter_dir, resolved.path, Path(tmp), old_base_dir=old)
             model = attach_patch(model, loaded.tokenizer, attach_dir).model
-        res = evaluate(model, loaded.tokenizer, task_data, batch_size=batch_size)
+        res = evaluate(model, loaded.tokenizer, task_data, batch_size=batch_size, keep_predictions=True)
     return CompareRow(
         config=config,
         base_id=resolved.model_id,
@@ -123,6 +148,7 @@ def evaluate_configuration(
         f1=res.f1,
         n=res.n,
         seconds=time.perf_counter() - start,
+        correct=tuple(p.correct for p in res.predictions or ()),
     )
 
 

@@ -144,6 +144,10 @@ class GainKept:
     task: str
     value: float
     run_id: str | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    paired: tuple[str, ...] = ()
+    """Paired statistics of the comparison, one line each (McNemar, bootstrap intervals)."""
 
 
 @dataclass(frozen=True)
@@ -649,7 +653,7 @@ def build_report(
             acc.extend(accuracy_rows(kind, inputs, results, rid))
         if kind == "compare" and (gain := _num(results.get("recovered_gain"))) is not None:
             task = task_label(str(results.get("task") or inputs.get("task") or "task"), inputs, results)
-            gains.append(GainKept(task, gain, rid))
+            gains.append(_gain_kept(task, gain, rid, results))
         if kind in ("bench", "port", "train"):
             mem.extend(memory_phases(kind, results, rid))
             ratios.extend(ratios_of(results, rid))
@@ -673,4 +677,26 @@ def build_report(
         budget=tuple(budget),
         budget_model=budget_model,
         notes=tuple(notes),
+    )
+
+
+def _gain_kept(task: str, gain: float, rid: str, results: Mapping[str, Any]) -> GainKept:
+    """The recovered gain with its paired interval and tests, when the record has them."""
+    from portllm_edge.evaluation.paired import PortStatistics
+
+    raw = results.get("paired")
+    if not isinstance(raw, Mapping):
+        return GainKept(task, gain, rid)
+    try:
+        stats = PortStatistics.from_dict(dict(raw))
+    except (KeyError, TypeError):
+        return GainKept(task, gain, rid)
+    g = stats.recovered_gain
+    return GainKept(
+        task,
+        gain,
+        rid,
+        g.low if g is not None else None,
+        g.high if g is not None else None,
+        tuple(line for line in stats.lines() if not line.startswith("recovered gain")),
     )

@@ -76,10 +76,16 @@ def render_markdown(report: Report, charts: Sequence[str] = ()) -> str:
                 )
             out.append("")
         for g in report.gains:
+            ci = (
+                f" (95% paired bootstrap CI {_pct(g.ci_low)} – {_pct(g.ci_high)})"
+                if g.ci_low is not None
+                else ""
+            )
             out.append(
-                f"- {g.task}: the port keeps **{_pct(g.value)}** of the patch's gain over zero-shot "
+                f"- {g.task}: the port keeps **{_pct(g.value)}**{ci} of the patch's gain over zero-shot "
                 f"((ported − zero-shot) / (old base + patch − zero-shot); run {g.run_id})"
             )
+            out.extend(f"  - {_md_escape(line)}" for line in g.paired)
         if report.gains:
             out.append("")
         if CHART_ACCURACY in charts:
