@@ -110,6 +110,18 @@ def eval_cmd(
         ),
     ] = "none",
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="GSM8K generation budget.")] = 256,
+    num_fewshot: Annotated[
+        Optional[int],
+        typer.Option(
+            "--num-fewshot", help="GSM8K: solved examples before each question (default 5, as lm-eval)."
+        ),
+    ] = None,
+    fewshot_data: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--fewshot-data", help="GSM8K: file of the few-shot examples (default train.jsonl beside --data)."
+        ),
+    ] = None,
     template: Annotated[
         Optional[str],
         typer.Option("--template", help="jsonl task: prompt template, e.g. '{text}\\nAnswer:'."),
@@ -150,7 +162,15 @@ def eval_cmd(
     options = LoadOptions(
         template=template, verbalizers=parse_verbalizers(verbalizer) if verbalizer else None
     )
-    task_data = load_task(task, data, limit=limit, seed=seed, options=options)
+    task_data = load_task(
+        task,
+        data,
+        limit=limit,
+        seed=seed,
+        options=options,
+        num_fewshot=num_fewshot,
+        fewshot_data=fewshot_data,
+    )
     print(
         f"{task_data.task.title}: {len(task_data)} of {task_data.total} examples from {task_data.path}",
         file=sys.stderr,
@@ -192,6 +212,7 @@ def eval_cmd(
         "device": loaded.device,
         "template": template,
         "verbalizers": options.verbalizers,
+        "num_fewshot": task_data.num_fewshot,
     }
     results = {**summary, "load_seconds": loaded.load_seconds}
     if attach is not None:

@@ -1,4 +1,4 @@
-"""Evaluation metrics: accuracy, binary F1, the Wilson score interval, GSM8K answer matching.
+"""Evaluation metrics: accuracy, binary F1, the Wilson score interval, lm-eval's GSM8K answer filters.
 
 Why this module exists: the numbers a user compares across configurations (zero-shot,
 old base + patch, new base + ported patch) must be computed one way, in one place,
@@ -11,12 +11,9 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from decimal import Decimal, InvalidOperation
 
 Z_95 = 1.959963984540054
 """The two-sided 95 % standard-normal quantile, Φ⁻¹(0.975)."""
-
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 
 
 def accuracy(predictions: Sequence[object], golds: Sequence[object]) -> float:
@@ -102,24 +99,64 @@ def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, flo
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def extract_last_number(text: str) -> str | None:
-    """Return the last number written in ``text``, commas removed, or ``None``.
+INVALID = "[invalid]"
+"""What the harness's regex filter returns when the pattern does not match."""
 
-    This is the GSM8K "flexible extract" rule: models often end with a sentence
-    such as "The answer is $1,234." — the last number (``"1234"``) is the answer.
-    A trailing sentence period is not part of the number.
+GSM8K_STRICT = r"#### (\-?[0-9\.\,]+)"
+"""lm-eval ``gsm8k`` "strict-match" filter: the number after ``#### `` (first match)."""
+
+GSM8K_FLEXIBLE = r"(-?[$0-9.,]{2,})|(-?[0-9]+)"
+"""lm-eval ``gsm8k`` "flexible-extract" filter: the last number-like token of the output."""
+
+GSM8K_IGNORE = (",", r"\$", r"(?s).*#### ", r"\.$")
+"""``regexes_to_ignore`` of lm-eval's ``gsm8k`` ``exact_match``, removed from both sides in this order."""
+
+
+def regex_extract(text: str, pattern: str, group_select: int = 0) -> str:
+    """lm-eval's ``regex`` filter (``lm_eval/filters/extraction.py``, ``RegexFilter``).
+
+    ``re.findall(pattern, text)[group_select]``; a tuple of groups yields its first
+    non-empty group; the result is stripped. No match: :data:`INVALID`.
 
     Args:
         text: Generated text.
+        pattern: Regular expression.
+        group_select: Which match to take (0 first, -1 last).
 
     Returns:
-        The number as a string without thousands separators (``"-3"``, ``"1234"``,
-        ``"2.5"``), or ``None`` when ``text`` holds no digit.
+        The extracted string, or ``"[invalid]"``.
     """
-    matches = _NUMBER.findall(text)
-    if not matches:
-        return None
-    return matches[-1].replace(",", "")
+    found = re.findall(pattern, text)
+    if not found:
+        return INVALID
+    match = found[group_select]
+    if isinstance(match, tuple):
+        nonempty = [m for m in match if m]
+        match = nonempty[0] if nonempty else INVALID
+    return str(match).strip()
+
+
+def gsm8k_strict_extract(output: str) -> str:
+    """The harness's GSM8K "strict-match" answer: the number after the first ``#### ``."""
+    return regex_extract(output, GSM8K_STRICT, 0)
+
+
+def gsm8k_flexible_extract(output: str) -> str:
+    """The harness's GSM8K "flexible-extract" answer: the last number-like token (``"$1,234."``)."""
+    return regex_extract(output, GSM8K_FLEXIBLE, -1)
+
+
+def harness_exact_match(prediction: str, reference: str) -> bool:
+    """lm-eval's GSM8K ``exact_match``: drop :data:`GSM8K_IGNORE` from both, lower-case, compare.
+
+    Source: ``lm_eval/api/metrics.py`` ``exact_match_hf_evaluate`` with the ``gsm8k``
+    YAML's ``ignore_case: true``, ``ignore_punctuation: false`` and ``regexes_to_ignore``.
+    ``reference`` is the full GSM8K solution (``"...\n#### 1,072"`` -> ``"1072"``).
+    """
+    for pattern in GSM8K_IGNORE:
+        prediction = re.sub(pattern, "", prediction)
+        reference = re.sub(pattern, "", reference)
+    return prediction.lower() == reference.lower()
 
 
 def gsm8k_gold_answer(solution: str) -> str | None:
@@ -134,22 +171,3 @@ def gsm8k_gold_answer(solution: str) -> str | None:
     if "####" not in solution:
         return None
     return solution.rsplit("####", 1)[1].strip().replace(",", "")
-
-
-def numbers_match(predicted: str | None, gold: str) -> bool:
-    """Exact numeric match of two number strings (``"18" == "18.00"``; commas ignored).
-
-    Args:
-        predicted: Extracted prediction or ``None`` (never matches).
-        gold: Gold answer string.
-
-    Returns:
-        True when both parse as decimals and are equal; otherwise a plain string comparison.
-    """
-    if predicted is None:
-        return False
-    a, b = predicted.replace(",", "").strip(), gold.replace(",", "").strip()
-    try:
-        return Decimal(a) == Decimal(b)
-    except InvalidOperation:
-        return a == b

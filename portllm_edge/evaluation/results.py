@@ -28,6 +28,7 @@ class Prediction:
         output: Generated text (GSM8K), or ``None``.
         predicted_norm: Choice picked by the harness's ``acc_norm`` rule (log-likelihood per
             character of the choice), or ``None`` (generation).
+        correct_strict: GSM8K: correct under lm-eval's "strict-match" filter; else ``None``.
     """
 
     id: str
@@ -37,6 +38,7 @@ class Prediction:
     scores: tuple[float, ...] | None = None
     output: str | None = None
     predicted_norm: int | None = None
+    correct_strict: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class EvalResult:
         ci_high: Upper end of the 95 % Wilson interval.
         f1: Binary F1 of the positive class (MRPC), else ``None``.
         acc_norm: Fraction correct under the harness's ``acc_norm`` rule (choice tasks), else ``None``.
+        strict_match: GSM8K: fraction correct under lm-eval's "strict-match" filter, else ``None``.
         seconds: Wall time of scoring, in seconds (model loading excluded).
         tokens: Tokens the model processed: non-padding input tokens plus generated tokens.
         tokens_per_s: ``tokens / seconds``, or ``None`` when ``seconds`` is 0.
@@ -72,6 +75,7 @@ class EvalResult:
     options: dict[str, Any] = field(default_factory=dict)
     predictions: tuple[Prediction, ...] | None = None
     acc_norm: float | None = None
+    strict_match: float | None = None
 
     @classmethod
     def from_predictions(
@@ -111,8 +115,10 @@ class EvalResult:
         acc_norm = None
         if all(x is not None for x in normed):
             acc_norm = sum(x == p.gold for x, p in zip(normed, predictions, strict=True)) / n
+        strict = [p.correct_strict for p in predictions]
         return cls(
             acc_norm=acc_norm,
+            strict_match=sum(map(bool, strict)) / n if all(x is not None for x in strict) else None,
             task=task,
             n=n,
             correct=correct,
@@ -158,6 +164,8 @@ class EvalResult:
         line = f"{self.task}: accuracy {self.accuracy:.3f} (95% CI {self.ci_low:.3f}-{self.ci_high:.3f}, n={self.n})"
         if self.acc_norm is not None:
             line += f", acc_norm {self.acc_norm:.3f}"
+        if self.strict_match is not None:
+            line += f", strict-match {self.strict_match:.3f}"
         if self.f1 is not None:
             line += f", F1 {self.f1:.3f}"
         return line

@@ -9,7 +9,7 @@ from the same scoring code, the way lm-eval-harness computes it:
 * WinoGrande "partial" scoring (Sakaguchi et al., 2019; harness ``winogrande``): the
   log-probability of the sentence *after* the blank, conditioned on the prefix with
   each option filled in;
-* GSM8K: greedy generation, then exact match of the final number.
+* GSM8K: greedy generation (few-shot by default, as the harness), then its exact-match filters.
 
 It receives a model object (any ``transformers`` causal LM or ``peft`` model) and its
 tokenizer; it must not load models, read task files or print. torch is imported
@@ -25,7 +25,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from portllm_edge.errors import EvaluationError
 from portllm_edge.evaluation.encoding import encode_pair, special_prefix
-from portllm_edge.evaluation.metrics import extract_last_number, numbers_match
+from portllm_edge.evaluation.metrics import (
+    INVALID,
+    gsm8k_flexible_extract,
+    gsm8k_strict_extract,
+    harness_exact_match,
+)
 from portllm_edge.evaluation.results import EvalResult, Prediction
 from portllm_edge.evaluation.tasks import ChoiceExample, Example, GenerationExample, TaskData
 
@@ -371,13 +376,9 @@ def generate_greedy(
 
 
 def extract_answer(output: str) -> str | None:
-    """The final number of a GSM8K answer: the number after ``####`` when the model wrote one,
-    else the last number in the output (commas removed)."""
-    if "####" in output:
-        found = extract_last_number(output.split("####", 1)[1].split("\n", 1)[0])
-        if found is not None:
-            return found
-    return extract_last_number(output)
+    """The GSM8K answer lm-eval's "flexible-extract" filter takes: the last number-like token, or ``None``."""
+    found = gsm8k_flexible_extract(output)
+    return None if found == INVALID else found
 
 
 def normalized_score(score: ContinuationScore, normalization: Normalization, choice_text: str) -> float:
@@ -438,7 +439,9 @@ def evaluate(
 
     Returns:
         The result: accuracy, Wilson 95 % interval, ``acc_norm`` (choice tasks), F1 (MRPC),
-        seconds, tokens/s.
+        seconds, tokens/s. GSM8K: ``accuracy`` is lm-eval's "flexible-extract" exact match and
+        ``strict_match`` its "strict-match" (:mod:`portllm_edge.evaluation.metrics`); the
+        prompts carry the examples' few-shot context.
 
     Raises:
         EvaluationError: No examples, mixed example kinds, or bad options.
@@ -460,15 +463,26 @@ def evaluate(
         outputs, tokens = generate_greedy(
             model,
             tokenizer,
-            [e.prompt for e in gen],
+            [e.context for e in gen],
             max_new_tokens=max_new_tokens,
             batch_size=batch_size,
             progress=progress,
         )
         for g, out in zip(gen, outputs, strict=True):
-            answer = extract_answer(out)
-            predictions.append(Prediction(g.id, answer, g.answer, numbers_match(answer, g.answer), None, out))
+            flexible, strict = gsm8k_flexible_extract(out), gsm8k_strict_extract(out)
+            predictions.append(
+                Prediction(
+                    g.id,
+                    None if flexible == INVALID else flexible,
+                    g.answer,
+                    harness_exact_match(flexible, g.solution),
+                    None,
+                    out,
+                    correct_strict=harness_exact_match(strict, g.solution),
+                )
+            )
         options["max_new_tokens"] = max_new_tokens
+        options["num_fewshot"] = data.num_fewshot if isinstance(data, TaskData) else None
     elif all(isinstance(e, ChoiceExample) for e in examples):
         choice = [e for e in examples if isinstance(e, ChoiceExample)]
         flat: list[tuple[str, str]] = []

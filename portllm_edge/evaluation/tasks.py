@@ -23,7 +23,7 @@ import difflib
 import json
 import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Union
 
@@ -36,6 +36,12 @@ TARGET_DELIMITER = " "
 """Joins a prompt and a verbalizer ("...Answer:" + " " + "yes"), as lm-eval-harness does."""
 
 DEFAULT_SEED = 0
+
+FEWSHOT_SEED = 1234
+"""Seed of the few-shot draw: lm-eval's ``fewshot_random_seed`` default (``DEFAULT_OTHER_SEED``)."""
+
+FEWSHOT_DELIMITER = "\n\n"
+"""Between few-shot examples, as lm-eval's ``fewshot_delimiter``."""
 
 
 @dataclass(frozen=True)
@@ -88,9 +94,11 @@ class GenerationExample:
     Attributes:
         task: Registry name (``"gsm8k"``).
         id: Row number in the file.
-        prompt: Text the model continues (``"Question: ...\\nAnswer:"``).
+        prompt: The question's prompt (``"Question: ...\\nAnswer:"``), without few-shot examples.
         answer: Gold final answer, commas removed (``"18"``).
         solution: The full reference solution (training text), ``#### answer`` included.
+        fewshot: Solved examples shown before ``prompt`` at evaluation
+            (``"Question: ...\\nAnswer: ...\\n\\n"`` per shot), or ``""`` (zero-shot).
     """
 
     task: str
@@ -98,6 +106,12 @@ class GenerationExample:
     prompt: str
     answer: str
     solution: str
+    fewshot: str = ""
+
+    @property
+    def context(self) -> str:
+        """What the model continues at evaluation: ``fewshot + prompt``."""
+        return self.fewshot + self.prompt
 
 
 Example = Union[ChoiceExample, GenerationExample]
@@ -174,6 +188,9 @@ class TaskSpec:
         metrics: Metric names reported (``("accuracy", "f1")``).
         positive_index: For F1: index of the positive choice.
         aliases: Other accepted names (``"sst-2"``).
+        default_fewshot: Solved examples shown before each question by default (the
+            harness's ``num_fewshot``: 5 for GSM8K, else 0).
+        fewshot_files: File names tried, beside the data file, for the few-shot examples.
     """
 
     name: str
@@ -185,6 +202,8 @@ class TaskSpec:
     metrics: tuple[str, ...] = ("accuracy",)
     positive_index: int | None = None
     aliases: tuple[str, ...] = ()
+    default_fewshot: int = 0
+    fewshot_files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -207,6 +226,8 @@ class TaskData:
     limit: int | None = None
     seed: int = DEFAULT_SEED
     options: LoadOptions = field(default_factory=LoadOptions)
+    num_fewshot: int = 0
+    fewshot_path: Path | None = None
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -226,6 +247,8 @@ def register_task(
     metrics: Sequence[str] = ("accuracy",),
     positive_index: int | None = None,
     aliases: Sequence[str] = (),
+    default_fewshot: int = 0,
+    fewshot_files: Sequence[str] = (),
 ) -> Callable[[Loader], Loader]:
     """Register a loader under ``name`` (decorator).
 
@@ -247,6 +270,8 @@ def register_task(
             metrics=tuple(metrics),
             positive_index=positive_index,
             aliases=tuple(aliases),
+            default_fewshot=default_fewshot,
+            fewshot_files=tuple(fewshot_files),
         )
         for alias in aliases:
             _ALIASES[_normalize_name(alias)] = key
@@ -310,6 +335,8 @@ def load_task(
     limit: int | None = None,
     seed: int = DEFAULT_SEED,
     options: LoadOptions | None = None,
+    num_fewshot: int | None = None,
+    fewshot_data: str | Path | None = None,
 ) -> TaskData:
     """Load a task's examples from ``data`` (a file, or a folder holding the task's default file).
 
@@ -320,13 +347,19 @@ def load_task(
             so that short runs are repeatable. ``None``: all.
         seed: Seed of the subsample.
         options: Template and verbalizers for the ``jsonl`` task.
+        num_fewshot: Solved examples before each question (:func:`add_fewshot`); ``None``:
+            the task's default (GSM8K 5, as the harness; others 0). Generation tasks only.
+        fewshot_data: File of the few-shot examples; default the task's ``fewshot_files``
+            beside ``data`` (GSM8K: ``train.jsonl``).
 
     Returns:
         The loaded :class:`TaskData`.
 
     Raises:
-        ConfigError: Unknown task, or ``limit < 1``.
-        DataError: Missing file, wrong columns/fields, unknown label, or a test split without labels.
+        ConfigError: Unknown task, ``limit < 1``, ``num_fewshot < 0``, or few-shot asked of a
+            choice task.
+        DataError: Missing file, wrong columns/fields, unknown label, a test split without
+            labels, or no few-shot file.
     """
     spec = task if isinstance(task, TaskSpec) else get_task(task)
     opts = options or LoadOptions()
@@ -339,6 +372,20 @@ def load_task(
     if not examples:
         raise DataError(f"{path} holds no examples", hint="Check that the file is not empty.")
     total = len(examples)
+    shots = spec.default_fewshot if num_fewshot is None else num_fewshot
+    pool_path = None
+    if shots < 0:
+        raise ConfigError(f"`--num-fewshot` must be 0 or more, got {shots}", hint="Pass 0 for zero-shot.")
+    if shots and spec.kind != "generation":
+        raise ConfigError(
+            f"`--num-fewshot` applies to generation tasks (gsm8k); {spec.title} is scored zero-shot",
+            hint="Drop --num-fewshot (the harness's default for this task is 0).",
+        )
+    if shots:
+        pool_path = _fewshot_file(spec, path, fewshot_data)
+        pool = [e for e in spec.loader(pool_path, opts) if isinstance(e, GenerationExample)]
+        gen = [e for e in examples if isinstance(e, GenerationExample)]
+        examples = list(add_fewshot(gen, pool, shots, same_split=pool_path == path))
     return TaskData(
         task=spec,
         path=path,
@@ -347,7 +394,61 @@ def load_task(
         limit=limit,
         seed=seed,
         options=opts,
+        num_fewshot=shots,
+        fewshot_path=pool_path,
     )
+
+
+def _fewshot_file(spec: TaskSpec, data: Path, given: str | Path | None) -> Path:
+    if given is not None:
+        found = Path(given).expanduser()
+        if not found.is_file():
+            raise DataError(f"few-shot file {found} does not exist", hint="Check the --fewshot-data path.")
+        return found.resolve()
+    for name in spec.fewshot_files:
+        if (data.parent / name).is_file():
+            return (data.parent / name).resolve()
+    raise DataError(
+        f"{spec.title} few-shot examples: none of {', '.join(spec.fewshot_files)} is beside {data}",
+        hint="Pass --fewshot-data FILE (the train split), or --num-fewshot 0 for zero-shot.",
+    )
+
+
+def add_fewshot(
+    examples: Sequence[GenerationExample],
+    pool: Sequence[GenerationExample],
+    shots: int,
+    *,
+    same_split: bool = False,
+    seed: int = FEWSHOT_SEED,
+) -> list[GenerationExample]:
+    """Give each example ``shots`` solved examples from ``pool``, drawn as lm-evaluation-harness draws them.
+
+    Source: lm-eval 0.4 ``ContextSampler.sample`` with the default sampler: one
+    ``random.Random(seed)`` draws ``rnd.sample(pool, shots)`` for each example in file
+    order (``shots + 1`` and the example itself removed when the pool is the evaluated
+    split). Each shot is rendered ``prompt + " " + solution + "\\n\\n"``
+    (``target_delimiter``, ``fewshot_delimiter``). Draw over the whole file, then
+    subsample: the first N examples get the harness's shots for its first N documents.
+
+    Raises:
+        DataError: ``pool`` holds fewer than ``shots`` examples.
+    """
+    need = shots + (1 if same_split else 0)
+    if len(pool) < need:
+        raise DataError(
+            f"few-shot needs {need} solved examples, the few-shot file holds {len(pool)}",
+            hint="Pass a larger --fewshot-data file or a smaller --num-fewshot.",
+        )
+    rnd = random.Random(seed)
+    out = []
+    for e in examples:
+        drawn = rnd.sample(list(pool), need)
+        if same_split:
+            drawn = [d for d in drawn if (d.prompt, d.solution) != (e.prompt, e.solution)][:shots]
+        context = "".join(d.prompt + TARGET_DELIMITER + d.solution + FEWSHOT_DELIMITER for d in drawn)
+        out.append(replace(e, fewshot=context))
+    return out
 
 
 def subsample(examples: Sequence[Example], limit: int | None, seed: int = DEFAULT_SEED) -> list[Example]:
@@ -694,6 +795,8 @@ def _load_winogrande(path: Path, options: LoadOptions) -> list[Example]:
     title="GSM8K",
     description="Grade-school math word problems; greedy generation, exact match on the final number (JSONL).",
     default_files=("test.jsonl", "train.jsonl"),
+    default_fewshot=5,
+    fewshot_files=("train.jsonl",),
 )
 def _load_gsm8k(path: Path, options: LoadOptions) -> list[Example]:
     out: list[Example] = []
@@ -706,7 +809,7 @@ def _load_gsm8k(path: Path, options: LoadOptions) -> list[Example]:
                 hint="GSM8K answers end with a line `#### <number>`.",
             )
         prompt = f"Question: {rec['question']}\nAnswer:"
-        out.append(GenerationExample("gsm8k", str(row_no), prompt, answer, solution.strip()))
+        out.append(GenerationExample("gsm8k", str(row_no), prompt, answer, solution))
     return out
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import pytest
 
 from portllm_edge.evaluation.metrics import (
+    INVALID,
     accuracy,
     binary_f1,
-    extract_last_number,
+    gsm8k_flexible_extract,
     gsm8k_gold_answer,
-    numbers_match,
+    gsm8k_strict_extract,
+    harness_exact_match,
     wilson_interval,
 )
 from portllm_edge.evaluation.results import EvalResult, Prediction
@@ -59,27 +61,27 @@ def test_wilson_interval_rejects_bad_counts():
 
 
 @pytest.mark.parametrize(
-    ("text", "expected"),
+    ("output", "strict", "flexible"),
     [
-        ("She makes 9 * 2 = $18 every day.", "18"),
-        ("The total is $1,234.50.", "1234.50"),
-        ("It drops by -3 degrees, then 7", "7"),
-        ("temperature is -3.", "-3"),
-        ("no digits here", None),
-        ("#### 72", "72"),
+        ("She makes 9 * 2 = $18 every day.\n#### 18", "18", "18"),
+        ("The total is $1,234.50.", INVALID, "$1,234.50."),
+        ("It drops by -3 degrees, then 7", INVALID, "7"),
+        ("#### -3.\nso 12", "-3.", "12"),
+        ("no digits here", INVALID, INVALID),
     ],
 )
-def test_extract_last_number(text, expected):
-    assert extract_last_number(text) == expected
+def test_gsm8k_filters(output, strict, flexible):
+    assert gsm8k_strict_extract(output) == strict
+    assert gsm8k_flexible_extract(output) == flexible
 
 
-def test_gsm8k_gold_and_numeric_match():
-    assert gsm8k_gold_answer("Natalia sold 48/2 = <<48/2=24>>24 clips.\n#### 1,072") == "1072"
+def test_gsm8k_gold_and_harness_exact_match():
+    solution = "Natalia sold 48/2 = <<48/2=24>>24 clips.\n#### 1,072"
+    assert gsm8k_gold_answer(solution) == "1072"
     assert gsm8k_gold_answer("no marker") is None
-    assert numbers_match("18.00", "18")
-    assert numbers_match("1,072", "1072")
-    assert not numbers_match("17", "18")
-    assert not numbers_match(None, "18")
+    assert harness_exact_match("$1,072.", solution)  # "," "$" and a final "." are ignored
+    assert not harness_exact_match("1072.00", solution)  # a string match, as the harness
+    assert not harness_exact_match(INVALID, solution)
 
 
 def test_eval_result_from_predictions_and_round_trip():

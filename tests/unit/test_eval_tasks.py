@@ -219,3 +219,27 @@ def test_custom_jsonl_missing_text_field(tmp_path: Path):
         DataError, match=r"has fields \['label', 'sentence'\]; the custom task expects \['text', 'label'\]"
     ):
         load_task("jsonl", f)
+
+
+def test_gsm8k_few_shot_default_and_options(shared_data):
+    from portllm_edge.errors import ConfigError, DataError
+
+    five = load_task("gsm8k", shared_data / "gsm8k" / "test.jsonl", limit=3)
+    assert five.num_fewshot == 5 and five.fewshot_path == (shared_data / "gsm8k" / "train.jsonl").resolve()
+    e = five.examples[0]
+    shots = e.fewshot.split("\n\n")[:-1]
+    assert len(shots) == 5 and all(
+        s.startswith("Question: ") and "\nAnswer: " in s and "#### " in s for s in shots
+    )
+    assert e.context == e.fewshot + e.prompt and format_training_text(e) == e.prompt + " " + e.solution
+    zero = load_task("gsm8k", shared_data / "gsm8k" / "test.jsonl", limit=3, num_fewshot=0)
+    assert zero.examples[0].context == zero.examples[0].prompt == e.prompt
+    # the train split as its own few-shot pool: an example is never its own shot
+    own = load_task("gsm8k", shared_data / "gsm8k" / "train.jsonl", limit=20, num_fewshot=2)
+    assert all(x.prompt not in x.fewshot for x in own.examples)
+    with pytest.raises(ConfigError, match="applies to generation tasks"):
+        load_task("sst2", shared_data / "sst2", num_fewshot=2)
+    with pytest.raises(ConfigError, match="must be 0 or more"):
+        load_task("gsm8k", shared_data / "gsm8k", num_fewshot=-1)
+    with pytest.raises(DataError, match="few-shot file"):
+        load_task("gsm8k", shared_data / "gsm8k", fewshot_data=shared_data / "nope.jsonl")
