@@ -204,10 +204,19 @@ def port_cmd(
         ),
     ] = None,
     merge_to: Annotated[
-        Optional[Path], typer.Option("--merge-to", help="Also write W_new + ΔW here (streamed).")
+        Optional[Path],
+        typer.Option(
+            "--merge-to",
+            help="Also write W_new + ΔW here (streamed): a folder, or a .gguf file for llama.cpp/Ollama "
+            "(base imported from GGUF).",
+        ),
     ] = None,
     merge_dtype: Annotated[
-        str, typer.Option("--merge-dtype", help="auto (the base's dtype), bf16, fp16 or fp32.")
+        str,
+        typer.Option(
+            "--merge-dtype",
+            help="auto (the base's dtype), bf16, fp16 or fp32; for a .gguf: auto (f16), f16, bf16 or q8_0.",
+        ),
     ] = "auto",
     eval_task: Annotated[Optional[str], typer.Option("--eval-task", help="Quick evaluation task.")] = None,
     eval_data: Annotated[Optional[Path], typer.Option("--eval-data", help="Evaluation file.")] = None,

@@ -37,6 +37,15 @@ if TYPE_CHECKING:  # pragma: no cover
 
 GgufDtype = Literal["f16", "bf16", "q8_0"]
 GGUF_DTYPES: tuple[str, ...] = ("f16", "bf16", "q8_0")
+_DTYPE_ALIASES = {"auto": "f16", "fp16": "f16", "float16": "f16", "bfloat16": "bf16"}
+"""``--merge-dtype`` values of the folder merge that mean a GGUF type (``auto`` -> F16, llama.cpp's default)."""
+
+
+def gguf_dtype(dtype: str) -> str:
+    """Normalize a ``--merge-dtype`` value for a GGUF (``auto``/``fp16`` -> ``f16``); unknown values pass through."""
+    return _DTYPE_ALIASES.get(dtype, dtype)
+
+
 LAYOUT_RTOL = 1e-5
 """Max |base in GGUF layout − dequantized source| / max |source| accepted by the layout guard."""
 
@@ -137,6 +146,36 @@ def _encode(arr: np.ndarray, dtype: str) -> tuple[np.ndarray, Any]:
     return arr.astype(np.float16), None
 
 
+def is_gguf_path(path: str | Path) -> bool:
+    """True when a merge destination names a GGUF file (``.gguf``), not a folder."""
+    return Path(path).suffix.lower() == ".gguf"
+
+
+def check_gguf_merge_target(base_dir: Path, out: str | Path, *, dtype: str, overwrite: bool) -> Path:
+    """The cheap checks of :func:`write_merged_gguf`, for callers that fail before other work.
+
+    Returns:
+        The source GGUF the merge will reuse.
+
+    Raises:
+        ExportError: bad ``dtype`` or file name, ``out`` exists without ``overwrite``, the base was
+            not imported from GGUF or its source file is gone or changed.
+    """
+    if gguf_dtype(dtype) not in GGUF_DTYPES:
+        raise ExportError(
+            f"merge dtype `{dtype}` is not supported for a .gguf",
+            hint="use --merge-dtype f16 (or auto), bf16 or q8_0",
+        )
+    out = Path(out)
+    if not is_gguf_path(out):
+        raise ExportError(f"{out}: a merged GGUF needs a .gguf file name", hint="e.g. --merge-to merged.gguf")
+    if out.exists() and not overwrite:
+        raise ExportError(
+            f"{out}: already exists", hint="choose a new file name, or replace it (--overwrite/--force)"
+        )
+    return gguf_source_of(Path(base_dir))
+
+
 def write_merged_gguf(
     adapter_dir: Path | None,
     base_dir: Path,
@@ -172,15 +211,8 @@ def write_merged_gguf(
     from portllm_edge.porting.adapter_io import read_base_index
     from portllm_edge.porting.merge import MergeStream, RowReader
 
-    if dtype not in GGUF_DTYPES:
-        raise ExportError(f"GGUF dtype `{dtype}` is not supported", hint="use f16, bf16 or q8_0")
-    out = Path(out)
-    if out.suffix.lower() != ".gguf":
-        raise ExportError(f"{out}: a merged GGUF needs a .gguf file name", hint="e.g. --merge-to merged.gguf")
-    if out.exists() and not overwrite:
-        raise ExportError(f"{out}: already exists", hint="choose a new file name, or pass --force")
-    base_dir = Path(base_dir)
-    source = gguf_source_of(base_dir)
+    out, base_dir, dtype = Path(out), Path(base_dir), gguf_dtype(dtype)
+    source = check_gguf_merge_target(base_dir, out, dtype=dtype, overwrite=overwrite)
     index = read_base_index(base_dir)
     names = GgufNames(index.config, str(base_dir / "config.json"))
     reader = gguf.GGUFReader(source)
@@ -290,4 +322,11 @@ def _byte_shape(shape: tuple[int, ...], raw: Any) -> tuple[int, ...]:
     return tuple(gguf.quants.quant_shape_to_byte_shape(shape, raw))
 
 
-__all__ = ["GGUF_DTYPES", "MergedGgufResult", "gguf_source_of", "write_merged_gguf"]
+__all__ = [
+    "GGUF_DTYPES",
+    "MergedGgufResult",
+    "check_gguf_merge_target",
+    "gguf_source_of",
+    "is_gguf_path",
+    "write_merged_gguf",
+]

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from portllm_edge.export.merged_gguf import is_gguf_path
 from portllm_edge.workflow.types import EvalSpec, EvalSummary, Memory, PortOutcome, Resolved
 
 if TYPE_CHECKING:
@@ -96,7 +97,15 @@ def _prepare(req: PortRequest, resolved: Resolved, work: Path) -> _Prepared:
 
         need = 2 * checks.adapter_bytes(resolved.patch.adapter_dir)
         checks.check_free_space(paths.patches_dir(), need, "the ported patch")
-    if req.merge_to is not None:
+    if req.merge_to is not None and is_gguf_path(req.merge_to):
+        from portllm_edge.export.merged_gguf import check_gguf_merge_target
+
+        check_gguf_merge_target(
+            resolved.base.path, req.merge_to, dtype=req.merge_dtype, overwrite=req.overwrite
+        )
+        need = checks.merged_model_bytes(resolved.base.path, "bf16")
+        checks.check_free_space(Path(req.merge_to).parent, need, "the merged model")
+    elif req.merge_to is not None:
         from portllm_edge.porting.merge import check_merge_target
 
         check_merge_target(
@@ -202,7 +211,18 @@ def _save_and_merge(req: PortRequest, prep: _Prepared, m: _Measured, phases: _Ph
                 note=f"{m.attach.matched_tensors}/{m.attach.total_tensors} tensors matched",
                 overwrite=req.overwrite,
             )
-    if req.merge_to is not None:
+    if req.merge_to is not None and is_gguf_path(req.merge_to):
+        from portllm_edge.export.merged_gguf import write_merged_gguf
+
+        with phases("merge"):
+            write_merged_gguf(
+                prep.attach_dir,
+                r.base.path,
+                Path(req.merge_to),
+                dtype=req.merge_dtype,
+                overwrite=req.overwrite,
+            )
+    elif req.merge_to is not None:
         from portllm_edge.porting.merge import stream_merge
 
         with phases("merge"):
@@ -243,8 +263,10 @@ def port(
         force: port despite failed preflight checks.
         overwrite: replace an existing ported patch of that name and an existing ``merge_to``.
         old: the old base (default: looked up in the model store from the patch's records).
-        merge_to: also write W_new + ΔW to this folder (streaming, bf16/fp32; never into 4-bit).
-        merge_dtype: "auto" (the base's stored dtype), "bf16", "fp16" or "fp32" for ``merge_to``.
+        merge_to: also write W_new + ΔW to this folder (streaming, bf16/fp32; never into 4-bit),
+            or to this ``.gguf`` file (base imported from GGUF; :mod:`portllm_edge.export.merged_gguf`).
+        merge_dtype: "auto" (the base's stored dtype), "bf16", "fp16" or "fp32" for a folder;
+            "auto" (f16), "f16", "bf16" or "q8_0" for a ``.gguf``.
         evaluate: a quick evaluation of the ported model.
         device: "cpu" or "cuda" (default: CUDA when available).
         on_phase: progress callback, called with each phase's name as it starts; an exception

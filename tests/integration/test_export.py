@@ -244,3 +244,30 @@ def test_cli_export_of_a_stored_patch_defaults_to_its_lineage_base(tiny_pairs, t
 
 def test_vllm_max_lora_rank_rounds_up_to_a_value_vllm_accepts():
     assert [vllm_max_lora_rank(r) for r in (1, 4, 8, 9, 300, 512, 513)] == [1, 8, 8, 16, 320, 512, None]
+
+
+def test_port_merge_to_gguf_needs_a_base_imported_from_gguf_and_fails_before_loading(
+    tiny_pairs, tmp_path, capsys
+):
+    pair = tiny_pairs["llama"]
+    adapter = factories.build_lora_adapter(pair.old, tmp_path / "p")
+    out = tmp_path / "m.gguf"
+    code, _, err = run(
+        capsys,
+        "port",
+        str(adapter),
+        "--base",
+        str(pair.new),
+        "--merge-to",
+        str(out),
+        "--precision",
+        "fp32",
+        "--no-save",
+    )
+    assert code == 2
+    assert "was not imported from a GGUF file" in err and "convert_hf_to_gguf.py" in err
+    assert not out.exists()
+    code, _, err = run(
+        capsys, "port", str(adapter), "--base", str(pair.new), "--merge-to", str(out), "--merge-dtype", "q4_0"
+    )
+    assert code == 2 and "merge dtype `q4_0` is not supported for a .gguf" in err

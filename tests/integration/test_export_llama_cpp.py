@@ -184,3 +184,23 @@ def test_merged_gguf_at_q8_0_runs_in_llama_cpp(setup, portllm_home):
     assert {t.tensor_type.name for t in gguf.GGUFReader(res.out).tensors} == {"Q8_0", "F32"}
     top1, _ = _agreement(_run(work / "merged-q8.gguf", setup["ids"]), setup["peft"])
     assert top1 >= 0.9, f"top-1 agreement {top1:.3f}"
+
+
+def test_port_merge_to_gguf_writes_the_same_file_as_the_exporter(setup, portllm_home):
+    from portllm_edge import paths
+    from portllm_edge.export.merged_gguf import write_merged_gguf
+    from portllm_edge.workflow.port import port
+
+    work = setup["work"]
+    paths.set_home(work / "home")
+    try:
+        outcome = port(
+            str(work / "patch"), str(setup["base"]), precision="fp32", save=False,
+            merge_to=work / "ported.gguf", merge_dtype="f16", isolate=False,
+        )  # fmt: skip
+    finally:
+        paths.set_home(None)
+    assert outcome.merged_to == str(work / "ported.gguf")
+    if not (work / "merged-f16.gguf").exists():
+        write_merged_gguf(work / "patch", setup["base"], work / "merged-f16.gguf", dtype="f16")
+    assert (work / "ported.gguf").read_bytes() == (work / "merged-f16.gguf").read_bytes()
