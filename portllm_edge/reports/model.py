@@ -346,6 +346,21 @@ def accuracy_rows(
     return out
 
 
+def port_accuracy_rows(
+    inputs: Mapping[str, Any], results: Mapping[str, Any], run_id: str | None = None
+) -> list[AccuracyRow]:
+    """The quick evaluation a ``port`` run made of the ported patch (the app's and ``port --eval-task``'s).
+
+    Labelled ``<base> + <patch> (<precision>), ported``; the task as :func:`task_label` names it.
+    """
+    ev = results["evaluation"]
+    task = task_label(str(ev.get("task") or "task"), inputs, results)
+    base = _base_name(results.get("base_id") or inputs.get("base")) or "base"
+    label = f"{base} + {inputs.get('patch') or 'patch'} ({results.get('precision') or inputs.get('precision')}), ported"
+    row = _accuracy_row(task, label, ev, run_id)
+    return [row] if row else []
+
+
 def breakdown_from_estimate(estimate: Mapping[str, Any]) -> dict[str, int]:
     """Group a planner ``MemoryBreakdown.to_dict()``'s terms into :data:`BREAKDOWN_KEYS` (bytes)."""
     out = dict.fromkeys(BREAKDOWN_KEYS, 0)
@@ -651,6 +666,8 @@ def build_report(
             continue
         if kind in ("eval", "compare"):
             acc.extend(accuracy_rows(kind, inputs, results, rid))
+        if kind == "port" and isinstance(results.get("evaluation"), Mapping):
+            acc.extend(port_accuracy_rows(inputs, results, rid))
         if kind == "compare" and (gain := _num(results.get("recovered_gain"))) is not None:
             task = task_label(str(results.get("task") or inputs.get("task") or "task"), inputs, results)
             gains.append(_gain_kept(task, gain, rid, results))

@@ -390,3 +390,31 @@ def test_budget_rows_put_this_machine_first(tiny_pairs):
     md = render_markdown(build_report([], budget=rows, budget_model="tiny"))
     assert "| this machine: host RAM, 16.00 GiB | 16.00 GiB | 10.80 GiB |" in md
     assert render_charts(build_report([], budget=rows))["memory_budget.png"].startswith(PNG_MAGIC)
+
+
+def test_a_ports_own_evaluation_is_an_accuracy_row():
+    port = {
+        "id": "port-3",
+        "kind": "port",
+        "status": "ok",
+        "started_at": "",
+        "inputs": {
+            "patch": "demo-tags",
+            "base": "SmolLM2-135M-Instruct-demo-v2",
+            "precision": "auto",
+            "evaluate": {"task": "jsonl", "data": "/h/cache/demo/animal-or-vehicle/dev.jsonl"},
+        },
+        "results": {
+            "base_id": "SmolLM2-135M-Instruct-demo-v2",
+            "precision": "nf4",
+            "evaluation": {"task": "jsonl", "n": 50, "accuracy": 0.94, "ci_low": 0.84, "ci_high": 0.98},
+        },
+    }
+    (row,) = build_report([port]).accuracy
+    assert (row.task, row.config, row.n, row.accuracy, row.run_id) == (
+        "animal-or-vehicle/dev.jsonl",
+        "SmolLM2-135M-Instruct-demo-v2 + demo-tags (nf4), ported",
+        50,
+        0.94,
+        "port-3",
+    )
