@@ -15,7 +15,6 @@ import typer
 
 from portllm_edge.cli.app import app
 from portllm_edge.errors import PortllmError
-from portllm_edge.reports.assemble import REPORT_KINDS
 
 runs_app = typer.Typer(
     name="runs",
@@ -146,7 +145,7 @@ def report_cmd(
     from portllm_edge import paths
     from portllm_edge.errors import ConfigError
     from portllm_edge.history import get_run, list_runs
-    from portllm_edge.reports import report_runs
+    from portllm_edge.reports import REPORT_KINDS, report_runs
 
     for flag, value in (("--last", last), ("--context", context)):
         if value < 1:
