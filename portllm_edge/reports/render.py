@@ -278,9 +278,9 @@ def chart_memory(report: Report) -> bytes | None:
         f"measured in a worker process of its own; metric: {', '.join(metrics) or 'n/a'}",
         fontsize=9,
     )
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     ax.grid(axis="y", alpha=0.3)
-    ax.set_ylim(0, max(max(bottom), max(plain_est), max(_gib(p.peak_bytes) for p in phases)) * 1.25)
+    ax.set_ylim(0, max(max(bottom), max(plain_est), max(_gib(p.peak_bytes) for p in phases)) * 1.15)
     return _png(fig)
 
 
