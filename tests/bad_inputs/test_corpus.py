@@ -11,14 +11,20 @@ from bad_inputs.cases import CASES, Case, Ctx
 from portllm_edge import paths
 
 
-def _snapshot(root: Path) -> dict[str, str]:
-    """Relative path -> sha256 (files) or "<dir>" for everything under ``root``, except the store lock."""
+_HISTORY = ("runs", "runs.sqlite")
+
+
+def _snapshot(root: Path, *, skip: tuple[str, ...] = ()) -> dict[str, str]:
+    """Relative path -> sha256 (files) or "<dir>" for everything under ``root``, except the store lock.
+
+    ``skip`` names top-level entries (and their ``-wal``/``-journal`` siblings) left out.
+    """
     out: dict[str, str] = {}
     if not root.exists():
         return out
     for p in sorted(root.rglob("*")):
         rel = p.relative_to(root).as_posix()
-        if p.name == ".lock":
+        if p.name == ".lock" or rel.split("/")[0].split("-")[0] in skip:
             continue
         out[rel] = "<dir>" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
     return out
@@ -42,7 +48,10 @@ def test_bad_input(case: Case, tmp_path: Path, portllm_home: Path, request, caps
     ctx.tmp.mkdir()
     case.build(ctx)
     paths.set_home(None)
-    before_home, before_tmp = _snapshot(ctx.home), _snapshot(ctx.tmp)
+    before_home, before_tmp = _snapshot(ctx.home, skip=_HISTORY), _snapshot(ctx.tmp)
+    from portllm_edge import history
+
+    before_runs = {r.id for r in history.list_runs(limit=10_000)} if paths.runs_db().exists() else set()
     capsys.readouterr()
 
     code = main([_fill(a, ctx) for a in case.argv])
@@ -56,5 +65,10 @@ def test_bad_input(case: Case, tmp_path: Path, portllm_home: Path, request, caps
     assert "Fix:" in error_lines[0]
     for word in case.keywords:
         assert _fill(word, ctx) in err, f"{word!r} not in stderr: {err}"
-    assert _snapshot(ctx.home) == before_home, "the home folder (store) changed"
+    assert _snapshot(ctx.home, skip=_HISTORY) == before_home, "the home folder (store) changed"
+    # The history may only gain the failed run itself, with the error the user saw as its reason.
+    new_runs = [r for r in history.list_runs(limit=10_000) if r.id not in before_runs]
+    for run in new_runs:
+        assert run.status == "failed", f"{run.id} recorded as {run.status}"
+        assert run.results.get("error") and run.results["error"] in error_lines[0], run.results
     assert _snapshot(ctx.tmp) == before_tmp, "the case's input/output folder changed"
