@@ -42,8 +42,10 @@ def test_port_save_survives_sigkill(tmp_path, tiny_pairs, tiny_adapters):
     store.import_dir(tiny_adapters["gemma2"], name="g", task="sst2")
     src = store.get("g").manifest.files
     killed = 0
+    stored = False
     for seed in range(PORT_TRIALS):
-        cmd = cli("port", "g", "--base", tiny_pairs["gemma2"].new, "--precision", "fp32", "--force")
+        # --overwrite: after the first complete port, each trial replaces it (the store must never lose it)
+        cmd = cli("port", "g", "--base", tiny_pairs["gemma2"].new, "--precision", "fp32", "--force", "--overwrite")
         # kill once the store's listing changes (the ported entry's temp folder appears), within its write window
         outcome = kill_at_random(
             cmd, seed, max_delay_s=0.15, wait_for=listing_changes(store.root), env=_env(home), timeout_s=120
@@ -57,6 +59,8 @@ def test_port_save_survives_sigkill(tmp_path, tiny_pairs, tiny_adapters):
         names = set(store.names())
         assert "g" in names and store.get("g").manifest.files == src  # the parent is never touched
         assert names <= {"g", "g@gemma2-new"}
+        assert not stored or "g@gemma2-new" in names, f"trial {seed}: a replaced port was lost"
+        stored = "g@gemma2-new" in names
         if "g@gemma2-new" in names:  # complete, with its lineage
             assert [e.kind for e in store.get("g@gemma2-new").manifest.lineage][-1] == "port"
         assert not [p for p in store.root.iterdir() if p.name.startswith(".tmp-") and p.is_dir()]
