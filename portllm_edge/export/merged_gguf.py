@@ -46,8 +46,11 @@ def gguf_dtype(dtype: str) -> str:
     return _DTYPE_ALIASES.get(dtype, dtype)
 
 
-LAYOUT_RTOL = 1e-5
-"""Max |base in GGUF layout − dequantized source| / max |source| accepted by the layout guard."""
+LAYOUT_RTOL = {"F32": 1e-5, "F16": 2.0**-10, "BF16": 2.0**-7}
+"""Max |base in GGUF layout − dequantized source| / max |source| accepted by the layout guard, by the
+base tensor's stored safetensors dtype: twice that format's unit roundoff (fp16 2^-11, bf16 2^-8), the
+most that storing the source's values at that precision can move them. A wrong layout (a missing
+rotary permutation, a transposed tensor) moves them by O(1)."""
 
 
 @dataclass
@@ -266,7 +269,7 @@ def write_merged_gguf(
                     if hf in index.tensors:
                         mine = names.to_gguf_rows(g, base_rows(hf))
                         err = float(np.abs(mine - src).max()) / max(float(np.abs(src).max()), 1e-30)
-                        if err > LAYOUT_RTOL:
+                        if err > LAYOUT_RTOL.get(index.tensors[hf].info.dtype, LAYOUT_RTOL["F32"]):
                             raise ExportError(
                                 f"{source}: tensor `{g}` does not match `{hf}` of {base_dir} in llama.cpp's layout "
                                 f"(relative difference {err:.2e})",
