@@ -281,3 +281,115 @@ def simulate_update(
         )
         (tmp / DRIFT_FILE).write_text(json.dumps(record, indent=2))
     return result
+
+
+@dataclass(frozen=True)
+class UpdateStage:
+    """One update of a chain: continued pretraining of the previous version.
+
+    Attributes:
+        steps: Optimizer steps.
+        learning_rate: AdamW learning rate.
+    """
+
+    steps: int
+    learning_rate: float
+
+
+@dataclass(frozen=True)
+class LineageVersion:
+    """One version of a base lineage (v1 is the root, not trained here).
+
+    Attributes:
+        version: ``"v1"``, ``"v2"``, ...
+        path: The model folder.
+        steps: Steps that made it from the previous version (``None`` for the root).
+        learning_rate: Their learning rate (``None`` for the root).
+        mean_linear_drift: Mean relative drift of the linear modules from the previous
+            version (``None`` for the root).
+    """
+
+    version: str
+    path: str
+    steps: int | None = None
+    learning_rate: float | None = None
+    mean_linear_drift: float | None = None
+
+
+def simulate_update_chain(
+    base_dir: str | Path,
+    corpus: Sequence[str | os.PathLike[str]],
+    out_root: str | Path,
+    stages: Sequence[UpdateStage],
+    *,
+    seq_len: int = 256,
+    batch_size: int = 4,
+    seed: int = 0,
+    force: bool = False,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> list[LineageVersion]:
+    """Chain updates v1 -> v2 -> ... -> vK: each version is continued pretraining of the previous one.
+
+    ``base_dir`` is v1; stage ``i`` (0-based) trains version ``v{i+1}`` into
+    ``out_root/v{i+2}`` with :func:`simulate_update` (seed ``seed + i``). Each version's
+    ``portllm_update.json`` gains ``version`` and ``lineage``: the versions from the
+    root to itself (:class:`LineageVersion` records), so a later port can say which
+    update of which lineage it targets. Increasing ``steps``/``learning_rate`` along the
+    stages gives increasing drift (the successive-update benchmark of issue 13).
+
+    Args:
+        base_dir: The root base folder (v1).
+        corpus: Plain-text files or folders, shared by every stage.
+        out_root: Folder receiving ``v2`` ... ``vK``.
+        stages: One :class:`UpdateStage` per new version (at least one).
+        seq_len, batch_size, force, progress: As :func:`simulate_update`.
+        seed: Seed of the first stage; stage ``i`` uses ``seed + i``.
+
+    Returns:
+        The lineage, v1 first.
+
+    Raises:
+        ConfigError: No stages, or a stage's settings are refused by :func:`check_update_args`.
+        DataError, TrainingError, FileExistsError: As :func:`simulate_update`.
+    """
+    from portllm_edge.fsutil import atomic_write_json
+
+    if not stages:
+        raise ConfigError("an update chain needs at least one stage", hint="pass --versions 2 or more")
+    out_root = Path(out_root)
+    lineage = [LineageVersion("v1", str(Path(base_dir).resolve()))]
+    for i, stage in enumerate(stages):
+        check_update_args(
+            base_dir,
+            out_root / f"v{i + 2}",
+            steps=stage.steps,
+            seq_len=seq_len,
+            batch_size=batch_size,
+            learning_rate=stage.learning_rate,
+        )
+    prev = Path(base_dir)
+    for i, stage in enumerate(stages):
+        out = out_root / f"v{i + 2}"
+        res = simulate_update(
+            prev,
+            corpus,
+            out,
+            steps=stage.steps,
+            seq_len=seq_len,
+            batch_size=batch_size,
+            learning_rate=stage.learning_rate,
+            seed=seed + i,
+            force=force,
+            progress=progress,
+        )
+        lineage.append(
+            LineageVersion(
+                f"v{i + 2}", str(out.resolve()), stage.steps, stage.learning_rate, res.mean_linear_drift
+            )
+        )
+        record = json.loads((out / DRIFT_FILE).read_text())
+        record["version"] = f"v{i + 2}"
+        record["lineage"] = [asdict(v) for v in lineage]
+        atomic_write_json(out / DRIFT_FILE, record)
+        prev = out
+    return lineage

@@ -10,7 +10,6 @@ from bad_inputs.cases import CASES, Case, Ctx
 
 from portllm_edge import paths
 
-
 _HISTORY = ("runs", "runs.sqlite")
 
 

@@ -45,7 +45,9 @@ def test_port_save_survives_sigkill(tmp_path, tiny_pairs, tiny_adapters):
     stored = False
     for seed in range(PORT_TRIALS):
         # --overwrite: after the first complete port, each trial replaces it (the store must never lose it)
-        cmd = cli("port", "g", "--base", tiny_pairs["gemma2"].new, "--precision", "fp32", "--force", "--overwrite")
+        cmd = cli(
+            "port", "g", "--base", tiny_pairs["gemma2"].new, "--precision", "fp32", "--force", "--overwrite"
+        )
         # kill once the store's listing changes (the ported entry's temp folder appears), within its write window
         outcome = kill_at_random(
             cmd, seed, max_delay_s=0.15, wait_for=listing_changes(store.root), env=_env(home), timeout_s=120
