@@ -96,3 +96,53 @@ def test_eval_unknown_task_and_bad_normalize(tmp_path, capsys):
         main(["eval", "--task", "sst2", "--data", str(tmp_path), "--base", "x", "--normalize", "words"]) == 2
     )
     assert "`--normalize` must be one of none, tokens, chars, bytes" in capsys.readouterr().err
+
+
+def test_eval_gsm8k_few_shot_option(tiny_pairs, shared_data, capsys):
+    args = [
+        "eval",
+        "--task",
+        "gsm8k",
+        "--data",
+        str(shared_data / "gsm8k"),
+        "--base",
+        str(tiny_pairs["llama"].old),
+    ]
+    rc = main(
+        [
+            *args,
+            "--precision",
+            "fp32",
+            "--limit",
+            "2",
+            "--num-fewshot",
+            "1",
+            "--max-new-tokens",
+            "3",
+            "--json",
+        ]
+    )
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    res = json.loads(out.out)
+    assert res["inputs"]["num_fewshot"] == 1 and res["results"]["options"]["num_fewshot"] == 1
+    assert (
+        res["results"]["n"] == 2 and 0.0 <= res["results"]["strict_match"] <= res["results"]["accuracy"] + 1.0
+    )
+    assert (
+        main(
+            [
+                "eval",
+                "--task",
+                "sst2",
+                "--data",
+                str(shared_data / "sst2"),
+                "--base",
+                "x",
+                "--num-fewshot",
+                "2",
+            ]
+        )
+        == 2
+    )
+    assert "`--num-fewshot` applies to generation tasks (gsm8k)" in capsys.readouterr().err
