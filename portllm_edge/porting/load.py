@@ -28,6 +28,7 @@ from portllm_edge.errors import BaseModelError, ConfigError
 from portllm_edge.hardware.compute import device_kind
 from portllm_edge.models.refs import ResolvedBase, resolve_base
 from portllm_edge.planning.estimate import Precision
+from portllm_edge.porting.offload import Offload
 
 LOADABLE: tuple[Precision, ...] = (
     Precision.NF4,
@@ -291,6 +292,7 @@ def load_base_model(
     online: bool = False,
     cpu_repack: bool = True,
     quantized_cache: bool = True,
+    offload: Offload | None = None,
 ) -> LoadedBase:
     """Load a base model for porting or evaluation.
 
@@ -307,6 +309,8 @@ def load_base_model(
         quantized_cache: for nf4/int8, load the base's quantized copy from the model store when
             one exists for these settings, else quantize and save one (before any forward pass)
             for the next load (:func:`portllm_edge.models.store.quantized_cache_dir`).
+        offload: ``device_map="auto"`` with a ``max_memory`` budget (accelerate): layers that do not
+            fit go to CPU RAM or disk (:mod:`portllm_edge.porting.offload`); floating precisions only.
 
     Returns:
         A :class:`LoadedBase` in eval mode; ``quantization["cache"]`` says whether the copy was used.
@@ -332,6 +336,11 @@ def load_base_model(
     kwargs["dtype"] = _torch_dtype(keep)
     if qcfg is not None:
         kwargs["quantization_config"] = qcfg
+    if offload is not None:
+        from portllm_edge.porting.offload import check_offload_precision, load_kwargs
+
+        check_offload_precision(concrete)
+        kwargs.update(load_kwargs(offload))
     quant: dict[str, Any] = {}
     if concrete == "nf4":
         quant = {"quant_type": "nf4", "double_quant": True, "compute_dtype": cdtype, "blocksize": 64}
@@ -353,6 +362,10 @@ def load_base_model(
         if cache_dir is not None:
             _save_quantized(model, cache_dir, base)  # before any forward: no CPU repacking yet
     model.eval()
+    if offload is not None:
+        from portllm_edge.porting.offload import remove_with
+
+        remove_with(model, offload, kwargs)
     if concrete == "nf4" and not cpu_repack:
         from portllm_edge.porting.quant import disable_cpu_repacking
 
