@@ -97,6 +97,19 @@ def eval_cmd(
         Optional[str], typer.Option("--patch", help="Patch to attach: a store name or an adapter folder.")
     ] = None,
     precision: Annotated[str, typer.Option("--precision", help="auto, nf4, int8, bf16 or fp32.")] = "auto",
+    device_map: Annotated[
+        Optional[str],
+        typer.Option(
+            "--device-map", help="auto: layers that do not fit --max-memory go to CPU RAM, then disk."
+        ),
+    ] = None,
+    max_memory: Annotated[
+        Optional[str],
+        typer.Option(
+            "--max-memory",
+            help="Budget for --device-map auto (e.g. 2GiB, or 0=20GiB,cpu=64GiB); needs --precision bf16/fp16/fp32.",
+        ),
+    ] = None,
     limit: Annotated[
         Optional[int], typer.Option("--limit", help="Score a seeded random subsample of N examples.")
     ] = None,
@@ -139,6 +152,9 @@ def eval_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Evaluate a base model, optionally with a patch attached, on one task."""
+    from portllm_edge.porting.offload import offload_request
+
+    offload = offload_request(device_map, max_memory)  # a bad --max-memory fails before any work
     from portllm_edge.evaluation.tasks import LoadOptions, load_task, parse_verbalizers
     from portllm_edge.history import record_run
     from portllm_edge.history.store import utc_now
@@ -178,7 +194,7 @@ def eval_cmd(
 
     from portllm_edge.evaluation.scoring import evaluate
 
-    loaded = _load_model(base, precision)
+    loaded = _load_model(base, precision, offload)
     model, patch_name, attach = loaded.model, None, None
     if patch is not None:
         from portllm_edge.porting.attach import attach_patch
@@ -244,8 +260,10 @@ def eval_cmd(
         typer.echo(f"recorded as run {run_id} (portllm-edge runs show {run_id})")
 
 
-def _load_model(base: str, precision: str) -> Any:
-    """Load the base through :func:`portllm_edge.porting.load.load_base_model`."""
+def _load_model(base: str, precision: str, offload: Any = None) -> Any:
+    """Load the base through :func:`portllm_edge.porting.load.load_base_model` (offloaded when asked)."""
     from portllm_edge.porting.load import load_base_model
 
+    if offload is not None:
+        return load_base_model(base, precision, offload=offload)
     return load_base_model(base, precision)

@@ -218,6 +218,21 @@ def port_cmd(
             help="auto (the base's dtype), bf16, fp16 or fp32; for a .gguf: auto (f16), f16, bf16 or q8_0.",
         ),
     ] = "auto",
+    device_map: Annotated[
+        Optional[str],
+        typer.Option(
+            "--device-map",
+            help="auto: layers that do not fit --max-memory go to CPU RAM, then disk (accelerate).",
+        ),
+    ] = None,
+    max_memory: Annotated[
+        Optional[str],
+        typer.Option(
+            "--max-memory",
+            help="Budget for --device-map auto: a size for the load device (e.g. 2GiB) or DEVICE=SIZE pairs "
+            "(0=20GiB,cpu=64GiB). Implies --device-map auto; needs --precision bf16, fp16 or fp32.",
+        ),
+    ] = None,
     eval_task: Annotated[Optional[str], typer.Option("--eval-task", help="Quick evaluation task.")] = None,
     eval_data: Annotated[Optional[Path], typer.Option("--eval-data", help="Evaluation file.")] = None,
     eval_limit: Annotated[
@@ -260,6 +275,8 @@ def port_cmd(
             "--template": template is not None,
             "--verbalizer": bool(verbalizers),
             "--no-save": no_save,
+            "--device-map": device_map is not None,
+            "--max-memory": max_memory is not None,
         }
         _port_all(
             all_patches, from_base, base, [k for k, v in given.items() if v],
@@ -276,9 +293,12 @@ def port_cmd(
         spec = EvalSpec(
             eval_task, eval_data, limit=eval_limit, template=template, verbalizers=_verbalizers(verbalizers)
         )
+    from portllm_edge.porting.offload import offload_request
+
     res = port(
         patch,
         base,
+        offload=offload_request(device_map, max_memory),
         precision=precision,
         name=name,
         save=not no_save,

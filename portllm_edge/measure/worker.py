@@ -129,7 +129,7 @@ def run_port_job(p: dict[str, Any], phases: dict[str, float], announce: Announce
 
     Args:
         p: ``base`` (folder), ``adapter`` (folder, already checked and rewritten), ``precision``,
-            ``device``; optional ``task``/``eval_data``/``limit``/``seed``/``template``/``verbalizers``/``batch_size``.
+            ``device``; optional ``offload`` (:meth:`Offload.to_dict`), ``task``/``eval_data``/``limit``/``seed``/``template``/``verbalizers``/``batch_size``.
         phases: filled with the wall time of each phase, seconds.
         announce: called as each phase (load, attach, evaluate) starts.
 
@@ -147,7 +147,10 @@ def run_port_job(p: dict[str, Any], phases: dict[str, float], announce: Announce
 
     marks: dict[str, float] = {}
     _phase("load", phases, marks, announce)
-    loaded = load_base_model(p["base"], p.get("precision", "nf4"), device=p.get("device"))
+    from portllm_edge.porting.offload import Offload
+
+    offload = Offload.from_dict(p["offload"]) if p.get("offload") else None
+    loaded = load_base_model(p["base"], p.get("precision", "nf4"), device=p.get("device"), offload=offload)
     _phase("attach", phases, marks, announce)
     ported = attach_patch(loaded.model, loaded.tokenizer, p["adapter"])
     details: dict[str, Any] = {

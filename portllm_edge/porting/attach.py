@@ -141,9 +141,10 @@ def attach_patch(
     base_logits = probe_logits(base_model, tokenizer)
     with _quiet_peft():
         try:
-            model = PeftModel.from_pretrained(
-                base_model, str(adapter_dir), adapter_name=adapter_name, is_trainable=False
-            )
+            from portllm_edge.porting.offload import is_offloaded, peft_from_pretrained
+
+            attach = peft_from_pretrained if is_offloaded(base_model) else PeftModel.from_pretrained
+            model = attach(base_model, str(adapter_dir), adapter_name=adapter_name, is_trainable=False)
         except (ValueError, RuntimeError, KeyError, TypeError) as exc:
             raise _attach_error(adapter_dir, exc) from exc
     model.eval()

@@ -22,6 +22,7 @@ from portllm_edge.workflow.types import EvalSpec, EvalSummary, Memory, PortOutco
 
 if TYPE_CHECKING:
     from portllm_edge.porting.attach import AttachReport
+    from portllm_edge.porting.offload import Offload
     from portllm_edge.porting.preflight import PreflightReport
 
 PhaseFn = Callable[[str], None]
@@ -44,6 +45,7 @@ class PortRequest:
     merge_dtype: str = "auto"
     evaluate: EvalSpec | None = None
     device: str | None = None
+    offload: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,10 @@ def _prepare(req: PortRequest, resolved: Resolved, work: Path) -> _Prepared:
     if req.evaluate is not None:
         checks.check_eval_spec(req.evaluate)
     checks.check_precision(req.precision, req.device)
+    if req.offload is not None:
+        from portllm_edge.porting.offload import check_offload_precision
+
+        check_offload_precision(req.precision)
     attach_dir, report = checked_adapter(
         resolved.patch.adapter_dir,
         resolved.base.path,
@@ -136,6 +142,7 @@ def _job_params(req: PortRequest, prep: _Prepared) -> dict[str, Any]:
         "adapter": str(prep.attach_dir),
         "precision": req.precision,
         "device": req.device,
+        "offload": req.offload,
     }
     if req.evaluate is not None:
         e = req.evaluate
@@ -249,6 +256,7 @@ def port(
     merge_dtype: str = "auto",
     evaluate: EvalSpec | None = None,
     device: str | None = None,
+    offload: Offload | None = None,
     on_phase: PhaseFn | None = None,
     isolate: bool = True,
 ) -> PortOutcome:
@@ -269,6 +277,8 @@ def port(
             "auto" (f16), "f16", "bf16" or "q8_0" for a ``.gguf``.
         evaluate: a quick evaluation of the ported model.
         device: "cpu" or "cuda" (default: CUDA when available).
+        offload: ``--device-map auto``/``--max-memory``: layers that do not fit go to CPU or disk
+            (:mod:`portllm_edge.porting.offload`; floating precisions only).
         on_phase: progress callback, called with each phase's name as it starts; an exception
             it raises (e.g. :class:`portllm_edge.history.RunCancelled`) stops the port.
         isolate: run load -> attach -> evaluate in a measurement worker process and report its
@@ -286,6 +296,7 @@ def port(
     req = PortRequest(
         patch, base, precision, name, save, force, overwrite, old,
         None if merge_to is None else str(merge_to), merge_dtype, evaluate, device,
+        None if offload is None else offload.to_dict(),
     )  # fmt: skip
     from portllm_edge.workflow.record import recorded
     from portllm_edge.workflow.resolve import resolve
