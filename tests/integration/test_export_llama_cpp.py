@@ -143,6 +143,9 @@ def test_exported_lora_gguf_on_the_f16_base_matches_peft(setup, portllm_home):
     assert res.details["tensors"] == 2 * 5 * 30
     got = _run(work / "base-f16.gguf", setup["ids"], lora=work / "patch.gguf")
     top1, rel = _agreement(got, setup["peft"])
+    print(
+        f"LoRA GGUF vs peft: top-1 {top1:.4f}, max |dlogit| / range {rel:.5f}, patch effect {_effect(setup):.4f}"
+    )
     assert top1 >= TOP1_MIN, f"top-1 agreement {top1:.3f}"
     assert rel <= REL_MAX, f"max |Δlogit| = {rel:.4f} of the logit range"
     assert _effect(setup) >= EFFECT_MIN
@@ -160,6 +163,7 @@ def test_merged_gguf_alone_matches_peft_and_keeps_the_source_metadata(setup, por
     assert len(res.patched) == 5 * 30 and res.tensors == 272
     got = _run(work / "merged-f16.gguf", setup["ids"])
     top1, rel = _agreement(got, setup["peft"])
+    print(f"merged F16 GGUF vs peft: top-1 {top1:.4f}, max |dlogit| / range {rel:.5f}")
     assert top1 >= TOP1_MIN, f"top-1 agreement {top1:.3f}"
     assert rel <= REL_MAX, f"max |Δlogit| = {rel:.4f} of the logit range"
     src, out = gguf.GGUFReader(res.source), gguf.GGUFReader(res.out)
@@ -182,7 +186,8 @@ def test_merged_gguf_at_q8_0_runs_in_llama_cpp(setup, portllm_home):
 
     res = write_merged_gguf(work / "patch", setup["base"], work / "merged-q8.gguf", dtype="q8_0")
     assert {t.tensor_type.name for t in gguf.GGUFReader(res.out).tensors} == {"Q8_0", "F32"}
-    top1, _ = _agreement(_run(work / "merged-q8.gguf", setup["ids"]), setup["peft"])
+    top1, rel = _agreement(_run(work / "merged-q8.gguf", setup["ids"]), setup["peft"])
+    print(f"merged Q8_0 GGUF vs peft: top-1 {top1:.4f}, max |dlogit| / range {rel:.5f}")
     assert top1 >= 0.9, f"top-1 agreement {top1:.3f}"
 
 
