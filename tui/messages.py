@@ -99,6 +99,22 @@ class PortFinished(Message):
 
 
 @dataclass
+class FleetProgress(Message):
+    """A fleet port ("all patches of this lineage") starts patch ``index`` of ``total``."""
+
+    index: int
+    total: int
+    patch: str
+
+
+@dataclass
+class FleetFinished(Message):
+    """A fleet port completed; ``outcome`` is a :class:`portllm_edge.workflow.FleetOutcome`."""
+
+    outcome: Any
+
+
+@dataclass
 class PortStopped(Message):
     """A port ended without a result: cancelled, or a core error (already notified)."""
 

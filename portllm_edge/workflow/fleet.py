@@ -279,6 +279,47 @@ def recorded_accuracy(patch: str, spec: EvalSpec, old: ResolvedBase, old_fingerp
     return None
 
 
+def lineage_base(patch: str) -> str:
+    """OLD for "all patches of this lineage": a local base with the weight fingerprint ``patch`` records.
+
+    The model store is searched by fingerprint; else the recorded base id, when it is a local
+    folder that still holds those weights.
+
+    Returns:
+        The base's folder, for :func:`port_fleet`'s ``old``.
+
+    Raises:
+        StoreError: an unknown patch, one that records no base fingerprint, or whose base is
+            not here (with the import command that fixes it).
+    """
+    from portllm_edge.errors import BaseModelError
+    from portllm_edge.models.refs import find_store_base, resolve_base
+    from portllm_edge.patches import PatchStore
+
+    manifest = PatchStore().get(patch).manifest
+    fingerprint = patch_base_fingerprint(manifest)
+    if fingerprint is None:
+        raise StoreError(
+            f"patch {patch!r} records no base fingerprint, so its lineage can't be matched.",
+            hint=f"re-import it with `portllm-edge patch import DIR --name {patch} --base-id OLD --force`",
+        )
+    found = find_store_base(None, fingerprint)
+    if found is not None:
+        return str(found[0].path)
+    recorded = manifest.source_base.id
+    if recorded and Path(recorded).expanduser().is_dir():
+        try:
+            local = resolve_base(recorded)
+            if local.fingerprint() == fingerprint:
+                return str(local.path)
+        except BaseModelError:
+            pass
+    raise StoreError(
+        f"the base of patch {patch!r} ({recorded or 'unnamed'}, fingerprint {fingerprint}) is not here.",
+        hint="import it with `portllm-edge models import DIR` (or `models import-gguf FILE`)",
+    )
+
+
 ItemFn = Callable[[FleetItem], None]
 """on_item(item): called as each patch's row is final."""
 StartFn = Callable[[int, int, str], None]

@@ -9,6 +9,7 @@ from factories import build_lora_adapter
 from safetensors.torch import load_file, save_file
 
 from portllm_edge.cli import main
+from portllm_edge.errors import StoreError
 from portllm_edge.history import get_run, list_runs, record_run
 from portllm_edge.models.fingerprint import fingerprint_weights
 from portllm_edge.models.refs import resolve_base
@@ -16,7 +17,7 @@ from portllm_edge.patches import LineageEntry, PatchStore
 from portllm_edge.patches.manifest import files_checksum
 from portllm_edge.porting.attach import PatchSwapper, attach_patch, probe_logits
 from portllm_edge.porting.load import load_base_model
-from portllm_edge.workflow.fleet import port_fleet
+from portllm_edge.workflow.fleet import lineage_base, port_fleet
 
 SST2_ROWS = [
     ("a charming and affecting journey", 1),
@@ -162,3 +163,22 @@ def test_fleet_cli_table_and_refusals(tiny_pairs, llama_adapters, capsys):
     assert (
         code == 0 and rec["counts"]["already ported"] == 1 and rec["items"][0]["ported_name"] == "c@llama-new"
     )
+
+
+def test_lineage_base_is_found_by_fingerprint(tiny_pairs, llama_adapters, tmp_path):
+    import shutil
+
+    pair = tiny_pairs["llama"]
+    moved = tmp_path / "llama-old-copy"
+    shutil.copytree(pair.old, moved)
+    store = PatchStore()
+    store.import_dir(llama_adapters["a"], name="a", source_base_id=str(moved))
+    store.import_dir(llama_adapters["c"], name="n")
+    assert lineage_base("a") == str(moved)
+    shutil.copy2(
+        pair.new / "model.safetensors", moved / "model.safetensors"
+    )  # the path now holds other weights
+    with pytest.raises(StoreError, match="is not here"):
+        lineage_base("a")
+    with pytest.raises(StoreError, match="records no base fingerprint"):
+        lineage_base("n")

@@ -187,3 +187,55 @@ def test_cancel_stops_the_port_and_stores_nothing(stored_llama_patch: str, tiny_
             assert not screen.query_one("#port-btn").disabled
 
     run(body)
+
+
+def test_port_screen_ports_all_patches_of_the_lineage(tiny_pairs, tiny_adapters, tmp_path: Path) -> None:
+    """ "all patches of this lineage": every stored patch of the chosen patch's base, one table."""
+    import sys
+
+    from portllm_edge.patches import PatchStore
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from factories import build_lora_adapter
+
+    pair = tiny_pairs["llama"]
+    store = PatchStore()
+    store.import_dir(tiny_adapters["llama"], name="dept-a", source_base_id=str(pair.old))
+    store.import_dir(
+        build_lora_adapter(pair.old, tmp_path / "b", seed=5), name="dept-b", source_base_id=str(pair.old)
+    )
+    store.import_dir(tiny_adapters["qwen2"], name="other", source_base_id=str(tiny_pairs["qwen2"].old))
+    finished = []
+
+    def hook(message) -> None:
+        if type(message).__name__ == "FleetFinished" and all(m is not message for m in finished):
+            finished.append(message)
+
+    async def body() -> None:
+        app = make_app(start_screen="port", read_hardware=fake_cpu_report)
+        async with app.run_test(size=(100, 30), message_hook=hook) as pilot:
+            await settle(pilot)
+            screen = app.screen
+            screen.query_one("#patch").value = "dept-b"
+            screen.query_one("#base-path").value = str(pair.new)
+            await settle(pilot)
+            screen.query_one("#precision").value = "fp32"
+            screen.query_one("#all-lineage").value = True
+            await pilot.press("ctrl+g")
+            await wait_for(
+                pilot, lambda: bool(finished) or "stopped" in plain(screen.query_one("#port-status")), 120
+            )
+            await settle(pilot)
+            assert finished, plain(screen.query_one("#port-status"))
+            outcome = finished[0].outcome
+            assert [(i.patch, i.result) for i in outcome.items] == [
+                ("dept-a", "ported"),
+                ("dept-b", "ported"),
+            ]
+            summary = plain(screen.query_one("#summary"))
+            assert "2 ported" in summary and "dept-a" in summary and "other" not in summary
+            assert "Fleet port complete." in plain(screen.query_one("#port-status"))
+
+    run(body)
+    assert {"dept-a@llama-new", "dept-b@llama-new"} <= set(PatchStore().names())
+    assert "other@llama-new" not in PatchStore().names()

@@ -33,13 +33,15 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, DataTable, Input, Label, ProgressBar, Select, Static
+from textual.widgets import Button, Checkbox, DataTable, Input, Label, ProgressBar, Select, Static
 
 from portllm_edge.history import RunCancelled
 
 from ..common import BaseScreen, human, notify_error_from_thread
 from ..messages import (
     BaselineMeasured,
+    FleetFinished,
+    FleetProgress,
     PortFinished,
     PortOptionsLoaded,
     PortPhase,
@@ -49,7 +51,7 @@ from ..messages import (
 )
 
 if TYPE_CHECKING:
-    from portllm_edge.workflow import PortOutcome
+    from portllm_edge.workflow import FleetOutcome, PortOutcome
 
 PORT_PRECISIONS = ("nf4", "int8", "bf16", "fp32")
 """Precisions a port loads a base at (and the planner is asked about)."""
@@ -202,6 +204,32 @@ def render_summary(s: PortSummary) -> Group:
     for note in s.notes:
         tail.append(f"\nnote: {note}", style="dim")
     return Group(head, mem, tail)
+
+
+def render_fleet(o: FleetOutcome) -> Group:
+    """The fleet's one table: patch, result, accuracy before/after, seconds; then why rows failed."""
+    head = Text(f"Fleet {o.old_id} → {o.base_id}: ", style="bold")
+    head.append(", ".join(f"{v} {k}" for k, v in o.counts().items() if v), style="bold green")
+    if o.load_seconds is not None:
+        head.append(
+            f"   (base loaded once at {o.precision} in {o.load_seconds:.1f}s; {o.seconds:.1f}s in all)"
+        )
+    table = Table(box=None, padding=(0, 1))
+    table.add_column("patch")
+    table.add_column("result")
+    for col in ("acc before", "acc after", "seconds"):
+        table.add_column(col, justify="right")
+    style = {"ported": "green", "already ported": "dim", "skipped": "yellow", "failed": "bold red"}
+    for i in o.items:
+        acc = ["-" if v is None else f"{v:.3f}" for v in (i.accuracy_before, i.accuracy_after)]
+        table.add_row(i.patch, Text(i.result, style=style[i.result]), *acc, f"{i.seconds:.1f}")
+    tail = Text()
+    for i in o.items:
+        if i.result in ("skipped", "failed") and i.reason:
+            tail.append(f"{i.patch}: {i.reason}\n", style="dim")
+    if o.no_fingerprint:
+        tail.append(f"not matched (no base fingerprint recorded): {', '.join(o.no_fingerprint)}", style="dim")
+    return Group(head, table, tail)
 
 
 @dataclass(frozen=True)
@@ -367,6 +395,7 @@ class PortScreen(BaseScreen):
             with Horizontal(classes="row"):
                 yield Label("1 Patch", classes="step")
                 yield Select([], prompt="choose a stored patch", id="patch", compact=True, classes="main")
+                yield Checkbox("all patches of this lineage", id="all-lineage", compact=True)
             with Horizontal(classes="row"):
                 yield Label("2 Base", classes="step")
                 yield Select([], prompt="a store model", id="base", compact=True)
@@ -685,6 +714,9 @@ class PortScreen(BaseScreen):
         inputs = self._inputs()
         if not inputs:
             return
+        if self.query_one("#all-lineage", Checkbox).value:
+            self._start_fleet(*inputs)
+            return
         ev = self._eval_options()
         if ev is None:
             return
@@ -867,6 +899,76 @@ class PortScreen(BaseScreen):
             self.post_message(PortStopped(getattr(exc, "message", str(exc)), cancelled=False))
             return
         self.post_message(PortFinished(summary))
+
+    def _start_fleet(self, patch: str, base: str) -> None:
+        """Every stored patch whose base is this patch's base, onto ``base``, loading it once."""
+        precision = str(self.query_one("#precision", Select).value)
+        self._cancel.clear()
+        self.running = True
+        self.summary = None
+        self.query_one("#summary", Static).update("")
+        self.query_one("#preflight", DataTable).display = False
+        self.query_one("#cancel-btn", Button).disabled = False
+        self.query_one("#port-btn", Button).disabled = True
+        self.query_one("#port-status", Static).update(
+            Text(f"Porting every patch of {patch}'s base → {base} at {precision} ...", style="bold")
+        )
+        self.run_fleet(patch, base, precision)
+
+    @work(thread=True, exclusive=True, group="port")
+    def run_fleet(self, patch: str, base: str, precision: str) -> None:
+        """:func:`portllm_edge.workflow.port_fleet` in this thread; each patch's own preflight runs there.
+
+        Posts :class:`FleetProgress` per patch, then :class:`FleetFinished` or :class:`PortStopped`.
+        """
+        from textual.worker import get_current_worker
+
+        worker = get_current_worker()
+        cancel = self._cancel
+
+        def on_patch(index: int, total: int, name: str) -> None:
+            if cancel.is_set() or worker.is_cancelled:
+                raise PortCancelled(f"patch {name}")
+            self.post_message(FleetProgress(index, total, name))
+
+        try:
+            from portllm_edge.workflow.fleet import lineage_base, port_fleet
+
+            outcome = port_fleet(lineage_base(patch), base, precision=precision, on_patch=on_patch)
+        except PortCancelled as stop:
+            self.post_message(PortStopped(f"cancelled before {stop.args[0]}", cancelled=True))
+            return
+        except Exception as exc:
+            notify_error_from_thread(self.app, exc)
+            self.post_message(PortStopped(getattr(exc, "message", str(exc)), cancelled=False))
+            return
+        self.post_message(FleetFinished(outcome))
+
+    def on_fleet_progress(self, message: FleetProgress) -> None:
+        self.query_one("#progress", ProgressBar).update(total=message.total, progress=message.index - 1)
+        self.query_one("#phases", Static).update(Text(f"▶ {message.patch} ({message.index}/{message.total})"))
+
+    def on_fleet_finished(self, message: FleetFinished) -> None:
+        o = message.outcome
+        self._finish_running()
+        bar = self.query_one("#progress", ProgressBar)
+        bar.update(total=len(o.items), progress=len(o.items))
+        self.query_one("#phases", Static).update("")
+        counts = o.counts()
+        ok = not counts["failed"] and not counts["skipped"]
+        self.query_one("#port-status", Static).update(
+            Text(
+                "Fleet port complete." if ok else "Fleet port done; some patches did not port.", style="bold"
+            )
+        )
+        self.query_one("#summary", Static).update(render_fleet(o))
+        self.notify(
+            ", ".join(f"{v} {k}" for k, v in counts.items() if v),
+            title="Fleet port complete",
+            severity="information" if ok else "warning",
+            markup=False,
+        )
+        self.load_options()
 
     def on_port_phase(self, message: PortPhase) -> None:
         if self._phase_current is not None:
