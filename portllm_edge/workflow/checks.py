@@ -21,16 +21,25 @@ DISK_MARGIN_BYTES = 64 * 2**20
 """Free space kept on top of what a write needs, bytes."""
 
 
-def check_new_patch_name(name: str, *, overwrite: bool) -> None:
-    """Refuse a patch store name that is invalid, or taken (unless ``overwrite``).
+def check_new_patch_name(name: str, *, overwrite: bool, source: str | None = None) -> None:
+    """Refuse a patch store name that is invalid, taken (unless ``overwrite``), or the ``source`` patch's own.
+
+    ``source`` is the store name of the patch being ported: replacing it would lose the
+    patch for its old base, so ``overwrite`` does not allow it.
 
     Raises:
-        StoreError: the name is taken, with the ``--overwrite`` / ``--name`` fix.
+        StoreError: the name is taken, with the ``--overwrite`` / ``--name`` fix, or it is ``source``.
         PatchError: the name is not a valid store name.
     """
     from portllm_edge.patches import PatchStore, validate_name
 
     validate_name(name)
+    if source is not None and name == source:
+        raise StoreError(
+            f"--name {name!r} is the patch being ported; storing the port under it would replace "
+            "the patch for its old base. Nothing was loaded.",
+            hint="pass --name NEW (or leave --name out for the default `<patch>@<new base>`)",
+        )
     if not overwrite and name in PatchStore().names():
         raise StoreError(
             f"patch store already has {name!r}; nothing was loaded.",

@@ -94,7 +94,10 @@ def _prepare(req: PortRequest, resolved: Resolved, work: Path) -> _Prepared:
     name = None
     if req.save:
         name = req.name or ported_patch_name(resolved.patch.name, resolved.base.model_id)
-        checks.check_new_patch_name(name, overwrite=req.overwrite)
+        stored = resolved.patch.stored
+        checks.check_new_patch_name(
+            name, overwrite=req.overwrite, source=stored.name if stored is not None else None
+        )
         from portllm_edge import paths
 
         need = 2 * checks.adapter_bytes(resolved.patch.adapter_dir)

@@ -974,3 +974,17 @@ HOSTILE_CASES: list[Case] = [
 ]
 
 CASES += HOSTILE_CASES
+
+
+# --------------------------------------------------------------------------- cases (second hostile pass)
+
+HOSTILE2_CASES: list[Case] = [
+    Case(
+        "port-name-is-source-overwrite",
+        _stored_patch_and_base,
+        ("port", "sst2-llama", "--base", "{tmp}/base", "--name", "sst2-llama", "--overwrite"),
+        ("--name 'sst2-llama'", "patch being ported", "--name NEW"),
+    ),
+]
+
+CASES += HOSTILE2_CASES
