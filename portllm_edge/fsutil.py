@@ -129,6 +129,27 @@ def atomic_dir(dest: str | os.PathLike[str], *, overwrite: bool = False) -> Iter
         raise
 
 
+def unwritable_reason(dest: str | os.PathLike[str]) -> str | None:
+    """Why ``dest`` (a file or folder to create or replace) can't be written, or None when it can.
+
+    Walks up to the nearest existing ancestor: it must be a folder in which a
+    temporary entry can be created (the probe is removed at once). Catches a
+    parent that is a file, a read-only or virtual file system and a folder
+    without write permission, before any work is done.
+    """
+    final = Path(dest).absolute()
+    probe = final.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is a file, not a folder"
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=TMP_PREFIX + "probe-", dir=probe))
+    except OSError as exc:
+        return f"can't write in {probe} ({exc.strerror or exc})"
+    return None
+
+
 def is_temporary(path: str | os.PathLike[str]) -> bool:
     """True for the leftovers of an interrupted atomic write (names starting with ``.tmp-``)."""
     return Path(path).name.startswith(TMP_PREFIX)

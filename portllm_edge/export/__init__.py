@@ -18,6 +18,7 @@ from typing import Any
 
 from portllm_edge.errors import BaseModelError, ExportError, StoreError
 from portllm_edge.export.serving import FORMAT_RUNTIME, ServingReport, check_serving, vllm_max_lora_rank
+from portllm_edge.fsutil import unwritable_reason
 
 EXPORT_FORMATS: tuple[str, ...] = ("peft", "vllm", "gguf-lora")
 
@@ -196,6 +197,9 @@ def export_patch(
             hint=blockers[0].fix,
         )
     out = Path(out).expanduser()
+    reason = unwritable_reason(out)
+    if reason is not None:
+        raise ExportError(f"{out}: {reason}", hint="pass an --out in a folder you can write to")
     details: dict[str, Any] = {}
     if fmt == "gguf-lora":
         from portllm_edge.export.adapters import write_lora_gguf

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from portllm_edge.errors import ExportError
-from portllm_edge.fsutil import atomic_file
+from portllm_edge.fsutil import atomic_file, unwritable_reason
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -161,7 +161,8 @@ def check_gguf_merge_target(base_dir: Path, out: str | Path, *, dtype: str, over
         The source GGUF the merge will reuse.
 
     Raises:
-        ExportError: bad ``dtype`` or file name, ``out`` exists without ``overwrite``, the base was
+        ExportError: bad ``dtype`` or file name, ``out`` exists without ``overwrite`` or can't be
+            written (:func:`~portllm_edge.fsutil.unwritable_reason`), the base was
             not imported from GGUF or its source file is gone or changed.
     """
     if gguf_dtype(dtype) not in GGUF_DTYPES:
@@ -176,6 +177,9 @@ def check_gguf_merge_target(base_dir: Path, out: str | Path, *, dtype: str, over
         raise ExportError(
             f"{out}: already exists", hint="choose a new file name, or replace it (--overwrite/--force)"
         )
+    reason = unwritable_reason(out)
+    if reason is not None:
+        raise ExportError(f"{out}: {reason}", hint="pass a .gguf path in a folder you can write to")
     return gguf_source_of(Path(base_dir))
 
 

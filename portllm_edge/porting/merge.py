@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from portllm_edge.errors import ConfigError, PortingError
-from portllm_edge.fsutil import atomic_dir
+from portllm_edge.fsutil import atomic_dir, unwritable_reason
 from portllm_edge.patches.adapter_format import (
     AdapterConfig,
     AdapterLayout,
@@ -548,7 +548,8 @@ def check_merge_target(
 
     Raises:
         ConfigError: ``dtype`` is not ``auto``/``bf16``/``fp16``/``fp32``.
-        PortingError: ``out_dir`` is the base or patch folder, or exists without ``overwrite``.
+        PortingError: ``out_dir`` is the base or patch folder, exists without ``overwrite``, or can't
+            be written (:func:`~portllm_edge.fsutil.unwritable_reason`).
     """
     if dtype != "auto" and dtype not in _OUT_DTYPE:
         raise ConfigError(
@@ -565,6 +566,9 @@ def check_merge_target(
             f"{out_dir}: already exists",
             hint="choose a new folder, or replace it with --overwrite (`merge`) or --force (`port`)",
         )
+    reason = unwritable_reason(out)
+    if reason is not None:
+        raise PortingError(f"{out_dir}: {reason}", hint="pass an output folder you can write to")
 
 
 def stream_merge(

@@ -985,6 +985,18 @@ HOSTILE2_CASES: list[Case] = [
         ("port", "sst2-llama", "--base", "{tmp}/base", "--name", "sst2-llama", "--overwrite"),
         ("--name 'sst2-llama'", "patch being ported", "--name NEW"),
     ),
+    Case(
+        "patch-export-out-inside-file",
+        _stored_patch_and_base,
+        ("patch", "export", "sst2-llama", "--format", "vllm", "--out", "{tmp}/taken.txt/x"),
+        ("{tmp}/taken.txt/x", "{tmp}/taken.txt is a file", "folder you can write to"),
+    ),
+    Case(
+        "merge-out-inside-file",
+        _stored_patch_and_base,
+        ("merge", "sst2-llama", "--base", "{tmp}/base", "--out", "{tmp}/taken.txt/sub/m"),
+        ("{tmp}/taken.txt/sub/m", "{tmp}/taken.txt is a file", "folder you can write to"),
+    ),
 ]
 
 CASES += HOSTILE2_CASES
