@@ -334,6 +334,16 @@ class AdapterConfig(BaseModel):
             raise ValueError(f"`modules_to_save` is {v!r}; it must be a list of names or null")
         return tuple(v) or None
 
+    @field_validator("use_rslora", "use_dora", "fan_in_fan_out", "lora_bias", mode="before")
+    @classmethod
+    def _flag(cls, v: Any, info: Any) -> bool:
+        # peft tests these with `if flag:`, so the string "false" would switch the variant on.
+        if v is None:
+            return False
+        if not isinstance(v, bool):
+            raise ValueError(f"`{info.field_name}` is {v!r}; it must be true or false (JSON booleans)")
+        return v
+
     @field_validator("rank_pattern", mode="before")
     @classmethod
     def _ranks(cls, v: Any) -> dict[str, int]:
@@ -342,6 +352,7 @@ class AdapterConfig(BaseModel):
             isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v.values()
         ):
             raise ValueError(f"`rank_pattern` is {v!r}; it must map module patterns to ranks")
+        _check_pattern_keys("rank_pattern", v)
         return dict(v)
 
     @field_validator("alpha_pattern", mode="before")
@@ -355,6 +366,7 @@ class AdapterConfig(BaseModel):
             raise ValueError(
                 f"`alpha_pattern` is {v!r}; it must map module patterns to finite, non-zero alphas"
             )
+        _check_pattern_keys("alpha_pattern", v)
         return {k: float(x) for k, x in v.items()}
 
     @field_validator("peft_version", "base_model_name_or_path", "task_type", mode="before")
@@ -494,6 +506,15 @@ class AdapterConfig(BaseModel):
         return out
 
 
+def _check_pattern_keys(field: str, patterns: dict[str, Any]) -> None:
+    """Each key must compile as peft uses it (:func:`pattern_key`); peft raises ``re.error`` at attach otherwise."""
+    for key in patterns:
+        try:
+            re.compile(rf"(.*\.)?({key})$")
+        except re.error as exc:
+            raise ValueError(f"`{field}` key {key!r} is not a valid regular expression ({exc})") from None
+
+
 _META_FIELDS = {"known", "dropped", "refused", "lora_alpha_given"}
 _DEFAULT_HINT = "re-export the adapter with peft's `save_pretrained` (a LoRA adapter_config.json)"
 
@@ -505,6 +526,8 @@ def _hint_for(msg: str) -> str:
         return "set `lora_alpha` to the value the patch was trained with (often 2 × r), or re-export it"
     if "empty" in msg:
         return 'list the modules the patch was trained on (e.g. ["q_proj", "v_proj"]), or re-export it'
+    if "regular expression" in msg and "_pattern`" in msg:
+        return "fix the key (peft matches it as a regex against module names, e.g. `q_proj`), or re-export it"
     if "regular expression" in msg:
         return 'fix the regex or give a list of module names such as ["q_proj", "v_proj"]'
     return _DEFAULT_HINT

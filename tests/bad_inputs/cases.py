@@ -980,6 +980,18 @@ CASES += HOSTILE_CASES
 
 HOSTILE2_CASES: list[Case] = [
     Case(
+        "patch-alpha-pattern-bad-regex",
+        _check_adapter_and_base("llama", "llama", lambda d: _edit_config(d, alpha_pattern={"q_proj[": 16})),
+        ("check", "{tmp}/adapter", "--base", "{tmp}/base"),
+        ("adapter_config.json", "`alpha_pattern` key 'q_proj['", "regular expression", "regex"),
+    ),
+    Case(
+        "patch-rslora-string-false",
+        _adapter_broken(lambda d: _edit_config(d, use_rslora="false")),
+        ("patch", "import", "{tmp}/adapter"),
+        ("adapter_config.json", "`use_rslora` is 'false'", "true or false"),
+    ),
+    Case(
         "port-name-is-source-overwrite",
         _stored_patch_and_base,
         ("port", "sst2-llama", "--base", "{tmp}/base", "--name", "sst2-llama", "--overwrite"),
