@@ -158,7 +158,10 @@ def test_port_evaluates_jsonl_with_template_and_verbalizers(
             await settle(pilot)
             s = screen.summary
             assert s is not None, plain(screen.query_one("#port-status"))
-            assert s.evaluation is not None and s.evaluation["task"] == "jsonl" and s.evaluation["n"] == 4
+            # Named after its data file, as in reports (not "jsonl").
+            assert s.evaluation is not None and s.evaluation["n"] == 4
+            assert s.evaluation["task"] == f"{data.parent.name}/dev.jsonl"
+            assert f"accuracy on {data.parent.name}/dev.jsonl" in plain(screen.query_one("#summary"))
             assert s.ported_name == "tags-on-new"
             from portllm_edge.history import list_runs
 

@@ -891,6 +891,12 @@ class PortScreen(BaseScreen):
                 evaluate=evaluation.spec(),
             )
             summary = summarize_port(result, patch, base)
+            if summary.evaluation and evaluation.task:
+                from portllm_edge.reports import task_label
+
+                # The task's real name: a jsonl task is named after its data file, as in reports.
+                name = task_label(evaluation.task, {"data": evaluation.data})
+                summary = replace(summary, evaluation={**summary.evaluation, "task": name})
         except PortCancelled as stop:
             self.post_message(PortStopped(f"cancelled before the {stop.args[0]} phase", cancelled=True))
             return
