@@ -341,7 +341,8 @@ class _OneLoad:
             from portllm_edge.porting.load import load_base_model
 
             start = time.perf_counter()
-            self.loaded = load_base_model(self.base, self.precision, device=self.device)
+            # no CPU repacking of 4-bit weights: patches are swapped on them (see PatchSwapper)
+            self.loaded = load_base_model(self.base, self.precision, device=self.device, cpu_repack=False)
             self.swapper = PatchSwapper(self.loaded.model, self.loaded.tokenizer)
             self.seconds = time.perf_counter() - start
         return self.loaded, self.swapper

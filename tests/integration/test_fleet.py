@@ -43,10 +43,11 @@ def llama_adapters(tiny_pairs, tmp_path_factory):
     }
 
 
-def test_swapper_outputs_equal_a_fresh_attach(tiny_pairs, llama_adapters):
+@pytest.mark.parametrize("precision", ["fp32", "nf4"])
+def test_swapper_outputs_equal_a_fresh_attach(tiny_pairs, llama_adapters, precision):
     """Swapping patches on one loaded base gives, for each, the logits of that patch attached alone (peft)."""
     new = str(tiny_pairs["llama"].new)
-    loaded = load_base_model(new, "fp32")
+    loaded = load_base_model(new, precision, cpu_repack=False)
     swapper = PatchSwapper(loaded.model, loaded.tokenizer)
     swapped = {}
     for key in ("a", "b", "c", "a"):  # b targets k/o too: after it, c and a must not keep b's k/o deltas
@@ -55,9 +56,21 @@ def test_swapper_outputs_equal_a_fresh_attach(tiny_pairs, llama_adapters):
         swapped[key] = probe_logits(res.model, loaded.tokenizer)
         assert len(swapper.model.peft_config) == 1
     for key, adapter in llama_adapters.items():
-        fresh = load_base_model(new, "fp32")
+        fresh = load_base_model(new, precision, cpu_repack=False)
         expected = probe_logits(attach_patch(fresh.model, fresh.tokenizer, adapter).model, fresh.tokenizer)
         assert (swapped[key] - expected).abs().max().item() < 1e-5, key
+
+
+def test_swapper_refuses_a_repacked_4bit_base(tiny_pairs):
+    from portllm_edge.errors import PortingError
+    from portllm_edge.porting.quant import repacked_modules
+
+    loaded = load_base_model(str(tiny_pairs["llama"].new), "nf4")  # repacking on (the default)
+    probe_logits(loaded.model, loaded.tokenizer)
+    if not repacked_modules(loaded.model):
+        pytest.skip("bitsandbytes does not repack 4-bit weights on this CPU")
+    with pytest.raises(PortingError, match="repacked by a CPU forward pass"):
+        PatchSwapper(loaded.model, loaded.tokenizer)
 
 
 def _import_fleet(tiny_pairs, llama_adapters, tmp_path):
