@@ -187,32 +187,8 @@ def _is_int(x: object) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
-def read_safetensors_header(
-    path: str | os.PathLike[str], *, error_cls: type[PortllmError] = PatchError
-) -> SafetensorsHeader:
-    """Read and validate a safetensors file's header without loading any tensor.
-
-    Checks, in order: the file exists and has at least 8 bytes; the declared
-    header length fits the file and is at most :data:`MAX_HEADER_BYTES`; the
-    header is UTF-8 JSON holding an object without duplicate keys;
-    ``__metadata__`` (if present) maps strings to strings; each tensor has a
-    known dtype, a shape of non-negative ints and two int offsets inside the
-    payload whose span equals ``numel × bits / 8``; tensors neither overlap nor
-    leave gaps, and together cover the payload exactly (what ``safe_open``
-    requires). At most ``MAX_HEADER_BYTES`` are read, whatever the file says.
-
-    Args:
-        path: The ``.safetensors`` file.
-        error_cls: The error type to raise (``PatchError`` for adapters,
-            ``BaseModelError`` for base shards).
-
-    Returns:
-        A :class:`SafetensorsHeader` (a dict of name -> :class:`TensorInfo`).
-
-    Raises:
-        PortllmError: ``error_cls``, naming the file (and tensor) and the fix.
-    """
-    p = Path(path)
+def _read_header_bytes(p: Path, error_cls: type[PortllmError]) -> tuple[bytes, int]:
+    """The raw JSON header bytes and the file size, after the length checks of :func:`read_safetensors_header`."""
     try:
         size = p.stat().st_size
         if not p.is_file():
@@ -248,7 +224,94 @@ def read_safetensors_header(
         raise _fail(
             error_cls, p, f"cannot be read ({exc.strerror or exc})", hint="check the file permissions"
         ) from None
+    return raw, size
 
+
+def _tensor_entry(name: str, entry: Any, payload: int, p: Path, error_cls: type[PortllmError]) -> TensorInfo:
+    """One validated header entry (dtype, shape, offsets inside the payload, span = numel × bits / 8)."""
+    if not isinstance(entry, dict):
+        raise _fail(error_cls, p, "has a header entry that is not an object", tensor=name)
+    dtype = entry.get("dtype")
+    shape = entry.get("shape")
+    offsets = entry.get("data_offsets")
+    if not isinstance(dtype, str) or dtype not in DTYPE_BITS:
+        raise _fail(error_cls, p, f"has unknown dtype {dtype!r}", tensor=name)
+    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+        raise _fail(error_cls, p, f"has an invalid shape {shape!r} (need non-negative ints)", tensor=name)
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(_is_int(o) for o in offsets)
+        or not 0 <= offsets[0] <= offsets[1]
+    ):
+        raise _fail(error_cls, p, f"has invalid data_offsets {offsets!r}", tensor=name)
+    begin, end = int(offsets[0]), int(offsets[1])
+    if end > payload:
+        raise _fail(
+            error_cls,
+            p,
+            f"ends at payload byte {end} but the payload has only {payload} bytes (the file is truncated)",
+            tensor=name,
+        )
+    bits = math.prod(shape) * DTYPE_BITS[dtype]
+    if bits % 8 != 0 or bits // 8 != end - begin:
+        raise _fail(
+            error_cls,
+            p,
+            f"declares {dtype}{list(shape)} ({bits / 8:g} bytes) but its offsets span {end - begin} bytes",
+            tensor=name,
+        )
+    return TensorInfo(name, dtype, tuple(int(d) for d in shape), (begin, end), end - begin)
+
+
+def _check_coverage(
+    tensors: dict[str, TensorInfo], payload: int, p: Path, error_cls: type[PortllmError]
+) -> None:
+    """Tensors neither overlap nor leave gaps, and cover the payload exactly."""
+    cursor = 0
+    for info in sorted(tensors.values(), key=lambda t: t.data_offsets):
+        begin, end = info.data_offsets
+        if begin < cursor:
+            raise _fail(
+                error_cls, p, f"overlaps the previous tensor (starts at {begin} < {cursor})", tensor=info.name
+            )
+        if begin > cursor:
+            raise _fail(error_cls, p, f"leaves a gap of {begin - cursor} bytes before it", tensor=info.name)
+        cursor = end
+    if cursor != payload:
+        raise _fail(
+            error_cls, p, f"has {payload - cursor} bytes after the last tensor that no header entry describes"
+        )
+
+
+def read_safetensors_header(
+    path: str | os.PathLike[str], *, error_cls: type[PortllmError] = PatchError
+) -> SafetensorsHeader:
+    """Read and validate a safetensors file's header without loading any tensor.
+
+    Checks, in order: the file exists and has at least 8 bytes; the declared
+    header length fits the file and is at most :data:`MAX_HEADER_BYTES`; the
+    header is UTF-8 JSON holding an object without duplicate keys;
+    ``__metadata__`` (if present) maps strings to strings; each tensor has a
+    known dtype, a shape of non-negative ints and two int offsets inside the
+    payload whose span equals ``numel × bits / 8``; tensors neither overlap nor
+    leave gaps, and together cover the payload exactly (what ``safe_open``
+    requires). At most ``MAX_HEADER_BYTES`` are read, whatever the file says.
+
+    Args:
+        path: The ``.safetensors`` file.
+        error_cls: The error type to raise (``PatchError`` for adapters,
+            ``BaseModelError`` for base shards).
+
+    Returns:
+        A :class:`SafetensorsHeader` (a dict of name -> :class:`TensorInfo`).
+
+    Raises:
+        PortllmError: ``error_cls``, naming the file (and tensor) and the fix.
+    """
+    p = Path(path)
+    raw, size = _read_header_bytes(p, error_cls)
+    n = len(raw)
     try:
         text = raw.decode("utf-8")
         obj = json.loads(text, object_pairs_hook=_no_duplicates)
@@ -271,56 +334,8 @@ def read_safetensors_header(
         metadata = dict(meta)
 
     payload = size - 8 - n
-    tensors: dict[str, TensorInfo] = {}
-    for name, entry in obj.items():
-        if not isinstance(entry, dict):
-            raise _fail(error_cls, p, "has a header entry that is not an object", tensor=name)
-        dtype = entry.get("dtype")
-        shape = entry.get("shape")
-        offsets = entry.get("data_offsets")
-        if not isinstance(dtype, str) or dtype not in DTYPE_BITS:
-            raise _fail(error_cls, p, f"has unknown dtype {dtype!r}", tensor=name)
-        if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
-            raise _fail(error_cls, p, f"has an invalid shape {shape!r} (need non-negative ints)", tensor=name)
-        if (
-            not isinstance(offsets, list)
-            or len(offsets) != 2
-            or not all(_is_int(o) for o in offsets)
-            or not 0 <= offsets[0] <= offsets[1]
-        ):
-            raise _fail(error_cls, p, f"has invalid data_offsets {offsets!r}", tensor=name)
-        begin, end = int(offsets[0]), int(offsets[1])
-        if end > payload:
-            raise _fail(
-                error_cls,
-                p,
-                f"ends at payload byte {end} but the payload has only {payload} bytes (the file is truncated)",
-                tensor=name,
-            )
-        bits = math.prod(shape) * DTYPE_BITS[dtype]
-        if bits % 8 != 0 or bits // 8 != end - begin:
-            raise _fail(
-                error_cls,
-                p,
-                f"declares {dtype}{list(shape)} ({bits / 8:g} bytes) but its offsets span {end - begin} bytes",
-                tensor=name,
-            )
-        tensors[name] = TensorInfo(name, dtype, tuple(int(d) for d in shape), (begin, end), end - begin)
-
-    cursor = 0
-    for info in sorted(tensors.values(), key=lambda t: t.data_offsets):
-        begin, end = info.data_offsets
-        if begin < cursor:
-            raise _fail(
-                error_cls, p, f"overlaps the previous tensor (starts at {begin} < {cursor})", tensor=info.name
-            )
-        if begin > cursor:
-            raise _fail(error_cls, p, f"leaves a gap of {begin - cursor} bytes before it", tensor=info.name)
-        cursor = end
-    if cursor != payload:
-        raise _fail(
-            error_cls, p, f"has {payload - cursor} bytes after the last tensor that no header entry describes"
-        )
+    tensors = {name: _tensor_entry(name, entry, payload, p, error_cls) for name, entry in obj.items()}
+    _check_coverage(tensors, payload, p, error_cls)
     return SafetensorsHeader(tensors, path=p, metadata=metadata, header_size=n, file_size=size)
 
 

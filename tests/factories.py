@@ -115,6 +115,18 @@ def _config(family: str, vocab_size: int, version: str):
         )
     if family == "qwen2":
         return AutoConfig.for_model("qwen2", tie_word_embeddings=False, **common)
+    if family == "gpt2":  # Conv1D layers (fan_in_fan_out); not in FAMILIES, used by the peft oracle tests
+        return AutoConfig.for_model(
+            "gpt2",
+            vocab_size=vocab_size,
+            n_embd=HIDDEN,
+            n_layer=LAYERS,
+            n_head=HEADS,
+            n_positions=256,
+            bos_token_id=1,
+            eos_token_id=2,
+            pad_token_id=3,
+        )
     raise ValueError(f"unknown family {family!r}; choose one of {FAMILIES}")
 
 

@@ -203,7 +203,6 @@ def merge_cmd(
     """Write W_new + ΔW to --out, streaming one row block at a time (exact; the base's dtype by default)."""
     from portllm_edge.porting.merge import human_bytes, stream_merge
     from portllm_edge.porting.preflight import run_preflight
-    from portllm_edge.porting.vocab import old_vocab_source
 
     adapter_dir = resolve_patch_dir(patch)
     base_dir = resolve_base_dir(base)
@@ -212,12 +211,7 @@ def merge_cmd(
     if not report.ok and not force:
         typer.echo(format_report(report), err=True)
         raise _fail_report(report)
-    from portllm_edge.patches.adapter_format import AdapterConfig
-
-    vocab_dir = old_vocab_source(adapter_dir, AdapterConfig.read(adapter_dir, refuse_unknown=False), old_dir)
-    result = stream_merge(
-        adapter_dir, base_dir, out, dtype=dtype, overwrite=overwrite, old_vocab_dir=vocab_dir
-    )
+    result = stream_merge(adapter_dir, base_dir, out, dtype=dtype, overwrite=overwrite, old_vocab_dir=old_dir)
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
         return

@@ -15,11 +15,13 @@ time (never a whole tensor in memory):
 
 Portability indicator (per module and overall, from the median ρ):
 
-* ``high``: ρ ≤ 1. The base moved less than the patch itself, so W_new + ΔW is
-  closer to the fine-tuned old model W_old + ΔW than the new base is to the old
-  one: the regime where PortLLM's first-order argument holds comfortably.
-* ``medium``: 1 < ρ ≤ 10. The base change is larger than the patch but of the
-  same order; ports in this regime usually keep most of the gain, but evaluate.
+* ``high``: ρ ≤ 1. The base moved no more than the patch's own update. Since
+  ‖(W_new + ΔW) − (W_old + ΔW)‖ = ‖W_new − W_old‖ always, the ported weights
+  differ from the fine-tuned old model's by exactly the base drift; ρ ≤ 1 says
+  that difference is at most as large as the update the patch makes. This is a
+  statement about weights only: how the outputs change is for an evaluation.
+* ``medium``: 1 < ρ ≤ 10. The base change is larger than the patch's update, by
+  less than a decade; evaluate the port before relying on it.
 * ``low``: ρ > 10, or d > 0.5 whatever ρ. The patch is a small perturbation on a
   substantially different matrix (independently trained matrices of the same
   shape are ≈ √2 apart in this measure; d > 0.5 means the weights were largely

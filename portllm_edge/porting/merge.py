@@ -9,8 +9,12 @@ layout as NF4 and writes garbage (see :mod:`portllm_edge.porting.quant`). Here t
 merge reads the base's safetensors shards with plain ``pread`` calls at the
 offsets of the validated headers (:mod:`portllm_edge.tensorio`), a block of rows at
 a time (:data:`CHUNK_BYTES`), adds the rows of ΔW for that block
-(``scale · B[rows] @ A``), casts to bf16 or fp32 and appends the bytes to an output
-shard whose header was written first. Peak memory is a few row blocks plus the
+(``scale · B[rows] @ A``; transposed for a ``Conv1D`` module, decided by the module
+type as peft does), casts to the output dtype (by default the base's own stored
+dtype, :func:`stored_dtype`) and appends the bytes to an output shard whose header
+was written first. What happens to each saved tensor of the patch (kept, carried
+by token string, dropped, refused) is :mod:`portllm_edge.porting.tensor_plan`'s
+decision, the same one the preflight reports and the port rewrite applies. Peak memory is a few row blocks plus the
 LoRA factors of one module, not a tensor and never the model; torch is not even
 imported (numpy does the arithmetic; bf16 is rounded to nearest-even like torch).
 mmap is avoided on purpose: touched mmap pages count toward the process's RSS.
@@ -47,9 +51,9 @@ from portllm_edge.patches.adapter_format import (
     LoraModule,
     fan_in_fan_out,
     read_adapter_layout,
-    resolve_module,
 )
 from portllm_edge.porting.adapter_io import BaseIndex, read_base_index
+from portllm_edge.porting.tensor_plan import TensorDecision, TensorPlan, read_tensor_plan
 from portllm_edge.tensorio import INDEX_NAME, PICKLE_SUFFIXES, read_safetensors_header
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -208,6 +212,19 @@ def _encode(x: np.ndarray, out_dtype: str) -> bytes:
 # --------------------------------------------------------------------------- plan
 
 
+@dataclass(frozen=True)
+class _Patch:
+    """How one base tensor is patched: a LoRA ΔW, a saved replacement, or both kinds of row carry."""
+
+    lora: LoraModule | None = None
+    scale: float = 0.0
+    fifo: bool = False  # the module is a Conv1D: weight stored [in, out]
+    a_carry: TensorDecision | None = None  # lora_embedding_A columns re-indexed by token
+    b_carry: TensorDecision | None = None  # lm_head lora_B rows re-indexed by token
+    saved_key: str | None = None  # replace with this adapter tensor
+    carry: tuple[tuple[int, int], ...] | None = None  # (old_row, new_row): the saved tensor's rows to copy
+
+
 @dataclass
 class _Entry:
     """One output tensor: where its rows come from and how they are patched."""
@@ -217,11 +234,7 @@ class _Entry:
     shape: tuple[int, ...]
     in_dtype: str
     out_dtype: str
-    lora: LoraModule | None = None
-    scale: float = 0.0
-    saved_key: str | None = None  # replace with this adapter tensor (same shape)
-    carry: list[tuple[int, int]] | None = None  # (old_row, new_row): replace these rows by the patch's
-    fifo: bool = False  # the module is a Conv1D: weight stored [in, out]
+    patch: _Patch = field(default_factory=_Patch)
 
     @property
     def nbytes(self) -> int:
@@ -271,166 +284,89 @@ def _refuse_non_additive(config: AdapterConfig, layout: AdapterLayout, adapter_d
             )
 
 
+def _patches_by_tensor(
+    plan: TensorPlan, config: AdapterConfig, layout: AdapterLayout, index: BaseIndex
+) -> dict[str, _Patch]:
+    """Base tensor name -> its :class:`_Patch`, from the tensor plan (refusals raise).
+
+    Raises:
+        PortingError: the plan refuses a tensor (no counterpart, shape, shrinking vocabulary, no tokenizer).
+    """
+    if plan.refusals:
+        first = plan.refusals[0]
+        raise PortingError(f"{layout.path}: {first.reason}", hint=first.hint or "run `portllm-edge check`")
+    model_type = index.config.get("model_type")
+    out: dict[str, _Patch] = {}
+    for module, lm in layout.lora.items():
+        target = plan.targets[module]
+        a_d, b_d = plan.get(lm.a_key), plan.get(lm.b_key)
+        out[f"{target}.weight"] = _Patch(
+            lora=lm,
+            scale=config.scaling(module),
+            fifo=lm.kind == "linear" and fan_in_fan_out(model_type, target),
+            a_carry=a_d if a_d.action == "carry" else None,
+            b_carry=b_d if b_d.action == "carry" else None,
+        )
+    for st in layout.saved.values():
+        d = plan.get(st.key)
+        assert d.target is not None  # not refused
+        out[d.target] = _Patch(saved_key=st.key, carry=d.pairs if d.action == "carry" else None)
+    return out
+
+
+def _tie(
+    by_tensor: dict[str, _Patch], config: AdapterConfig, index: BaseIndex
+) -> tuple[bool, _Patch | None, list[str]]:
+    """Whether the merge unties embed/lm_head, the lm_head patch, and notes (see the module docstring)."""
+    embed = index.embedding_name()
+    head = next((n for n in index.tensors if n.endswith("lm_head.weight")), "lm_head.weight")
+    tied = index.tied and embed is not None
+    head_patch = by_tensor.pop(head, None) if tied and head not in index.tensors else by_tensor.get(head)
+    if not tied or (embed not in by_tensor and head_patch is None):
+        return False, head_patch, []
+    if config.ensure_weight_tying:
+        if head_patch is not None and embed is not None and embed not in by_tensor:
+            by_tensor[embed] = head_patch
+        return False, head_patch, ["tied embeddings kept tied (the adapter sets ensure_weight_tying)"]
+    return (
+        True,
+        head_patch,
+        [
+            "untied embed_tokens and lm_head: the patch modifies one of them and peft applies it to that module "
+            "only; config.json now says tie_word_embeddings: false"
+        ],
+    )
+
+
 def _plan(
-    adapter_dir: Path,
-    config: AdapterConfig,
-    layout: AdapterLayout,
-    index: BaseIndex,
-    out_dtype: str,
-    old_vocab_dir: Path | None,
+    plan: TensorPlan, config: AdapterConfig, layout: AdapterLayout, index: BaseIndex, out_dtype: str
 ) -> tuple[dict[Path, list[_Entry]], dict[str, Any]]:
     """Decide every output tensor (per input shard) before any data is read."""
-    from portllm_edge.porting.vocab import (
-        is_vocab_tensor,
-        old_vocab_source,
-        read_vocab,
-        resolve_saved_name,
-        row_mapping,
-    )
-
-    modules = index.modules
-    embed = index.embedding_name()
-    tied = index.tied and embed is not None
-    head_name = next((n for n in index.tensors if n.endswith("lm_head.weight")), "lm_head.weight")
-    model_type = index.config.get("model_type")
-
-    by_tensor: dict[str, dict[str, Any]] = {}
-    for module, lm in layout.lora.items():
-        target, _ = resolve_module(module, modules)
-        if target is None:
-            raise PortingError(
-                f"{layout.path}: LoRA module `{module}` has no counterpart in {index.model_dir}",
-                hint="run `portllm-edge check` to see which target modules are missing",
-            )
-        tname = f"{target}.weight"
-        fifo = lm.kind == "linear" and fan_in_fan_out(model_type, target)
-        want = lm.delta_shape if not fifo else (lm.delta_shape[1], lm.delta_shape[0])
-        have = tuple(modules[target])
-        if have != want:
-            raise PortingError(
-                f"{layout.path}: ΔW of `{module}` is {list(want)} but base tensor `{tname}` is {list(have)}",
-                hint="port onto a base of the same size; run `portllm-edge check`",
-            )
-        by_tensor[tname] = {"lora": lm, "scale": config.scaling(module), "fifo": fifo}
-
-    new_vocab = old_vocab = None
-    rows_carried = 0
-    for name, st in layout.saved.items():
-        target = resolve_saved_name(name, index)
-        if target is None:
-            raise PortingError(
-                f"{layout.path}: saved tensor `{st.key}` has no counterpart in {index.model_dir}",
-                hint="run `portllm-edge check`",
-            )
-        from portllm_edge.porting.vocab import base_tensor_shape
-
-        src_shape = base_tensor_shape(index, target)
-        if src_shape is None:
-            raise PortingError(
-                f"{index.model_dir}: base tensor `{target}` not found for saved tensor `{st.key}`",
-                hint="run `portllm-edge check`",
-            )
-        if tuple(st.shape) == tuple(src_shape) and not is_vocab_tensor(target, index):
-            by_tensor[target] = {"saved_key": st.key}
-            continue
-        if (
-            not is_vocab_tensor(target, index)
-            or tuple(st.shape[1:]) != tuple(src_shape[1:])
-            or st.shape[0] > src_shape[0]
-        ):
-            raise PortingError(
-                f"{layout.path}: saved tensor `{st.key}` is {list(st.shape)} but base `{target}` is {list(src_shape)}",
-                hint="run `portllm-edge check`; a vocabulary never shrinks",
-            )
-        if new_vocab is None:
-            new_vocab = read_vocab(index.model_dir)
-            src = old_vocab_dir or old_vocab_source(adapter_dir, config, None)
-            old_vocab = read_vocab(src) if src is not None else None
-        if tuple(st.shape) == tuple(src_shape) and (
-            old_vocab is None or new_vocab is None or old_vocab == new_vocab
-        ):
-            by_tensor[target] = {"saved_key": st.key}
-            continue
-        if old_vocab is None or new_vocab is None:
-            raise PortingError(
-                f"{layout.path}: saved tensor `{st.key}` needs rows re-mapped to the new vocabulary but a tokenizer is missing",
-                hint="pass the old base (--old) or copy its tokenizer files into the patch folder",
-            )
-        pairs = row_mapping(old_vocab, new_vocab, st.shape[0], src_shape[0])
-        rows_carried += len(pairs)
-        by_tensor[target] = {"saved_key": st.key, "carry": pairs}
-
-    notes: list[str] = []
+    by_tensor = _patches_by_tensor(plan, config, layout, index)
+    untie, head_patch, notes = _tie(by_tensor, config, index)
     if layout.base_copies:
-        notes.append(
+        notes.insert(
+            0,
             f"ignored {len(layout.base_copies)} copies of the old base's weights in the patch "
-            "(save_embedding_layers); the new base's weights are used"
+            "(save_embedding_layers); the new base's weights are used",
         )
-    untie = False
-    head_patch = (
-        by_tensor.pop(head_name, None)
-        if tied and head_name not in index.tensors
-        else by_tensor.get(head_name)
-    )
-    if tied and (embed in by_tensor or head_patch is not None):
-        if config.ensure_weight_tying:
-            if head_patch is not None and embed not in by_tensor:
-                by_tensor[embed] = head_patch  # type: ignore[index]
-            notes.append("tied embeddings kept tied (the adapter sets ensure_weight_tying)")
-        else:
-            untie = True
-            notes.append(
-                "untied embed_tokens and lm_head: the patch modifies one of them and peft applies it to that module "
-                "only; config.json now says tie_word_embeddings: false"
-            )
+    embed = index.embedding_name()
+    head = next((n for n in index.tensors if n.endswith("lm_head.weight")), "lm_head.weight")
     entries: dict[Path, list[_Entry]] = {f: [] for f in index.files}
-    for f in index.files:
-        names = [n for n, bt in index.tensors.items() if bt.file == f]
-        names.sort(key=lambda n: index.tensors[n].info.data_offsets)
-        for n in names:
-            info = index.tensors[n].info
-            if untie and n == head_name:
-                continue  # rewritten below from the embedding
-            patch = by_tensor.get(n, {})
-            od = _OUT_DTYPE[out_dtype][0] if info.dtype in _FLOAT_IN else info.dtype
-            entries[f].append(
-                _Entry(
-                    n,
-                    n,
-                    info.shape,
-                    info.dtype,
-                    od,
-                    patch.get("lora"),
-                    patch.get("scale", 0.0),
-                    patch.get("saved_key"),
-                    patch.get("carry"),
-                    patch.get("fifo", False),
-                )
-            )
-            if untie and n == embed:
-                hp = head_patch or {}
-                entries[f].append(
-                    _Entry(
-                        head_name,
-                        n,
-                        info.shape,
-                        info.dtype,
-                        od,
-                        hp.get("lora"),
-                        hp.get("scale", 0.0),
-                        hp.get("saved_key"),
-                        hp.get("carry"),
-                        hp.get("fifo", False),
-                    )
-                )
-    merged = sum(1 for es in entries.values() for e in es if e.lora is not None)
-    replaced = [e.name for es in entries.values() for e in es if e.saved_key is not None]
+    for n in sorted(index.tensors, key=lambda n: index.tensors[n].info.data_offsets):
+        info, f = index.tensors[n].info, index.tensors[n].file
+        od = _OUT_DTYPE[out_dtype][0] if info.dtype in _FLOAT_IN else info.dtype
+        if not (untie and n == head):  # an untied lm_head is rewritten from the embedding
+            entries[f].append(_Entry(n, n, info.shape, info.dtype, od, by_tensor.get(n, _Patch())))
+        if untie and n == embed:
+            entries[f].append(_Entry(head, n, info.shape, info.dtype, od, head_patch or _Patch()))
+    patches = [e.patch for es in entries.values() for e in es]
     return entries, {
         "untie": untie,
         "notes": notes,
-        "rows_carried": rows_carried,
-        "merged": merged,
-        "replaced": replaced,
+        "rows_carried": sum(len(d.pairs) for d in plan.carries),
+        "merged": sum(1 for p in patches if p.lora is not None),
+        "replaced": [e.name for es in entries.values() for e in es if e.patch.saved_key is not None],
     }
 
 
@@ -475,27 +411,46 @@ def _carry_block(
         i = j + 1
 
 
+def _carried_factor(x: np.ndarray, d: TensorDecision | None) -> np.ndarray:
+    """A LoRA factor with its token axis re-indexed as the plan decided (zeros for tokens the patch lacks)."""
+    import numpy as np
+
+    if d is None:
+        return x
+    shape = list(x.shape)
+    shape[d.axis] = d.new_size
+    out = np.zeros(shape, dtype=np.float32)
+    src = [p[0] for p in d.pairs]
+    dst = [p[1] for p in d.pairs]
+    if d.axis == 0:
+        out[dst] = x[src]
+    else:
+        out[:, dst] = x[:, src]
+    return out
+
+
 def _merged_blocks(e: _Entry, base: RowReader, adapter: RowReader) -> Iterator[tuple[int, int, np.ndarray]]:
     """Yield ``(start_row, stop_row, rows)`` of a float output tensor, patched, as ``float32``."""
     import numpy as np
 
+    p = e.patch
     a = b = None
-    if e.lora is not None:
-        a = adapter.full_f32(e.lora.a_key)
-        b = adapter.full_f32(e.lora.b_key)
+    if p.lora is not None:
+        a = _carried_factor(adapter.full_f32(p.lora.a_key), p.a_carry)
+        b = _carried_factor(adapter.full_f32(p.lora.b_key), p.b_carry)
     for start, stop in _row_blocks(e.shape):
-        if e.saved_key is not None and e.carry is None:
-            block = adapter.rows_f32(e.saved_key, start, stop)
+        if p.saved_key is not None and p.carry is None:
+            block = adapter.rows_f32(p.saved_key, start, stop)
         else:
             block = base.rows_f32(e.src, start, stop)
-            if e.carry is not None and e.saved_key is not None:
-                _carry_block(adapter, e.saved_key, e.carry, start, stop, block)
-        if a is not None and b is not None and e.lora is not None:
-            if e.lora.kind == "linear" and not e.fifo:
+            if p.carry is not None and p.saved_key is not None:
+                _carry_block(adapter, p.saved_key, list(p.carry), start, stop, block)
+        if a is not None and b is not None and p.lora is not None:
+            if p.lora.kind == "linear" and not p.fifo:
                 delta = b[start:stop] @ a  # [rows, r] @ [r, in]
             else:  # embedding, or Conv1D layout [in, out]: rows of (B @ A)ᵀ = A[:, rows]ᵀ @ Bᵀ
                 delta = a[:, start:stop].T @ b.T
-            block = block + np.float32(e.scale) * delta.astype(np.float32, copy=False)
+            block = block + np.float32(p.scale) * delta.astype(np.float32, copy=False)
             if not np.isfinite(block).all():
                 raise PortingError(
                     f"merging into `{e.name}` produced NaN/Inf (rows {start}-{stop})",
@@ -534,6 +489,59 @@ def _free_bytes(folder: Path) -> int:
     while not probe.exists():
         probe = probe.parent
     return shutil.disk_usage(probe).free
+
+
+def _prepare(
+    adapter_dir: Path, base_dir: Path, old_vocab_dir: Path | None, dtype: str
+) -> tuple[AdapterLayout, BaseIndex, str, dict[Path, list[_Entry]], dict[str, Any]]:
+    """Read the inputs, refuse what cannot merge exactly, and plan every output tensor (``dtype`` resolved)."""
+    config = AdapterConfig.read(adapter_dir, refuse_unknown=False)
+    layout = read_adapter_layout(adapter_dir)
+    index = read_base_index(base_dir)
+    _refuse_quantized(index)
+    if dtype == "auto":
+        dtype = stored_dtype(index)
+    _refuse_non_additive(config, layout, adapter_dir)
+    plan = read_tensor_plan(adapter_dir, config, layout, index, old_vocab_dir)
+    entries, info = _plan(plan, config, layout, index, dtype)
+    return layout, index, dtype, entries, info
+
+
+def _aux_files(base_dir: Path) -> list[Path]:
+    """The base folder's non-weight files (tokenizer, generation config, chat template), copied as they are."""
+    return [
+        p
+        for p in sorted(base_dir.iterdir())
+        if p.is_file()
+        and not p.name.startswith(".")
+        and p.name not in SKIP_FILES
+        and not p.name.endswith(WEIGHT_SUFFIXES)
+    ]
+
+
+def _check_disk(out_dir: Path, weights_bytes: int, aux_bytes: int, dtype: str) -> None:
+    """Raise before writing when the output disk lacks the merged model's size plus :data:`DISK_MARGIN_BYTES`."""
+    need = weights_bytes + aux_bytes + DISK_MARGIN_BYTES
+    free = _free_bytes(out_dir.parent)
+    if free < need:
+        raise PortingError(
+            f"{out_dir.parent}: not enough free disk space for the merged model: need {human_bytes(need)} "
+            f"({dtype} weights {human_bytes(weights_bytes)} + margin), have {human_bytes(free)}",
+            hint="free some space, choose --out on another disk, or merge with --dtype bf16 (half the size of fp32)",
+        )
+
+
+def _merged_config(config: dict[str, Any], dtype: str, *, untie: bool) -> dict[str, Any]:
+    """The base's ``config.json`` with the merged dtype (and ``tie_word_embeddings: false`` when untied)."""
+    cfg = dict(config)
+    cfg["dtype"] = _TORCH_NAME[dtype]
+    if "torch_dtype" in cfg:
+        cfg["torch_dtype"] = _TORCH_NAME[dtype]
+    if untie:
+        cfg["tie_word_embeddings"] = False
+        if isinstance(cfg.get("text_config"), dict):
+            cfg["text_config"] = {**cfg["text_config"], "tie_word_embeddings": False}
+    return cfg
 
 
 def check_merge_target(
@@ -598,7 +606,7 @@ def stream_merge(
         dtype: ``"auto"`` (the base's own stored dtype, :func:`stored_dtype`), ``"bf16"``,
             ``"fp16"`` or ``"fp32"`` for floating tensors (others are copied).
         overwrite: Replace an existing ``out_dir``.
-        old_vocab_dir: Folder with the patch's tokenizer, for vocabulary carry-over
+        old_vocab_dir: The old base (or a folder with the patch's tokenizer), for vocabulary carry-over
             (default: the patch folder or its ``base_model_name_or_path``).
         progress: Called as ``progress(shard_name, shard_index, shard_count)`` before each shard.
 
@@ -614,32 +622,10 @@ def stream_merge(
     """
     check_merge_target(adapter_dir, base_dir, out_dir, dtype=dtype, overwrite=overwrite)
     adapter_dir, base_dir, out_dir = Path(adapter_dir), Path(base_dir), Path(out_dir)
-    config = AdapterConfig.read(adapter_dir, refuse_unknown=False)
-    layout = read_adapter_layout(adapter_dir)
-    index = read_base_index(base_dir)
-    _refuse_quantized(index)
-    if dtype == "auto":
-        dtype = stored_dtype(index)
-    _refuse_non_additive(config, layout, adapter_dir)
-    entries, info = _plan(adapter_dir, config, layout, index, dtype, old_vocab_dir)
-
-    aux = [
-        p
-        for p in sorted(base_dir.iterdir())
-        if p.is_file()
-        and not p.name.startswith(".")
-        and p.name not in SKIP_FILES
-        and not p.name.endswith(WEIGHT_SUFFIXES)
-    ]
+    layout, index, dtype, entries, info = _prepare(adapter_dir, base_dir, old_vocab_dir, dtype)
+    aux = _aux_files(base_dir)
     weights_bytes = sum(sum(e.nbytes for e in es) for es in entries.values())
-    need = weights_bytes + sum(p.stat().st_size for p in aux) + DISK_MARGIN_BYTES
-    free = _free_bytes(out_dir.parent)
-    if free < need:
-        raise PortingError(
-            f"{out_dir.parent}: not enough free disk space for the merged model: need {human_bytes(need)} "
-            f"({dtype} weights {human_bytes(weights_bytes)} + margin), have {human_bytes(free)}",
-            hint="free some space, choose --out on another disk, or merge with --dtype bf16 (half the size of fp32)",
-        )
+    _check_disk(out_dir, weights_bytes, sum(p.stat().st_size for p in aux), dtype)
 
     adapter = RowReader(layout.path, error_cls=PortingError)
     written = 0
@@ -663,15 +649,7 @@ def stream_merge(
                 (tmp / INDEX_NAME).write_text(json.dumps(idx, indent=2) + "\n", encoding="utf-8")
             for p in aux:
                 shutil.copy2(p, tmp / p.name)
-            cfg = dict(index.config)
-            torch_name = _TORCH_NAME[dtype]
-            cfg["dtype"] = torch_name
-            if "torch_dtype" in cfg:
-                cfg["torch_dtype"] = torch_name
-            if info["untie"]:
-                cfg["tie_word_embeddings"] = False
-                if isinstance(cfg.get("text_config"), dict):
-                    cfg["text_config"] = {**cfg["text_config"], "tie_word_embeddings": False}
+            cfg = _merged_config(index.config, dtype, untie=info["untie"])
             (tmp / "config.json").write_text(
                 json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8"
             )
@@ -727,13 +705,9 @@ class MergeStream:
     """
 
     def __init__(self, adapter_dir: Path, base_dir: Path, *, old_vocab_dir: Path | None = None) -> None:
-        adapter_dir, base_dir = Path(adapter_dir), Path(base_dir)
-        config = AdapterConfig.read(adapter_dir, refuse_unknown=False)
-        layout = read_adapter_layout(adapter_dir)
-        self.index = read_base_index(base_dir)
-        _refuse_quantized(self.index)
-        _refuse_non_additive(config, layout, adapter_dir)
-        entries, self.info = _plan(adapter_dir, config, layout, self.index, "fp32", old_vocab_dir)
+        layout, self.index, _, entries, self.info = _prepare(
+            Path(adapter_dir), Path(base_dir), old_vocab_dir, "fp32"
+        )
         self._entries = {e.name: (shard, e) for shard, es in entries.items() for e in es}
         self._adapter = RowReader(layout.path, error_cls=PortingError)
         self._readers: dict[Path, RowReader] = {}
@@ -743,7 +717,10 @@ class MergeStream:
         """Every output tensor, in the base's shard order."""
         return [
             MergedTensor(
-                e.name, e.shape, e.in_dtype, e.lora is not None or e.saved_key is not None or e.src != e.name
+                e.name,
+                e.shape,
+                e.in_dtype,
+                e.patch.lora is not None or e.patch.saved_key is not None or e.src != e.name,
             )
             for _, e in self._entries.values()
         ]

@@ -27,18 +27,14 @@ from portllm_edge.errors import BaseModelError, CompatibilityError
 from portllm_edge.patches.adapter_format import (
     AdapterConfig,
     AdapterLayout,
-    fan_in_fan_out,
     read_adapter_layout,
     resolve_module,
 )
 from portllm_edge.porting.adapter_io import BaseIndex, read_base_index, read_json
+from portllm_edge.porting.tensor_plan import TensorPlan, read_tensor_plan
 from portllm_edge.porting.vocab import (
-    base_tensor_shape,
     compare_vocabs,
-    is_vocab_tensor,
-    old_vocab_source,
     read_vocab,
-    resolve_saved_name,
 )
 
 Status = Literal["pass", "warn", "fail"]
@@ -196,6 +192,7 @@ class _Ctx:
     base: BaseIndex
     old_config: dict[str, Any] | None
     old_config_source: str | None
+    plan: TensorPlan
     resolved: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
 
 
@@ -348,26 +345,12 @@ def check_hidden_size(ctx: _Ctx) -> CheckResult:
 
 
 def check_target_modules(ctx: _Ctx) -> CheckResult:
-    """Every LoRA module maps onto a base weight with matching ``[out_features, in_features]``."""
-    base_modules = ctx.base.modules
+    """Every LoRA module maps onto a base weight with matching ``[out_features, in_features]`` (the tensor plan)."""
     quant = ctx.base.quantized_storage()
-    model_type = ctx.base.config.get("model_type")
-    missing: list[str] = []
-    mismatched: list[str] = []
-    for module, lm in ctx.layout.lora.items():
-        target, _ = ctx.resolved[module]
-        if target is None:
-            missing.append(module)
-            continue
-        want = lm.delta_shape
-        if lm.kind == "linear" and fan_in_fan_out(model_type, target):
-            want = (want[1], want[0])
-        have = tuple(base_modules[target])
-        if quant is None and have != want:
-            mismatched.append(
-                f"`{target}.weight` is {_shape(have)} but the patch's ΔW is {_shape(want)} "
-                f"(`{lm.b_key}` {_shape(lm.b_shape)} · `{lm.a_key}` {_shape(lm.a_shape)})"
-            )
+    lora_keys = {k.key: k.module for k in ctx.layout.keys if k.kind == "lora"}
+    bad = [d for d in ctx.plan.refusals if d.key in lora_keys]
+    missing = sorted({lora_keys[d.key] for d in bad if d.problem == "missing"})
+    mismatched = list(dict.fromkeys(d.reason for d in bad if d.problem == "shape"))
     details: dict[str, Any] = {
         "lora_modules": len(ctx.layout.lora),
         "matched": len(ctx.layout.lora) - len(missing),
@@ -377,6 +360,7 @@ def check_target_modules(ctx: _Ctx) -> CheckResult:
         "shape_mismatch_count": len(mismatched),
         "target_modules": ctx.config.target_modules,
     }
+    n = len(ctx.layout.lora)
     if not ctx.layout.lora and not ctx.layout.saved:
         return CheckResult(
             "target_modules",
@@ -389,7 +373,7 @@ def check_target_modules(ctx: _Ctx) -> CheckResult:
         return CheckResult(
             "target_modules",
             "fail",
-            f"{len(missing)} of {len(ctx.layout.lora)} target modules are absent from the base, e.g. `{missing[0]}`",
+            f"{len(missing)} of {n} target modules are absent from the base, e.g. `{missing[0]}`",
             details,
             hint="the patch targets modules this base does not have; port onto the same architecture",
         )
@@ -405,15 +389,12 @@ def check_target_modules(ctx: _Ctx) -> CheckResult:
         return CheckResult(
             "target_modules",
             "warn",
-            f"all {len(ctx.layout.lora)} target modules exist; shapes not compared because {quant}",
+            f"all {n} target modules exist; shapes not compared because {quant}",
             details,
             hint="use the unquantized (bf16/fp32) release of the base for exact checks and merges",
         )
     return CheckResult(
-        "target_modules",
-        "pass",
-        f"all {len(ctx.layout.lora)} target modules exist with matching shapes",
-        details,
+        "target_modules", "pass", f"all {n} target modules exist with matching shapes", details
     )
 
 
@@ -455,98 +436,45 @@ def check_rank(ctx: _Ctx) -> CheckResult:
     return CheckResult("rank", "pass", f"ranks {sorted(ranks) or [ctx.config.r]} match the config", details)
 
 
-def check_modules_to_save(ctx: _Ctx) -> tuple[CheckResult, bool]:
-    """Full saved tensors match the base; vocabulary rows may grow (carried over) but never shrink.
-
-    Returns:
-        The result and whether rows must be carried over (a rewrite).
-    """
+def check_modules_to_save(ctx: _Ctx) -> CheckResult:
+    """Saved tensors and token-indexed LoRA factors fit the base (the tensor plan): same shape, or
+    rows carried over by token string into a grown or re-mapped vocabulary, never shrunk."""
     listed = list(ctx.config.modules_to_save or ())
-    details: dict[str, Any] = {"modules_to_save": listed, "tensors": {}}
-    fails: list[tuple[str, str]] = []
-    warns: list[str] = []
-    carry = False
-    new_vocab = read_vocab(ctx.base_dir)
-    src = old_vocab_source(ctx.adapter_dir, ctx.config, ctx.old_base_dir)
-    old_vocab = read_vocab(src) if src is not None else None
-    for name, st in ctx.layout.saved.items():
-        target = resolve_saved_name(name, ctx.base)
-        shape = base_tensor_shape(ctx.base, target) if target else None
-        details["tensors"][st.key] = {
-            "patch": list(st.shape),
-            "base": None if shape is None else list(shape),
-            "base_name": target,
-        }
-        if target is None or shape is None:
-            fails.append(
-                (
-                    f"saved tensor `{st.key}` has no counterpart in the base",
-                    "port onto a base that has this module",
-                )
-            )
-            continue
-        vocab_like = is_vocab_tensor(target, ctx.base)
-        if tuple(st.shape) == tuple(shape):
-            if vocab_like and old_vocab is not None and new_vocab is not None and old_vocab != new_vocab:
-                carry = True
-                warns.append(
-                    f"`{st.key}`: same row count but the vocabulary changed; rows are re-mapped by token string"
-                )
-            continue
-        if not vocab_like or tuple(st.shape[1:]) != tuple(shape[1:]):
-            fails.append(
-                (
-                    f"saved tensor `{st.key}` is {_shape(st.shape)} but the base's `{target}` is {_shape(shape)}",
-                    "this tensor cannot be ported onto this base; retrain the patch on it",
-                )
-            )
-        elif shape[0] < st.shape[0]:
-            fails.append(
-                (
-                    f"saved tensor `{st.key}` has {st.shape[0]} vocabulary rows but the base's `{target}` has only "
-                    f"{shape[0]}: the vocabulary would shrink",
-                    "port onto a base whose vocabulary contains the patch's (a newer version), never a smaller one",
-                )
-            )
-        elif old_vocab is None or new_vocab is None:
-            fails.append(
-                (
-                    f"saved tensor `{st.key}` has {st.shape[0]} rows, the base's `{target}` {shape[0]}, and the "
-                    f"{'old' if old_vocab is None else 'new'} tokenizer is not available to map rows by token",
-                    "pass --old OLD_BASE (or copy the old tokenizer files into the patch folder)",
-                )
-            )
-        else:
-            carry = True
-            warns.append(
-                f"`{st.key}`: vocabulary grew {st.shape[0]} → {shape[0]} rows; shared tokens' rows are carried over"
-            )
+    lora_keys = {k.key for k in ctx.layout.keys if k.kind == "lora"}
+    saved = {st.key for st in ctx.layout.saved.values()}
+    mine = [
+        d
+        for d in ctx.plan.decisions
+        if d.key in saved
+        or (d.key in lora_keys and (d.action == "carry" or d.problem in ("shrink", "tokenizer")))
+    ]
+    details: dict[str, Any] = {
+        "modules_to_save": listed,
+        "tensors": {d.key: {"action": d.action, "base_name": d.target} for d in mine},
+        "old_tokenizer": None if ctx.plan.old_vocab_dir is None else str(ctx.plan.old_vocab_dir),
+    }
+    fails = [d for d in mine if d.action == "refuse"]
+    warns = [d.reason for d in mine if d.action == "carry"]
     saved_modules = {n.rpartition(".")[0].rpartition(".")[2] for n in ctx.layout.saved}
     absent = [m for m in listed if m.rpartition(".")[2] not in saved_modules]
     if absent:
         warns.append(f"modules_to_save lists {absent} but the adapter file holds no tensor for them")
-    details["old_tokenizer"] = None if src is None else str(src)
     if fails:
-        return CheckResult(
-            "modules_to_save",
-            "fail",
-            fails[0][0] + (f" (+{len(fails) - 1} more)" if len(fails) > 1 else ""),
-            details,
-            hint=fails[0][1],
-        ), carry
+        more = f" (+{len(fails) - 1} more)" if len(fails) > 1 else ""
+        return CheckResult("modules_to_save", "fail", fails[0].reason + more, details, hint=fails[0].hint)
     if warns:
         return CheckResult(
             "modules_to_save",
             "warn",
             "; ".join(warns),
             details,
-            hint="portable: `port` rewrites the patch with the rows carried over",
-        ), carry
+            hint="portable: `port` rewrites the patch with the rows carried over by token string",
+        )
     if not ctx.layout.saved:
-        return CheckResult("modules_to_save", "pass", "the patch saves no full modules", details), carry
+        return CheckResult("modules_to_save", "pass", "the patch saves no full modules", details)
     return CheckResult(
         "modules_to_save", "pass", f"{len(ctx.layout.saved)} saved tensors match the base's shapes", details
-    ), carry
+    )
 
 
 def check_tied_embeddings(ctx: _Ctx) -> CheckResult:
@@ -763,7 +691,7 @@ def check_additive(ctx: _Ctx) -> CheckResult:
 def check_tokenizer(ctx: _Ctx) -> CheckResult:
     """Compare the patch's tokenizer (patch folder, --old, or its base folder) with the base's, by token string."""
     new_vocab = read_vocab(ctx.base_dir)
-    src = old_vocab_source(ctx.adapter_dir, ctx.config, ctx.old_base_dir)
+    src = ctx.plan.old_vocab_dir
     details: dict[str, Any] = {"old_tokenizer": None if src is None else str(src)}
     if new_vocab is None:
         return CheckResult(
@@ -840,19 +768,19 @@ def run_preflight(adapter_dir: Path, base_dir: Path, *, old_base_dir: Path | Non
             hint="pass the folder of the base the patch was trained on",
         )
     old_config, old_source = _old_config(config, old_base_dir)
-    ctx = _Ctx(adapter_dir, base_dir, old_base_dir, config, layout, base, old_config, old_source)
+    plan = read_tensor_plan(adapter_dir, config, layout, base, old_base_dir)
+    ctx = _Ctx(adapter_dir, base_dir, old_base_dir, config, layout, base, old_config, old_source, plan)
     base_modules = base.modules
     ctx.resolved = {m: resolve_module(m, base_modules) for m in layout.lora}
 
-    mts, carry = check_modules_to_save(ctx)
-    keys, renames = check_adapter_keys(ctx)
+    keys, _ = check_adapter_keys(ctx)
     cfg_check, drops = check_adapter_config(ctx)
     checks = [
         check_architecture(ctx),
         check_hidden_size(ctx),
         check_target_modules(ctx),
         check_rank(ctx),
-        mts,
+        check_modules_to_save(ctx),
         check_tied_embeddings(ctx),
         keys,
         check_finite(ctx),
@@ -860,9 +788,7 @@ def run_preflight(adapter_dir: Path, base_dir: Path, *, old_base_dir: Path | Non
         check_additive(ctx),
         check_tokenizer(ctx),
     ]
-    return PreflightReport(
-        adapter_dir, base_dir, old_base_dir, checks, needs_rewrite=carry or renames or drops
-    )
+    return PreflightReport(adapter_dir, base_dir, old_base_dir, checks, needs_rewrite=plan.rewrites or drops)
 
 
 def prepare_adapter(
@@ -894,11 +820,8 @@ def prepare_adapter(
     rep = report if report is not None else run_preflight(adapter_dir, base_dir, old_base_dir=old_base_dir)
     if not rep.needs_rewrite:
         return Path(adapter_dir)
-    old_vocab_dir = old_vocab_source(
-        Path(adapter_dir), AdapterConfig.read(adapter_dir, refuse_unknown=False), old_base_dir
-    )
     out = Path(work_dir) / "ported-adapter"
-    port_adapter(adapter_dir, base_dir, out, old_vocab_dir=old_vocab_dir, overwrite=True)
+    port_adapter(adapter_dir, base_dir, out, old_vocab_dir=old_base_dir, overwrite=True)
     return out
 
 

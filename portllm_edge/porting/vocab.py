@@ -16,7 +16,6 @@ strings are the only safe key).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -29,11 +28,10 @@ from portllm_edge.patches.adapter_format import (
     CONFIG_NAME,
     WEIGHTS_NAME,
     AdapterConfig,
-    canonical_key,
     read_adapter_layout,
-    resolve_module,
 )
 from portllm_edge.porting.adapter_io import BaseIndex, read_base_index
+from portllm_edge.porting.tensor_plan import TensorDecision, read_tensor_plan
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -117,27 +115,6 @@ def read_vocab(folder: Path) -> dict[str, int] | None:
     return None
 
 
-def old_vocab_source(
-    adapter_dir: Path, adapter_config: AdapterConfig, old_base_dir: Path | None
-) -> Path | None:
-    """Where the patch's (old) vocabulary comes from, or ``None`` when unknown.
-
-    In order: the adapter folder's own tokenizer files, ``old_base_dir``, and the
-    adapter's ``base_model_name_or_path`` when it is a local folder.
-    """
-    if has_tokenizer(adapter_dir):
-        return Path(adapter_dir)
-    if old_base_dir is not None and has_tokenizer(old_base_dir):
-        return Path(old_base_dir)
-    ref = adapter_config.base_model_name_or_path
-    if ref:
-        with contextlib.suppress(OSError, ValueError):
-            p = Path(ref)
-            if p.is_dir() and has_tokenizer(p):
-                return p
-    return None
-
-
 @dataclass(frozen=True)
 class VocabDiff:
     """How two vocabularies differ (by token string).
@@ -202,55 +179,45 @@ def compare_vocabs(old: dict[str, int], new: dict[str, int]) -> VocabDiff:
 # --------------------------------------------------------------------------- carrying rows
 
 
-def row_mapping(
-    old_vocab: dict[str, int], new_vocab: dict[str, int], old_rows: int, new_rows: int
-) -> list[tuple[int, int]]:
-    """Pairs ``(old_row, new_row)`` for every token both vocabularies share, by string.
-
-    Tokens whose id falls outside either matrix (e.g. tokenizer entries past a
-    padded matrix) are skipped.
-    """
-    pairs = []
-    for tok, oid in old_vocab.items():
-        nid = new_vocab.get(tok)
-        if nid is not None and 0 <= oid < old_rows and 0 <= nid < new_rows:
-            pairs.append((oid, nid))
-    pairs.sort(key=lambda p: p[1])
-    return pairs
-
-
-def carry_rows(
-    patch_rows: torch.Tensor, base_rows: torch.Tensor, pairs: list[tuple[int, int]]
+def carry_tokens(
+    patch: torch.Tensor, decision: TensorDecision, base_rows: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """New matrix = the new base's rows, with the patch's rows copied to shared tokens' new ids.
+    """Re-index a patch tensor's token axis by token string, as :func:`portllm_edge.porting.tensor_plan.plan_tensors` decided.
 
     Args:
-        patch_rows: ``[old_rows, ...]`` from the patch.
-        base_rows: ``[new_rows, ...]`` from the new base (``new_rows >= old_rows``).
-        pairs: From :func:`row_mapping`.
+        patch: The patch's tensor; its ``decision.axis`` has ``decision.old_size`` entries.
+        decision: A ``carry`` decision (axis, sizes, ``(old, new)`` index pairs, fill).
+        base_rows: For ``fill="base"``: the new base's tensor ``[new_size, ...]``.
 
     Returns:
-        A ``[new_rows, ...]`` tensor in ``patch_rows``' dtype.
+        A tensor in ``patch``'s dtype whose token axis has ``decision.new_size`` entries: the patch's
+        values at shared tokens' new indices, the new base's rows (or zeros) elsewhere.
     """
     import torch
 
-    out = base_rows.to(patch_rows.dtype).clone()
-    if pairs:
-        src = torch.tensor([p[0] for p in pairs], dtype=torch.long)
-        dst = torch.tensor([p[1] for p in pairs], dtype=torch.long)
-        out[dst] = patch_rows[src]
+    if decision.fill == "base" and base_rows is not None:
+        out = base_rows.to(patch.dtype).clone()
+    else:
+        shape = list(patch.shape)
+        shape[decision.axis] = decision.new_size
+        out = torch.zeros(shape, dtype=patch.dtype)
+    if decision.pairs:
+        src = torch.tensor([p[0] for p in decision.pairs], dtype=torch.long)
+        dst = torch.tensor([p[1] for p in decision.pairs], dtype=torch.long)
+        out.index_copy_(decision.axis, dst, patch.index_select(decision.axis, src))
     return out
 
 
 @dataclass(frozen=True)
 class RowCarry:
-    """What happened to one vocabulary-sized tensor of the patch.
+    """What happened to one token-indexed tensor of the patch.
 
     Attributes:
-        tensor: Base tensor name (``model.embed_tokens.weight``, ``lm_head.weight``).
-        old_rows / new_rows: Row counts in the patch and in the new base.
-        carried: Rows copied from the patch (shared tokens).
-        from_base: Rows kept from the new base (``new_rows - carried``).
+        tensor: The base tensor it patches (``model.embed_tokens.weight``, ``lm_head.weight``).
+        old_rows / new_rows: Token-axis length in the patch and on the new base.
+        carried: Entries copied from the patch (shared tokens).
+        from_base: Entries not in the patch (``new_rows - carried``): the new base's rows for a
+            saved tensor, zero (no update) for a LoRA factor.
     """
 
     tensor: str
@@ -282,11 +249,6 @@ class PortedAdapter:
         return sum(r.carried for r in self.rows)
 
 
-def is_vocab_tensor(name: str, index: BaseIndex) -> bool:
-    """True for the input embedding and the lm_head (their rows are token ids)."""
-    return name == index.embedding_name() or name.endswith("lm_head.weight") or name.endswith("lm_head.bias")
-
-
 def base_tensor(index: BaseIndex, name: str) -> torch.Tensor:
     """Read one base tensor (``lm_head.weight`` of a tied model reads the embedding)."""
     from safetensors import safe_open
@@ -300,27 +262,6 @@ def base_tensor(index: BaseIndex, name: str) -> torch.Tensor:
         return fh.get_tensor(name)
 
 
-def base_tensor_shape(index: BaseIndex, name: str) -> tuple[int, ...] | None:
-    """Header shape of a base tensor (the embedding's for a tied, unstored ``lm_head.weight``)."""
-    if name in index.tensors:
-        return index.tensors[name].info.shape
-    if name.endswith("lm_head.weight") and index.tied:
-        emb = index.embedding_name()
-        if emb is not None:
-            return index.tensors[emb].info.shape
-    return None
-
-
-def resolve_saved_name(name: str, index: BaseIndex) -> str | None:
-    """Map a saved tensor's normalized name (``<module>.weight``) onto a base tensor name."""
-    module, _, param = name.rpartition(".")
-    modules = {n.rpartition(".")[0] for n in index.tensors}
-    if index.tied:
-        modules.add("lm_head")
-    base_module, _ = resolve_module(module, modules)
-    return None if base_module is None else f"{base_module}.{param}"
-
-
 def port_adapter(
     adapter_dir: Path,
     base_dir: Path,
@@ -329,13 +270,13 @@ def port_adapter(
     old_vocab_dir: Path | None = None,
     overwrite: bool = False,
 ) -> PortedAdapter:
-    """Write a copy of a patch that fits ``base_dir``: normalized keys, vocabulary rows carried over.
+    """Write a copy of a patch that fits ``base_dir``: canonical keys, token-indexed tensors carried over.
 
-    LoRA factors are copied unchanged under peft's canonical names
-    (``base_model.model.<base module>.lora_A.weight``). Full ``modules_to_save``
-    tensors keep their shape when it already matches; vocabulary-sized tensors
-    (embedding, lm_head) whose row count grew are rebuilt with :func:`carry_rows`
-    (token-string matching against the old tokenizer). ``adapter_config.json`` is
+    Every tensor gets the fate :func:`portllm_edge.porting.tensor_plan.plan_tensors`
+    decides: copied unchanged under peft's canonical name
+    (``base_model.model.<base module>.lora_A.weight``), re-indexed by token string
+    with :func:`carry_tokens` (``modules_to_save`` embedding/lm_head rows, LoRA
+    factors on them), or dropped (copies of the old base's weights). ``adapter_config.json`` is
     copied with keys unknown to the installed peft removed (the preflight has
     already refused the ones that change the math) and ``base_model_name_or_path``
     pointing at the new base. The folder is written atomically.
@@ -344,16 +285,16 @@ def port_adapter(
         adapter_dir: The patch (peft adapter folder).
         base_dir: The new base (HF model folder).
         out_dir: Destination folder (must not exist unless ``overwrite``).
-        old_vocab_dir: Folder with the old tokenizer; default: see :func:`old_vocab_source`.
+        old_vocab_dir: The old base (or a folder with the patch's tokenizer); see
+            :func:`portllm_edge.porting.tensor_plan.find_old_vocab_dir`.
         overwrite: Replace an existing ``out_dir``.
 
     Returns:
         A :class:`PortedAdapter` (rows carried, keys renamed, config keys dropped).
 
     Raises:
-        CompatibilityError: a saved tensor has no base counterpart, a
-            non-vocabulary tensor changed shape, the vocabulary would shrink, or
-            rows must be remapped but no old tokenizer is found.
+        CompatibilityError: the plan refuses a tensor (no base counterpart, another
+            shape, a shrinking vocabulary, rows to move without a tokenizer).
         PatchError / BaseModelError: unreadable inputs.
     """
     from safetensors import safe_open
@@ -363,65 +304,27 @@ def port_adapter(
     config = AdapterConfig.read(adapter_dir, refuse_unknown=False)
     layout = read_adapter_layout(adapter_dir)
     index = read_base_index(base_dir)
-    base_modules = index.modules
-    new_vocab = read_vocab(base_dir)
-    src = old_vocab_dir if old_vocab_dir is not None else old_vocab_source(adapter_dir, config, None)
-    old_vocab = read_vocab(src) if src is not None else None
-
+    plan = read_tensor_plan(adapter_dir, config, layout, index, old_vocab_dir)
+    if plan.refusals:
+        first = plan.refusals[0]
+        raise CompatibilityError(f"{layout.path}: {first.reason}", hint=first.hint)
     tensors: dict[str, torch.Tensor] = {}
     rows: list[RowCarry] = []
-    renamed = 0
     with safe_open(str(layout.path), framework="pt", device="cpu") as fh:
-        for module, lm in layout.lora.items():
-            target, _ = resolve_module(module, base_modules)
-            if target is None:
-                raise CompatibilityError(
-                    f"{layout.path}: LoRA module `{module}` has no counterpart in {base_dir}",
-                    hint="run `portllm-edge check` to see which target modules are missing",
-                )
-            for slot, key in lm.slots.items():
-                new_key = canonical_key(target, slot)
-                renamed += int(new_key != key)
-                tensors[new_key] = fh.get_tensor(key)
-        for name, st in layout.saved.items():
-            target_name = resolve_saved_name(name, index)
-            shape = base_tensor_shape(index, target_name) if target_name else None
-            if target_name is None or shape is None:
-                raise CompatibilityError(
-                    f"{layout.path}: saved tensor `{st.key}` has no counterpart in {base_dir}",
-                    hint="remove it from the patch or port onto a base with that module",
-                )
-            new_key = canonical_key(target_name.rpartition(".")[0], target_name.rpartition(".")[2])
-            renamed += int(new_key != st.key)
-            patch_t = fh.get_tensor(st.key)
-            vocab_like = is_vocab_tensor(target_name, index)
-            if tuple(st.shape) == tuple(shape) and (
-                not vocab_like or old_vocab is None or new_vocab is None or old_vocab == new_vocab
-            ):
-                tensors[new_key] = patch_t
+        for d in plan.decisions:
+            if d.new_key is None:  # dropped copy of the old base's weight
                 continue
-            if not vocab_like or tuple(st.shape[1:]) != tuple(shape[1:]):
-                raise CompatibilityError(
-                    f"{layout.path}: saved tensor `{st.key}` is {list(st.shape)} but the base's "
-                    f"`{target_name}` is {list(shape)}",
-                    hint="this tensor cannot be ported; retrain the patch on the new base",
+            t = fh.get_tensor(d.key)
+            if d.action == "carry":
+                base_rows = base_tensor(index, d.target) if d.fill == "base" and d.target else None
+                t = carry_tokens(t, d, base_rows)
+                rows.append(
+                    RowCarry(
+                        d.target or d.key, d.old_size, d.new_size, len(d.pairs), d.new_size - len(d.pairs)
+                    )
                 )
-            if shape[0] < st.shape[0]:
-                raise CompatibilityError(
-                    f"{layout.path}: saved tensor `{st.key}` has {st.shape[0]} rows but the new base's "
-                    f"`{target_name}` has only {shape[0]}; a vocabulary never shrinks when porting",
-                    hint="port onto a base whose vocabulary contains the patch's, or retrain the patch",
-                )
-            if old_vocab is None or new_vocab is None:
-                raise CompatibilityError(
-                    f"{layout.path}: saved tensor `{st.key}` needs its rows re-mapped from {st.shape[0]} to "
-                    f"{shape[0]}, but the {'old' if old_vocab is None else 'new'} tokenizer was not found",
-                    hint="pass --old OLD_BASE (or put the old tokenizer files in the patch folder)",
-                )
-            pairs = row_mapping(old_vocab, new_vocab, st.shape[0], shape[0])
-            tensors[new_key] = carry_rows(patch_t, base_tensor(index, target_name), pairs)
-            rows.append(RowCarry(target_name, st.shape[0], shape[0], len(pairs), shape[0] - len(pairs)))
-
+            tensors[d.new_key] = t
+    renamed = sum(1 for d in plan.decisions if d.new_key is not None and d.new_key != d.key)
     dropped = [*config.dropped, *config.refused]
     new_config = {k: v for k, v in config.known.items() if k not in config.refused}
     new_config["base_model_name_or_path"] = str(base_dir)
@@ -458,11 +361,9 @@ __all__ = [
     "PortedAdapter",
     "RowCarry",
     "VocabDiff",
-    "carry_rows",
+    "carry_tokens",
     "compare_vocabs",
     "has_tokenizer",
-    "old_vocab_source",
     "port_adapter",
     "read_vocab",
-    "row_mapping",
 ]

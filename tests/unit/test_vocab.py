@@ -8,7 +8,8 @@ import shutil
 import pytest
 
 from portllm_edge.errors import CompatibilityError
-from portllm_edge.porting.vocab import carry_rows, compare_vocabs, port_adapter, read_vocab, row_mapping
+from portllm_edge.porting.tensor_plan import TensorDecision, token_pairs
+from portllm_edge.porting.vocab import carry_tokens, compare_vocabs, port_adapter, read_vocab
 
 
 def test_compare_vocabs_counts_added_removed_remapped():
@@ -21,18 +22,22 @@ def test_compare_vocabs_counts_added_removed_remapped():
     assert not diff.same and compare_vocabs(old, dict(old)).same
 
 
-def test_row_mapping_and_carry_rows_by_token_string():
+def test_token_pairs_and_carry_tokens_by_token_string():
     import torch
 
     old = {"a": 0, "b": 1, "c": 2}
     new = {"c": 0, "a": 1, "z": 2, "b": 3}
-    pairs = row_mapping(old, new, old_rows=3, new_rows=4)
-    assert pairs == [(2, 0), (0, 1), (1, 3)]
+    pairs = tuple(token_pairs(old, new, old_size=3, new_size=4))
+    assert pairs == ((2, 0), (0, 1), (1, 3))
     patch = torch.tensor([[1.0], [2.0], [3.0]])
     base = torch.tensor([[10.0], [20.0], [30.0], [40.0]])
-    out = carry_rows(patch, base, pairs)
+    rows = TensorDecision("k", "carry", "", axis=0, old_size=3, new_size=4, pairs=pairs, fill="base")
+    out = carry_tokens(patch, rows, base)
     assert out.flatten().tolist() == [3.0, 1.0, 30.0, 2.0]  # z keeps the base row
     assert base.flatten().tolist() == [10.0, 20.0, 30.0, 40.0]  # not modified in place
+    cols = TensorDecision("k", "carry", "", axis=1, old_size=3, new_size=4, pairs=pairs, fill="zero")
+    out = carry_tokens(patch.T, cols)  # a LoRA factor [r, vocab]: columns follow the tokens, z gets 0
+    assert out.flatten().tolist() == [3.0, 1.0, 0.0, 2.0]
 
 
 def test_read_vocab_includes_added_tokens(tiny_pairs):
