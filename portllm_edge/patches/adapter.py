@@ -95,14 +95,14 @@ def _check_pairs(layout: AdapterLayout, weights: Path) -> None:
         )
     if layout.incomplete:
         module = layout.incomplete[0]
-        have = next(
-            k
-            for k in layout.keys
-            if k.kind == "lora" and k.module == module and k.part != "lora_magnitude_vector"
-        )
-        lack = {"lora_A": "lora_B", "lora_B": "lora_A", "lora_embedding_A": "lora_embedding_B"}.get(
-            have.part, "lora_embedding_A"
-        )
+        mine = [k for k in layout.keys if k.kind == "lora" and k.module == module]
+        have = next((k for k in mine if k.part != "lora_magnitude_vector"), mine[0])
+        lack = {
+            "lora_A": "lora_B",
+            "lora_B": "lora_A",
+            "lora_embedding_A": "lora_embedding_B",
+            "lora_embedding_B": "lora_embedding_A",
+        }.get(have.part, "lora_A")
         raise PatchError(
             f"{weights}, tensor `{have.key}`: has no matching `{lack}` tensor",
             hint="the adapter file is incomplete; re-export it",

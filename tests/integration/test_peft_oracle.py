@@ -121,16 +121,32 @@ def _logits(model, ids):
         return model(ids).logits.float()
 
 
-def peft_reference(adapter: Path, base: Path):
-    """peft: attach in fp32, merge_and_unload, logits."""
+def peft_reference(adapter: Path, base: Path, ids=None):
+    """peft: attach in fp32, merge_and_unload, logits.
+
+    peft saves a copy of the *old* base's embedding next to a LoRA on it
+    (``save_embedding_layers``) and loads it back; PortLLM's port is W_new + ΔW, so
+    the reference is peft's attach of the same adapter without those copies.
+    """
     import torch
     from peft import PeftModel
+    from safetensors.torch import load_file, save_file
     from transformers import AutoModelForCausalLM
 
+    ids = _ids() if ids is None else ids
+    tensors = load_file(adapter / "adapter_model.safetensors")
+    if any(".base_layer." in k for k in tensors):
+        stripped = adapter.parent / f"{adapter.name}-without-base-copies"
+        shutil.copytree(adapter, stripped, dirs_exist_ok=True)
+        save_file(
+            {k: v for k, v in tensors.items() if ".base_layer." not in k},
+            stripped / "adapter_model.safetensors",
+        )
+        adapter = stripped
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
-    base_logits = _logits(model, _ids())
+    base_logits = _logits(model, ids)
     merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload().eval()
-    return _logits(merged, _ids()), base_logits
+    return _logits(merged, ids), base_logits
 
 
 def our_port(adapter: Path, base: Path, work: Path, old: Path | None = None):
@@ -206,10 +222,11 @@ def test_token_indexed_tensors_follow_token_strings_on_a_remapped_vocabulary(nam
     pair = tiny_pairs["llama"]
     adapter = build_adapter(pair.old, tmp_path / "adapter", CASES[name])
     ia, ib = _swap_tokens(pair.new, tmp_path / "swapped", "a", "b")
-    reference, _ = peft_reference(adapter, pair.new)  # unswapped base: ids mean what they meant
+    ids = _ids()
+    ids[0, :3] = torch.tensor([ia, ib, ia])  # the text holds both swapped tokens
+    reference, _ = peft_reference(adapter, pair.new, ids)  # unswapped base: ids mean what they meant
     perm = torch.arange(reference.shape[-1])
     perm[[ia, ib]] = perm[[ib, ia]]
-    ids = _ids()
     swapped_ids = perm[ids]  # the same text under the swapped tokenizer
     assert not torch.equal(swapped_ids, ids)
     rep = run_preflight(adapter, tmp_path / "swapped", old_base_dir=pair.old)
