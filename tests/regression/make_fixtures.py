@@ -37,7 +37,7 @@ def main() -> None:
     import factories
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model
-    from safetensors.torch import save_file
+    from safetensors.torch import load_file, save_file
     from transformers import AutoModelForCausalLM
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -51,6 +51,11 @@ def main() -> None:
         cfg["base_model_name_or_path"] = "tiny-llama-old"  # the session builds it; the folder is temporary
         (FIXTURE / "adapter_config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
         (FIXTURE / "README.md").unlink(missing_ok=True)
+        # peft also saves the *old* base's embedding next to a LoRA on it (save_embedding_layers);
+        # the port is W_new + ΔW and drops it, so the stored patch holds only the LoRA factors.
+        weights = FIXTURE / "adapter_model.safetensors"
+        kept = {k: v for k, v in load_file(weights).items() if ".base_layer." not in k}
+        save_file(kept, str(weights), metadata={"format": "pt"})
         new = AutoModelForCausalLM.from_pretrained(pair.new, dtype=torch.float32).eval()
         merged = PeftModel.from_pretrained(new, str(FIXTURE)).merge_and_unload().eval()
         with torch.no_grad():
