@@ -9,7 +9,8 @@ inverse transform is lossy (the per-block absmax goes through bf16). portllm-edg
 own merge and drift never read 4-bit weights (they stream W_new + ΔW from the
 safetensors files, :mod:`portllm_edge.porting.merge`); a caller that loads a 4-bit
 base and reads its weights back asks ``load_base_model(..., cpu_repack=False)``,
-which calls :func:`disable_cpu_repacking`.
+which calls :func:`disable_cpu_repacking`; patch swapping refuses a base that
+:func:`repacked_modules` finds already repacked.
 
 It must not import bitsandbytes at module import.
 """
@@ -40,4 +41,18 @@ def disable_cpu_repacking(model: Any) -> int:
     return count
 
 
-__all__ = ["disable_cpu_repacking"]
+def repacked_modules(model: Any) -> list[str]:
+    """Names of ``model``'s ``Linear4bit`` modules whose weight is already in bitsandbytes' CPU-packed layout."""
+    try:
+        import bitsandbytes as bnb
+    except Exception:
+        return []
+    return [
+        name
+        for name, mod in model.named_modules()
+        if isinstance(mod, bnb.nn.Linear4bit)
+        and getattr(getattr(mod.weight, "quant_state", None), "packing_format_for_cpu", False)
+    ]
+
+
+__all__ = ["disable_cpu_repacking", "repacked_modules"]
