@@ -541,6 +541,48 @@ def lora_scale(r: int, lora_alpha: float, *, use_rslora: bool) -> float:
     return lora_alpha / math.sqrt(r) if use_rslora else lora_alpha / r
 
 
+ALL_LINEAR = "all-linear"
+"""peft's ``target_modules`` shorthand for every linear layer but the output head."""
+
+
+def peft_selects(config: AdapterConfig, module: str) -> bool:
+    """Whether peft attaches a LoRA layer to ``module`` (a base module path) under ``config``.
+
+    Source: peft ``tuners/tuners_utils.py`` ``check_target_module_exists``: a string
+    ``target_modules`` must ``re.fullmatch`` the whole path (``all-linear`` selects
+    every linear layer); a list entry must equal the path or be its last dotted
+    part(s); ``layers_to_transform`` keeps the layer index found by
+    ``layers_pattern`` (default: the first ``.<name>.<digits>.`` segment).
+    """
+    targets = config.target_modules
+    if isinstance(targets, str):
+        return targets.lower() == ALL_LINEAR or re.fullmatch(targets, module) is not None
+    if not (module in targets or any(module.endswith(f".{t}") for t in targets)):
+        return False
+    layers = config.known.get("layers_to_transform")
+    if layers is None or layers == []:
+        return True
+    if isinstance(layers, bool) or not isinstance(layers, (int, list)):
+        return False
+    pattern = config.known.get("layers_pattern")
+    patterns = [pattern] if isinstance(pattern, str) else list(pattern or [])
+    if not patterns:
+        match = re.match(r".*?\.[^.]*\.(?P<idx>\d+)\.", module)
+    else:
+        match = None
+        for p in patterns:
+            try:
+                match = re.match(rf"(?:^|.*?\.){p}\.(?P<idx>\d+)\.", module)
+            except re.error:
+                continue
+            if match is not None:
+                break
+    if match is None:
+        return False
+    index = int(match.group("idx"))
+    return index == layers if isinstance(layers, int) else index in layers
+
+
 def pattern_key(patterns: dict[str, Any], module: str) -> str | None:
     """The ``rank_pattern``/``alpha_pattern`` key peft applies to ``module``, or ``None``.
 
@@ -851,6 +893,7 @@ __all__ = [
     "parse_adapter_header",
     "parse_key",
     "pattern_key",
+    "peft_selects",
     "read_adapter_layout",
     "resolve_module",
     "wrapper_variants",

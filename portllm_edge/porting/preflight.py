@@ -27,6 +27,7 @@ from portllm_edge.errors import BaseModelError, CompatibilityError
 from portllm_edge.patches.adapter_format import (
     AdapterConfig,
     AdapterLayout,
+    peft_selects,
     read_adapter_layout,
     resolve_module,
 )
@@ -351,6 +352,7 @@ def check_target_modules(ctx: _Ctx) -> CheckResult:
     bad = [d for d in ctx.plan.refusals if d.key in lora_keys]
     missing = sorted({lora_keys[d.key] for d in bad if d.problem == "missing"})
     mismatched = list(dict.fromkeys(d.reason for d in bad if d.problem == "shape"))
+    unselected = [t for t, _ in ctx.resolved.values() if t is not None and not peft_selects(ctx.config, t)]
     details: dict[str, Any] = {
         "lora_modules": len(ctx.layout.lora),
         "matched": len(ctx.layout.lora) - len(missing),
@@ -376,6 +378,17 @@ def check_target_modules(ctx: _Ctx) -> CheckResult:
             f"{len(missing)} of {n} target modules are absent from the base, e.g. `{missing[0]}`",
             details,
             hint="the patch targets modules this base does not have; port onto the same architecture",
+        )
+    if unselected:
+        return CheckResult(
+            "target_modules",
+            "fail",
+            f"`target_modules` {ctx.config.target_modules!r} (with `layers_to_transform`, if set) does not "
+            f"select `{unselected[0]}` as peft matches names, so peft would not attach "
+            f"{len(unselected)} of the patch's {len(ctx.layout.lora)} LoRA modules",
+            details,
+            hint='list the module names in adapter_config.json, e.g. "target_modules": ["q_proj", "v_proj"] '
+            "(a string is a regex that must match the whole module path), or fix `layers_to_transform`",
         )
     if mismatched:
         return CheckResult(

@@ -980,6 +980,18 @@ CASES += HOSTILE_CASES
 
 HOSTILE2_CASES: list[Case] = [
     Case(
+        "check-target-modules-regex-selects-nothing",
+        _check_adapter_and_base("llama", "llama", lambda d: _edit_config(d, target_modules="q_proj")),
+        CHECK_ARGV,
+        ("`target_modules` 'q_proj'", "does not select", "whole module path"),
+    ),
+    Case(
+        "check-layers-to-transform-drops-layers",
+        _check_adapter_and_base("llama", "llama", lambda d: _edit_config(d, layers_to_transform=[0])),
+        CHECK_ARGV,
+        ("model.layers.1.self_attn", "does not select", "`layers_to_transform`"),
+    ),
+    Case(
         "patch-alpha-pattern-bad-regex",
         _check_adapter_and_base("llama", "llama", lambda d: _edit_config(d, alpha_pattern={"q_proj[": 16})),
         ("check", "{tmp}/adapter", "--base", "{tmp}/base"),
