@@ -32,8 +32,8 @@ def main() -> int:
     ap.add_argument("--fresh", action="store_true")
     args = ap.parse_args()
 
-    from portllm_edge.demo import ExperimentSettings, ExperimentTask, run_experiment
     from portllm_edge.models.gguf import import_gguf
+    from portllm_edge.workflow import ExperimentSettings, ExperimentTask, experiment
 
     data = args.shared / "data"
     if not (data / "sst2" / "train.tsv").is_file():
@@ -61,7 +61,7 @@ def main() -> int:
         title="SST-2 (GLUE dev)",
         patch_name="sst2-smollm2",
     )
-    summary = run_experiment(
+    res = experiment(
         v1,
         sorted((data / "gutenberg").glob("*.txt")),
         task,
@@ -70,24 +70,11 @@ def main() -> int:
         say=lambda s: print(s, flush=True),
         fresh=args.fresh,
     )
+    from portllm_edge.cli.demo_cmds import print_experiment
+
     print()
-    up = summary["update"]
-    print(
-        f"v2: {up['steps']} steps, perplexity {up['perplexity_before']:.2f} -> {up['perplexity_after']:.2f}, "
-        f"mean linear drift {up['mean_linear_drift']:.3%}"
-    )
-    print(f"{'configuration':<28} {'accuracy':>9} {'95% CI':>15} {'n':>5}")
-    for r in summary["rows"]:
-        print(f"{r['config']:<28} {r['accuracy']:>9.3f} {r['ci_low']:>7.3f}-{r['ci_high']:<7.3f} {r['n']:>5}")
-    if summary["recovered_gain"] is not None:
-        print(f"recovered gain of the patch on v2: {summary['recovered_gain']:.1%}")
-    p, f = summary["memory"]["port"], summary["memory"]["lora_finetune"]
-    gib = 1024**3
-    print(
-        f"peak memory ({summary['metric']}): port {p['peak_bytes'] / gib:.3f} GiB, "
-        f"LoRA fine-tune {f['peak_bytes'] / gib:.3f} GiB, ratio fine-tune/port = {summary['ratio']:.2f}x"
-    )
-    print(json.dumps({"ratio": summary["ratio"], "recovered_gain": summary["recovered_gain"]}))
+    print_experiment(res)
+    print(json.dumps({"ratio": res.bench.ratio, "recovered_gain": res.compare.recovered_gain()}))
     return 0
 
 

@@ -64,11 +64,9 @@ def main() -> int:
     args = ap.parse_args()
 
     from portllm_edge import paths
-    from portllm_edge.measure.bench import run_bench
     from portllm_edge.patches import PatchStore
-    from portllm_edge.porting.compare import compare_patch
     from portllm_edge.training.lora import LoraHyperparams
-    from portllm_edge.training.patch import train_patch
+    from portllm_edge.workflow import EvalSpec, bench, compare, train
 
     data = args.shared / "data"
     run_ids: list[str] = []
@@ -92,18 +90,15 @@ def main() -> int:
                 max_length=max_len,
                 lora_dropout=0.0,
             )
-            train_patch(args.v1, task, train_file, name=name, hp=hp, limit=args.train_limit)
+            train(args.v1, task, train_file, name=name, hp=hp, limit=args.train_limit)
         limit = max(8, args.limit // 4) if task == "gsm8k" else args.limit
         print(f"[{task}] compare on {limit} examples", flush=True)
-        res = compare_patch(
+        res = compare(
             name,
             old=args.v1,
             new=args.v2,
-            task=task,
-            data=eval_file,
-            limit=limit,
+            spec=EvalSpec(task, eval_file, limit=limit, batch_size=8),
             precision="nf4",
-            batch_size=8,
             on_row=lambda r: print(f"    {r}", flush=True),
         )
         run_ids.append(res.run_id or "")
@@ -115,11 +110,9 @@ def main() -> int:
             flush=True,
         )
     print("[bench] SST-2: LoRA fine-tune (bf16 on CUDA, fp32 on CPU) vs port (nf4)", flush=True)
-    from portllm_edge.models import resolve_base
-
-    bench = run_bench(
-        str(resolve_base(args.v2).path),
-        store.get("sst2-smollm2-v1").adapter_dir,
+    measured = bench(
+        "sst2-smollm2-v1",
+        args.v2,
         task="sst2",
         train_data=data / "sst2" / "train.tsv",
         eval_data=data / "sst2" / "dev.tsv",
@@ -129,14 +122,14 @@ def main() -> int:
         steps=4,
         repeats=2,
     )
-    run_ids.append(bench.run_id or "")
-    print(f"[bench] ratio {bench.ratio:.2f}x ({bench.ratio_metric})", flush=True)
+    run_ids.append(measured.run_id or "")
+    print(f"[bench] ratio {measured.ratio:.2f}x ({measured.ratio_metric})", flush=True)
     from portllm_edge.cli import main as cli_main
 
     code = cli_main(
         ["report", *[r for r in run_ids if r], "--out", str(args.out), "--budget-model", "SmolLM2-135M"]
     )
-    print(json.dumps({"summary": summary, "bench_ratio": bench.ratio, "report": str(args.out)}, indent=2))
+    print(json.dumps({"summary": summary, "bench_ratio": measured.ratio, "report": str(args.out)}, indent=2))
     return code
 
 

@@ -1,7 +1,7 @@
 """CLI commands: ``check`` (compatibility preflight + drift), ``drift`` and ``merge`` (exact streaming merge).
 
-Thin: resolve the PATCH and BASE references, call
-:func:`portllm_edge.porting.preflight.run_preflight`,
+Thin: call :func:`portllm_edge.workflow.check` (resolve the patch, the new base and the
+old base -- given with ``--old`` or found in the model store -- then preflight and drift),
 :func:`portllm_edge.porting.drift.compute_drift` or
 :func:`portllm_edge.porting.merge.stream_merge`, and print. A failed preflight
 prints the full report, then exits 2 with the first failure and its fix.
@@ -17,38 +17,9 @@ from typing import Annotated, Any, Optional
 import typer
 
 from portllm_edge.cli.app import app
-from portllm_edge.errors import CompatibilityError
+from portllm_edge.errors import CompatibilityError, ConfigError
 
 _MARK = {"pass": "PASS", "warn": "WARN", "fail": "FAIL"}
-
-
-def resolve_patch_dir(ref: str) -> Path:
-    """A patch reference (adapter folder or store name) -> the adapter folder.
-
-    Raises:
-        StoreError: an unknown store name (the store says which names exist).
-    """
-    p = Path(ref).expanduser()
-    if p.is_dir():
-        return p
-    from portllm_edge.errors import PatchError
-
-    if "/" in ref or p.suffix or not ref:
-        raise PatchError(
-            f"{p}: no such patch folder", hint="pass a store name (see `patch list`) or an adapter folder"
-        )
-    from portllm_edge.patches import PatchStore
-
-    return Path(PatchStore().get(ref).adapter_dir)
-
-
-def resolve_base_dir(ref: str) -> Path:
-    """A base reference (folder, store name, .gguf, cached hub id) -> the local model folder."""
-    try:
-        from portllm_edge.models.refs import resolve_base
-    except ImportError:  # pragma: no cover - refs ships with the package
-        return Path(ref).expanduser()
-    return Path(resolve_base(ref).path)
 
 
 def _pct(x: float) -> str:
@@ -125,39 +96,55 @@ BaseOpt = Annotated[
 ]
 
 
+OldOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--old",
+        help="The base the patch was trained on (default: found in the model store from the patch's records).",
+    ),
+]
+OldBaseAlias = Annotated[Optional[str], typer.Option("--old-base", hidden=True)]
+
+
+def _old_line(resolved: Any) -> str | None:
+    """Where the old base came from, for the report's first lines (None when unknown)."""
+    if resolved.old_base is None:
+        return None
+    how = {"given": "given with --old"}.get(
+        resolved.old_base_source, f"found in the {resolved.old_base_source}"
+    )
+    return f"old base: {resolved.old_base.model_id} ({how})"
+
+
 @app.command("check")
 def check_cmd(
     patch: PatchArg,
     base: BaseOpt,
-    old: Annotated[
-        Optional[str],
-        typer.Option("--old", help="The base the patch was trained on (sharper checks, drift table)."),
-    ] = None,
+    old: OldOpt = None,
+    old_base: OldBaseAlias = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     drift: Annotated[
         bool,
         typer.Option(
-            "--drift/--no-drift", help="With --old: also measure weight drift (reads weights, streaming)."
+            "--drift/--no-drift",
+            help="With an old base: also measure weight drift (reads weights, streaming).",
         ),
     ] = True,
 ) -> None:
     """Preflight: does PATCH fit the base? Reads configs, tokenizers and safetensors headers only."""
-    from portllm_edge.porting.preflight import run_preflight
+    from portllm_edge.workflow import check
 
-    adapter_dir = resolve_patch_dir(patch)
-    base_dir = resolve_base_dir(base)
-    old_dir = resolve_base_dir(old) if old else None
-    report = run_preflight(adapter_dir, base_dir, old_base_dir=old_dir)
-    drift_report = None
-    if old_dir is not None and drift and report.get("target_modules").status != "fail":
-        from portllm_edge.porting.drift import compute_drift
-
-        drift_report = compute_drift(adapter_dir, old_dir, base_dir)
+    res = check(patch, base, old=old or old_base, drift=drift)
+    report, drift_report = res.preflight, res.drift
     if as_json:
         data = report.to_dict()
         data["drift"] = None if drift_report is None else drift_report.to_dict()
+        data["old_base_source"] = res.resolved.old_base_source
         typer.echo(json.dumps(data, indent=2, default=str))
     else:
+        line = _old_line(res.resolved)
+        if line:
+            typer.echo(line)
         typer.echo(format_report(report))
         if drift_report is not None:
             typer.echo("")
@@ -170,13 +157,21 @@ def check_cmd(
 def drift_cmd(
     patch: PatchArg,
     base: BaseOpt,
-    old: Annotated[str, typer.Option("--old", help="The base the patch was trained on.")],
+    old: OldOpt = None,
+    old_base: OldBaseAlias = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON.")] = False,
 ) -> None:
     """Per target module: how far the base moved (‖W_new−W_old‖/‖W_old‖) against the patch's size (‖ΔW‖/‖W_old‖)."""
     from portllm_edge.porting.drift import compute_drift
+    from portllm_edge.workflow.resolve import resolve
 
-    report = compute_drift(resolve_patch_dir(patch), resolve_base_dir(old), resolve_base_dir(base))
+    r = resolve(patch, base, old=old or old_base, validate=False)
+    if r.old_base is None:
+        raise ConfigError(
+            "the old base is not known: the patch records no base that is in the model store.",
+            hint="pass --old with the base the patch was trained on",
+        )
+    report = compute_drift(r.patch.adapter_dir, r.old_base.path, r.base.path)
     typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_drift(report))
 
 
@@ -188,12 +183,8 @@ def merge_cmd(
     dtype: Annotated[
         str, typer.Option("--dtype", help="auto (the base's own dtype), bf16, fp16 or fp32 (never 4-bit).")
     ] = "auto",
-    old: Annotated[
-        Optional[str],
-        typer.Option(
-            "--old", help="The base the patch was trained on (old tokenizer for vocabulary changes)."
-        ),
-    ] = None,
+    old: OldOpt = None,
+    old_base: OldBaseAlias = None,
     force: Annotated[
         bool, typer.Option("--force", help="Merge despite preflight failures that a merge can express.")
     ] = False,
@@ -203,10 +194,11 @@ def merge_cmd(
     """Write W_new + ΔW to --out, streaming one row block at a time (exact; the base's dtype by default)."""
     from portllm_edge.porting.merge import human_bytes, stream_merge
     from portllm_edge.porting.preflight import run_preflight
+    from portllm_edge.workflow.resolve import resolve
 
-    adapter_dir = resolve_patch_dir(patch)
-    base_dir = resolve_base_dir(base)
-    old_dir = resolve_base_dir(old) if old else None
+    r = resolve(patch, base, old=old or old_base, validate=False)
+    adapter_dir, base_dir = r.patch.adapter_dir, r.base.path
+    old_dir = r.old_base.path if r.old_base is not None else None
     report = run_preflight(adapter_dir, base_dir, old_base_dir=old_dir)
     if not report.ok and not force:
         typer.echo(format_report(report), err=True)

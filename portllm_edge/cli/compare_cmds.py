@@ -39,21 +39,16 @@ def compare_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """The PortLLM table for one task: new zero-shot, old + patch, new + ported patch, new + own LoRA."""
-    from portllm_edge.porting.compare import compare_patch
+    from portllm_edge.workflow import EvalSpec, compare
 
-    res = compare_patch(
+    spec = EvalSpec(task, data, limit, seed, template, _verbalizers(verbalizers), batch_size)
+    res = compare(
         patch,
         old=old,
         new=new,
-        task=task,
-        data=data,
-        limit=limit,
-        seed=seed,
+        spec=spec,
         precision=precision,
         baseline=baseline,
-        batch_size=batch_size,
-        template=template,
-        verbalizers=_verbalizers(verbalizers),
         on_row=None if as_json else (lambda r: console.print(f"[cyan]›[/cyan] {r}")),
     )
     if as_json:
@@ -104,16 +99,16 @@ def bench_cmd(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Peak memory and time of LoRA fine-tuning vs porting, each in its own subprocess; prints the ratio."""
-    from portllm_edge.measure.bench import run_bench
-    from portllm_edge.models import resolve_base
-    from portllm_edge.porting.port import resolve_patch
+    """Peak memory and time of LoRA fine-tuning vs porting, each in its own worker process; prints the ratio.
 
-    adapter_dir, _ = resolve_patch(patch)
-    resolved = resolve_base(base)
-    res = run_bench(
-        str(resolved.path),
-        adapter_dir,
+    The fine-tune has the patch's own LoRA shape (r, lora_alpha, target modules); the patch is
+    preflighted (and rewritten when needed) as for ``port``.
+    """
+    from portllm_edge.workflow import bench
+
+    res = bench(
+        patch,
+        base,
         task=task,
         train_data=train_data,
         eval_data=eval_data,
@@ -130,7 +125,7 @@ def bench_cmd(
     if as_json:
         out.print_json(json.dumps(res.to_dict()))
         return
-    t = Table(title=f"bench — {resolved.model_id}, {task}, seq {seq_len}, batch {batch_size}")
+    t = Table(title=f"bench — {res.base}, {task}, seq {seq_len}, batch {batch_size}")
     for col in ("configuration", "peak (median)", "spread", "wall (s)", "tokens/s"):
         t.add_column(col, justify="left" if col == "configuration" else "right")
     for c in res.configs:

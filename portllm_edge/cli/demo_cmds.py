@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -24,47 +24,44 @@ def demo_cmd(
     """Run the whole PortLLM path on SmolLM2-135M-Instruct and print the table and the memory ratio."""
     from portllm_edge.demo import run_demo
 
-    summary = run_demo(
-        gguf, say=lambda line: console.print(line), progress_factory=step_progress, fresh=fresh
-    )
-    up = summary["update"]
+    res = run_demo(gguf, say=lambda line: console.print(line), progress_factory=step_progress, fresh=fresh)
+    print_experiment(res)
+
+
+def print_experiment(res: Any) -> None:
+    """The experiment's update, table, measured memory and port, as text."""
+    up = res.update
     out.print(
-        f"\nv2 = v1 + {up['steps']} steps of continued pretraining: held-out perplexity "
-        f"{up['perplexity_before']:.2f} -> {up['perplexity_after']:.2f}, "
-        f"mean linear-weight drift {up['mean_linear_drift']:.3%}"
+        f"\nv2 = v1 + {up.steps} steps of continued pretraining: held-out perplexity "
+        f"{up.perplexity_before:.2f} -> {up.perplexity_after:.2f}, mean linear-weight drift {up.mean_linear_drift:.3%}"
     )
-    table = Table(title=f"PortLLM on SmolLM2-135M — {summary['task']} (all rows at {summary['precision']})")
+    table = Table(title=f"PortLLM on SmolLM2-135M — {res.title} (all rows at {res.precision})")
     table.add_column("configuration", no_wrap=True)
-    table.add_column("accuracy", justify="right")
-    table.add_column("95% CI", justify="right")
-    table.add_column("n", justify="right")
-    for r in summary["rows"]:
-        table.add_row(
-            r["config"],
-            f"{r['accuracy']:.3f}",
-            f"{r['ci_low']:.3f}–{r['ci_high']:.3f}",
-            str(r["n"]),
-        )
+    for col in ("accuracy", "95% CI", "n"):
+        table.add_column(col, justify="right")
+    for r in res.compare.rows:
+        table.add_row(r.config, f"{r.accuracy:.3f}", f"{r.ci_low:.3f}–{r.ci_high:.3f}", str(r.n))
     out.print(table)
-    if summary.get("recovered_gain") is not None:
+    gain = res.compare.recovered_gain()
+    if gain is not None:
+        out.print(f"the ported patch recovers {gain:.0%} of the patch's gain over v2 zero-shot")
+    ft, pt = res.bench.config("lora_"), res.bench.config("port_")
+    out.print(
+        f"peak memory, each job in its own worker process ({res.bench.ratio_metric}; "
+        "anonymous memory: tensors and heap, not mmap'd weight pages):\n"
+        f"  LoRA fine-tune of v2 ({ft.name}): {human_bytes(ft.peak_median_bytes)} ({ft.wall_median_seconds:.1f} s)\n"
+        f"  port ({pt.name}: load + attach + evaluate a batch): {human_bytes(pt.peak_median_bytes)} "
+        f"({pt.wall_median_seconds:.1f} s)\n"
+        f"  fine-tune / port = {res.bench.ratio:.2f}x (run {res.bench.run_id})"
+    )
+    port = res.port
+    out.print(
+        f"ported patch stored as {port.ported_name} ({port.attach.matched_tensors}/{port.attach.total_tensors} "
+        f"tensors matched, run {port.run_id})"
+    )
+    if port.memory is not None and port.saving is not None:
+        sv = port.saving
         out.print(
-            f"the ported patch recovers {summary['recovered_gain']:.0%} of the patch's gain over v2 zero-shot"
+            f"  this port's peak, measured in its worker: {human_bytes(port.memory.peak_bytes)}; "
+            f"{sv.ratio:.2f}x less than the fine-tune ({sv.baseline_source}: {sv.baseline_label})"
         )
-    mem = summary["memory"]
-    p, f = mem["port"], mem["lora_finetune"]
-    p_anon, f_anon = p["details"].get("peak_anon_rss_bytes"), f["details"].get("peak_anon_rss_bytes")
-    out.print(
-        f"peak memory ({summary['metric']}: whole process incl. Python, torch and mmap'd weight pages; "
-        f"each job in its own subprocess):\n"
-        f"  port ({p['details'].get('precision')} load + attach + evaluate a batch): {human_bytes(p['peak_bytes'])} "
-        f"(anonymous {human_bytes(p_anon)}, steady {human_bytes(p['steady_bytes'])}, {p['wall_seconds']:.1f} s)\n"
-        f"  LoRA fine-tune of v2 ({f['details'].get('dtype')}, {f['details'].get('steps')} steps): "
-        f"{human_bytes(f['peak_bytes'])} (anonymous {human_bytes(f_anon)}, steady {human_bytes(f['steady_bytes'])}, "
-        f"{f['wall_seconds']:.1f} s)\n"
-        f"  fine-tune / port = {summary['ratio']:.2f}x peak RSS"
-        + (f", {f_anon / p_anon:.2f}x anonymous" if p_anon and f_anon else "")
-    )
-    port = summary["port"]
-    out.print(
-        f"ported patch stored as {port['ported_name']} ({port['matched']} tensors matched, run {port['run_id']})"
-    )

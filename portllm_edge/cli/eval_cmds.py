@@ -1,7 +1,7 @@
 """CLI command: ``portllm-edge eval`` — accuracy of a base (optionally + patch) on one task.
 
-Thin: read the task file (fails fast, before any model loads), load the base at the
-chosen precision, attach the patch, score, print, and record the run in the history.
+Thin: parse, call :func:`portllm_edge.workflow.evaluate` (file read and patch preflighted
+before any load; the run recorded in the history), print.
 """
 
 from __future__ import annotations
@@ -15,29 +15,6 @@ import typer
 
 from portllm_edge.cli.app import app
 from portllm_edge.errors import ConfigError
-
-
-def _resolve_patch_dir(patch: str) -> tuple[Path, str]:
-    """A patch given as a store name or as an adapter folder -> (adapter folder, display name)."""
-    candidate = Path(patch).expanduser()
-    if candidate.is_dir() and (candidate / "adapter_config.json").is_file():
-        return candidate.resolve(), candidate.name
-    from portllm_edge.patches import PatchStore
-
-    stored = PatchStore().get(patch)
-    return stored.adapter_dir, stored.name
-
-
-def hardware_record() -> dict[str, Any]:
-    """The hardware probe as a dict for run records; host facts only if the probe fails."""
-    try:
-        from portllm_edge.hardware.probe import probe
-
-        return probe().to_dict()
-    except Exception:  # a record must never fail the run it describes
-        from portllm_edge.history import collect_host
-
-        return collect_host()
 
 
 class _Progress:
@@ -149,25 +126,30 @@ def eval_cmd(
     record: Annotated[
         bool, typer.Option("--record/--no-record", help="Store the run in the history.")
     ] = True,
+    old: Annotated[
+        Optional[str],
+        typer.Option(
+            "--old", help="With --patch: the base it was trained on (default: found in the model store)."
+        ),
+    ] = None,
+    old_base: Annotated[Optional[str], typer.Option("--old-base", hidden=True)] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="With --patch: attach despite failed preflight checks.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Evaluate a base model, optionally with a patch attached, on one task."""
+    """Evaluate a base model, optionally with a patch attached, on one task.
+
+    The task file is read and the patch preflighted (and rewritten when needed, as ``port`` does)
+    before any model loads.
+    """
     from portllm_edge.porting.offload import offload_request
 
     offload = offload_request(device_map, max_memory)  # a bad --max-memory fails before any work
-    from portllm_edge.evaluation.tasks import LoadOptions, load_task, parse_verbalizers
-    from portllm_edge.history import record_run
-    from portllm_edge.history.store import utc_now
+    from portllm_edge.evaluation.tasks import parse_verbalizers
+    from portllm_edge.workflow import EvalSpec
+    from portllm_edge.workflow import evaluate as run_eval
 
-    started_at = utc_now()
-
-    from portllm_edge.evaluation.scoring import NORMALIZATIONS
-
-    if normalize not in NORMALIZATIONS:
-        raise ConfigError(
-            f"`--normalize` must be one of {', '.join(NORMALIZATIONS)}, got `{normalize}`",
-            hint="Use --normalize none (the harness's acc, default) or chars (its acc_norm).",
-        )
     if predictions is not None and (predictions.is_dir() or predictions.parent.is_file()):
         raise ConfigError(
             f"--predictions {predictions}: is a folder"
@@ -175,95 +157,57 @@ def eval_cmd(
             else f"--predictions {predictions}: its parent {predictions.parent} is a file, not a folder",
             hint="pass a file path for the predictions, e.g. --predictions predictions.json",
         )
-    options = LoadOptions(
-        template=template, verbalizers=parse_verbalizers(verbalizer) if verbalizer else None
-    )
-    task_data = load_task(
+    spec = EvalSpec(
         task,
         data,
         limit=limit,
         seed=seed,
-        options=options,
+        template=template,
+        verbalizers=parse_verbalizers(verbalizer) if verbalizer else None,
+        batch_size=batch_size,
         num_fewshot=num_fewshot,
         fewshot_data=fewshot_data,
     )
-    print(
-        f"{task_data.task.title}: {len(task_data)} of {task_data.total} examples from {task_data.path}",
-        file=sys.stderr,
-    )
 
-    from portllm_edge.evaluation.scoring import evaluate
+    def said(task_data: Any) -> None:
+        print(
+            f"{task_data.task.title}: {len(task_data)} of {task_data.total} examples from {task_data.path}",
+            file=sys.stderr,
+        )
 
-    loaded = _load_model(base, precision, offload)
-    model, patch_name, attach = loaded.model, None, None
-    if patch is not None:
-        from portllm_edge.porting.attach import attach_patch
-
-        adapter_dir, patch_name = _resolve_patch_dir(patch)
-        ported = attach_patch(loaded.model, loaded.tokenizer, adapter_dir)
-        model, attach = ported.model, ported.report
-    with _Progress(f"scoring {task_data.task.name}") as progress:
-        result = evaluate(
-            model,
-            loaded.tokenizer,
-            task_data,
-            batch_size=batch_size,
-            normalization=normalize,  # type: ignore[arg-type]
+    with _Progress(f"scoring {task}") as progress:
+        res = run_eval(
+            base,
+            spec,
+            patch=patch,
+            old=old or old_base,
+            precision=precision,
+            normalize=normalize,
             max_new_tokens=max_new_tokens,
             keep_predictions=predictions is not None,
+            force=force,
+            record=record,
             progress=progress,
+            on_data=said,
+            offload=offload,
         )
-    summary = result.to_dict()
-    summary.pop("predictions", None)
-    inputs = {
-        "task": task_data.task.name,
-        "data": str(task_data.path),
-        "limit": limit,
-        "seed": seed,
-        "total_examples": task_data.total,
-        "base": base,
-        "base_id": getattr(getattr(loaded, "base", None), "model_id", base),
-        "patch": patch_name,
-        "precision": loaded.precision,
-        "device": loaded.device,
-        "template": template,
-        "verbalizers": options.verbalizers,
-        "num_fewshot": task_data.num_fewshot,
-    }
-    results = {**summary, "load_seconds": loaded.load_seconds}
-    if attach is not None:
-        results["attach"] = {
-            "matched_tensors": attach.matched_tensors,
-            "total_tensors": attach.total_tensors,
-            "relative_logit_change": attach.relative_logit_change,
-        }
-    run_id = (
-        record_run("eval", inputs, results, hardware=hardware_record(), started_at=started_at)
-        if record
-        else None
-    )
     if predictions is not None:
         from portllm_edge.fsutil import atomic_write_json
 
-        atomic_write_json(predictions, result.to_dict()["predictions"])
+        atomic_write_json(predictions, res.result.to_dict()["predictions"])
     if as_json:
         typer.echo(
-            json.dumps({"run_id": run_id, "inputs": inputs, "results": results}, indent=2, default=str)
+            json.dumps(
+                {"run_id": res.run_id, "inputs": res.inputs(), "results": res.to_dict()},
+                indent=2,
+                default=str,
+            )
         )
         return
-    config = f"{inputs['base_id']}" + (f" + {patch_name}" if patch_name else "") + f" ({loaded.precision})"
-    typer.echo(f"{config}")
-    typer.echo(result.summary())
-    speed = f"{result.tokens_per_s:,.0f} tokens/s" if result.tokens_per_s else "n/a"
-    typer.echo(f"scored in {result.seconds:.1f} s ({speed}); model loaded in {loaded.load_seconds:.1f} s")
-    if run_id is not None:
-        typer.echo(f"recorded as run {run_id} (portllm-edge runs show {run_id})")
-
-
-def _load_model(base: str, precision: str, offload: Any = None) -> Any:
-    """Load the base through :func:`portllm_edge.porting.load.load_base_model` (offloaded when asked)."""
-    from portllm_edge.porting.load import load_base_model
-
-    if offload is not None:
-        return load_base_model(base, precision, offload=offload)
-    return load_base_model(base, precision)
+    config = res.base_id + (f" + {res.patch}" if res.patch else "") + f" ({res.precision})"
+    typer.echo(config)
+    typer.echo(res.result.summary())
+    speed = f"{res.result.tokens_per_s:,.0f} tokens/s" if res.result.tokens_per_s else "n/a"
+    typer.echo(f"scored in {res.result.seconds:.1f} s ({speed}); model loaded in {res.load_seconds:.1f} s")
+    if res.run_id is not None:
+        typer.echo(f"recorded as run {res.run_id} (portllm-edge runs show {res.run_id})")

@@ -70,7 +70,8 @@ def train_cmd(
 ) -> None:
     """LoRA fine-tune a base on a task's local data and store the result as a patch."""
     from portllm_edge.training.lora import LoraHyperparams
-    from portllm_edge.training.patch import train_patch
+    from portllm_edge.workflow import train
+    from portllm_edge.workflow.train import no_gain_hint
 
     hp = LoraHyperparams(
         r=r,
@@ -84,7 +85,7 @@ def train_cmd(
         seed=seed,
     )
     with step_progress(f"training {name}") as update:
-        res = train_patch(
+        res = train(
             base,
             task,
             data,
@@ -98,9 +99,20 @@ def train_cmd(
             progress=update,
         )
     out.print(
-        f"stored patch {res.name}: {res.steps} steps, final loss {res.final_loss:.4f}, "
+        f"stored patch {res.name}: {res.steps} steps on {res.examples} examples, final loss {res.final_loss:.4f}, "
         f"{res.seconds:.1f} s (base {res.base_id}, fingerprint {res.base_fingerprint}, run {res.run_id})"
     )
+    if res.heldout_before is not None and res.heldout_after is not None:
+        b, a = res.heldout_before, res.heldout_after
+        out.print(
+            f"held-out check ({a.n} training examples not trained on): accuracy {b.accuracy:.3f} -> "
+            f"{a.accuracy:.3f} (gain {res.heldout_gain:+.3f})"
+        )
+    else:
+        out.print("held-out check: skipped (fewer than 10 examples)")
+    hint = no_gain_hint(res)
+    if hint:
+        console.print(f"[yellow]warning:[/yellow] {hint}")
 
 
 @app.command("simulate-update")
@@ -117,49 +129,13 @@ def simulate_update_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the drift record as JSON.")] = False,
 ) -> None:
     """Make an updated base by full-parameter continued pretraining on plain text; report weight drift."""
-    from portllm_edge.errors import TrainingError
-    from portllm_edge.models import resolve_base
-    from portllm_edge.training.update import check_update_args, simulate_update
+    from portllm_edge.workflow.train import UpdateRequest, update
 
-    resolved = resolve_base(base)
-    check_update_args(
-        resolved.path, out_dir, steps=steps, seq_len=seq_len, batch_size=batch_size, learning_rate=lr
+    req = UpdateRequest(
+        base, [str(c) for c in corpus], str(out_dir), steps, seq_len, batch_size, lr, seed, force
     )
-    if out_dir.exists() and not force:
-        raise TrainingError(
-            f"{out_dir}: already exists.", hint="pass --force to replace it, or choose another --out"
-        )
-    with step_progress("continued pretraining") as update:
-        res = simulate_update(
-            resolved.path,
-            corpus,
-            out_dir,
-            steps=steps,
-            seq_len=seq_len,
-            batch_size=batch_size,
-            learning_rate=lr,
-            seed=seed,
-            force=force,
-            progress=update,
-        )
-    from portllm_edge.runs import record_run
-
-    record = res.to_dict()
-    record.pop("losses", None)
-    record_run(
-        "update",
-        {
-            "base": base,
-            "corpus": [str(c) for c in corpus],
-            "out": str(out_dir),
-            "steps": steps,
-            "seq_len": seq_len,
-            "batch_size": batch_size,
-            "lr": lr,
-            "seed": seed,
-        },
-        record,
-    )
+    with step_progress("continued pretraining") as progress:
+        res = update(req, progress=progress)
     if as_json:
         out.print_json(json.dumps(res.to_dict()))
         return
@@ -199,10 +175,10 @@ def port_cmd(
         Optional[str],
         typer.Option(
             "--old",
-            "--old-base",
-            help="The base the patch was trained on (default: found in the model store from the patch's records).",
+            help="The base the patch was trained on (default: found in the model store from its records).",
         ),
     ] = None,
+    old_base: Annotated[Optional[str], typer.Option("--old-base", hidden=True)] = None,
     merge_to: Annotated[
         Optional[Path],
         typer.Option(
@@ -288,6 +264,7 @@ def port_cmd(
             "no patch given.", hint="pass a patch name, or --all --from OLD for every patch of OLD"
         )
     check_eval_pair(eval_task, eval_data)
+    old = old or old_base
     spec = None
     if eval_task is not None and eval_data is not None:
         spec = EvalSpec(

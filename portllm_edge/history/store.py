@@ -325,20 +325,28 @@ def start_run(
 
 
 def finish_run(
-    run_id: str, results: Mapping[str, Any] | Any, *, status: str = "ok", db: Path | None = None
+    run_id: str,
+    results: Mapping[str, Any] | Any,
+    *,
+    status: str = "ok",
+    db: Path | None = None,
+    inputs: Mapping[str, Any] | Any | None = None,
 ) -> None:
-    """Set a running run's results, status and finish time, in one transaction.
+    """Set a running run's results, status and finish time (and, when given, its inputs), in one transaction.
+
+    ``inputs`` replaces the inputs stored at the start, for facts learned during the run
+    (the concrete precision ``auto`` chose, the resolved base id).
 
     Raises:
         StoreError: No run has this id.
     """
     _check_status(status)
     payload = _dumps(results, "results")
+    sets, args = "results = ?, status = ?, finished_at = ?", [payload, status, utc_now()]
+    if inputs is not None:
+        sets, args = sets + ", inputs = ?", [*args, _dumps(inputs, "inputs")]
     with _open(db) as conn, _transaction(conn):
-        cur = conn.execute(
-            "UPDATE runs SET results = ?, status = ?, finished_at = ? WHERE id = ?",
-            (payload, status, utc_now(), str(run_id)),
-        )
+        cur = conn.execute(f"UPDATE runs SET {sets} WHERE id = ?", (*args, str(run_id)))
         if cur.rowcount == 0:
             raise StoreError(
                 f"no run with id {run_id} in the run history", hint="List runs with `portllm-edge runs list`."
@@ -355,11 +363,13 @@ class RunTracker:
     Attributes:
         id: the run's id (known from the start, so lineage entries can name it).
         results: what the run measured; stored at the end, also when the run fails.
+        inputs: when set, replaces the inputs stored at the start (e.g. with the concrete precision).
     """
 
     def __init__(self, run_id: str) -> None:
         self.id = run_id
         self.results: dict[str, Any] = {}
+        self.inputs: Mapping[str, Any] | Any | None = None
 
 
 def _failure(exc: BaseException) -> dict[str, Any]:
@@ -372,12 +382,13 @@ def _failure(exc: BaseException) -> dict[str, Any]:
     }
 
 
-def _finish_quietly(run_id: str, results: dict[str, Any], status: str, db: Path | None) -> None:
+def _finish_quietly(tracker: RunTracker, results: dict[str, Any], status: str, db: Path | None) -> None:
     """Finish a run while another exception is on its way up: a history error must not replace it."""
     import logging
 
+    run_id = tracker.id
     try:
-        finish_run(run_id, results, status=status, db=db)
+        finish_run(run_id, results, status=status, db=db, inputs=tracker.inputs)
     except (StoreError, ConfigError) as exc:
         logging.getLogger("portllm_edge").warning("run %s: could not record its end: %s", run_id, exc)
 
@@ -413,15 +424,15 @@ def tracking(
         yield tracker
     except (KeyboardInterrupt, RunCancelled) as exc:
         reason = str(exc) or "interrupted by the user"
-        _finish_quietly(tracker.id, {**tracker.results, "error": reason}, "interrupted", db)
+        _finish_quietly(tracker, {**tracker.results, "error": reason}, "interrupted", db)
         raise
     except PortllmError as exc:
-        _finish_quietly(tracker.id, {**tracker.results, **_failure(exc)}, "failed", db)
+        _finish_quietly(tracker, {**tracker.results, **_failure(exc)}, "failed", db)
         raise
     except BaseException as exc:
-        _finish_quietly(tracker.id, {**tracker.results, **_failure(exc)}, "error", db)
+        _finish_quietly(tracker, {**tracker.results, **_failure(exc)}, "error", db)
         raise
-    finish_run(tracker.id, tracker.results, status="ok", db=db)
+    finish_run(tracker.id, tracker.results, status="ok", db=db, inputs=tracker.inputs)
 
 
 def _row_to_record(row: sqlite3.Row) -> RunRecord:

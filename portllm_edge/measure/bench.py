@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from portllm_edge.measure.isolated import MeasureResult, measure_job, median_and_spread
@@ -55,7 +54,18 @@ class BenchResult:
     run_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BenchResult:
+        """Inverse of :meth:`to_dict`."""
+        configs = [BenchConfigResult(**c) for c in d["configs"]]
+        return cls(**{**d, "configs": configs})
+
+    def config(self, prefix: str) -> BenchConfigResult | None:
+        """The first configuration whose name starts with ``prefix`` (``lora_``, ``port_``), or None."""
+        return next((c for c in self.configs if c.name.startswith(prefix)), None)
 
 
 def default_finetune_dtype(device: str) -> str:
@@ -70,7 +80,8 @@ def default_finetune_dtype(device: str) -> str:
     return "bf16" if "bf16" in native_dtypes(device) else "fp32"
 
 
-def _summarize(name: str, runs: list[MeasureResult]) -> BenchConfigResult:
+def summarize_runs(name: str, runs: list[MeasureResult]) -> BenchConfigResult:
+    """Median and spread of repeated measurements of one configuration."""
     peak, spread = median_and_spread([float(r.peak_bytes) for r in runs])
     wall, _ = median_and_spread([r.wall_seconds for r in runs])
     tps = [float(r.details["tokens_per_s"]) for r in runs if r.details.get("tokens_per_s")]
@@ -85,33 +96,13 @@ def _summarize(name: str, runs: list[MeasureResult]) -> BenchConfigResult:
     )
 
 
-def run_bench(
-    base: str,
-    patch_dir: str | Path,
-    *,
-    task: str,
-    train_data: str | Path,
-    eval_data: str | Path,
-    precision: str = "nf4",
-    seq_len: int = 256,
-    batch_size: int = 8,
-    steps: int = 4,
-    repeats: int = 1,
-    qlora: bool = False,
-    r: int = 8,
-    lora_alpha: int = 16,
-    device: str | None = None,
-    template: str | None = None,
-    verbalizers: dict[str, str] | None = None,
-    on_config: Callable[[str, int], None] | None = None,
-    record: bool = True,
-    finetune_dtype: str = "auto",
-) -> BenchResult:
-    """Measure LoRA fine-tuning vs porting on the same base, data, sequence length and batch size.
+@dataclass(frozen=True)
+class BenchSpec:
+    """What to measure: one base, one patch, one task's data, one shape.
 
-    Args:
+    Attributes:
         base: the (new) base folder.
-        patch_dir: the patch's adapter folder.
+        patch_dir: the adapter folder the port attaches (already preflighted/rewritten).
         task, train_data, eval_data: the data (``train_data`` feeds the fine-tune, ``eval_data`` the port).
         precision: port precision (NF4 by default).
         seq_len: tokens per example for both.
@@ -119,108 +110,133 @@ def run_bench(
         steps: optimizer steps of the fine-tune.
         repeats: measurements per configuration (median and spread are reported).
         qlora: also measure QLoRA (NF4 base + LoRA).
-        r, lora_alpha: LoRA hyperparameters of the fine-tune.
-        device: "cpu" or "cuda" (default: CUDA when available).
-        on_config: called with (config name, repeat index) before each measurement.
-        record: store a ``bench`` run.
+        r, lora_alpha, target_modules: LoRA shape of the fine-tune.
+        device: "cpu" or "cuda" (None: CUDA when available).
+        template, verbalizers: the ``jsonl`` task's prompt template and label words.
         finetune_dtype: dtype of the LoRA baseline; ``auto`` = :func:`default_finetune_dtype`.
+    """
 
-    Returns:
-        A :class:`BenchResult`; ``ratio`` = median peak of the LoRA baseline / median peak of the port.
+    base: str
+    patch_dir: str
+    task: str
+    train_data: str
+    eval_data: str
+    precision: str = "nf4"
+    seq_len: int = 256
+    batch_size: int = 8
+    steps: int = 4
+    repeats: int = 1
+    qlora: bool = False
+    r: int = 8
+    lora_alpha: int = 16
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    device: str | None = None
+    template: str | None = None
+    verbalizers: dict[str, str] | None = None
+    finetune_dtype: str = "auto"
+
+
+@dataclass(frozen=True)
+class BenchJob:
+    """One configuration to measure: its name, the worker job and the job's parameters."""
+
+    name: str
+    job: str
+    params: dict[str, Any]
+
+
+def check_bench_spec(spec: BenchSpec) -> None:
+    """Refuse sizes below 1 before any measurement subprocess starts.
+
+    Raises:
+        ConfigError: ``steps``, ``repeats``, ``batch_size`` below 1, or ``seq_len`` below 2.
     """
     from portllm_edge.errors import ConfigError
-    from portllm_edge.porting.load import default_device
 
     for flag, value, least in (
-        ("--steps", steps, 1),
-        ("--repeats", repeats, 1),
-        ("--seq-len", seq_len, 2),
-        ("--batch-size", batch_size, 1),
+        ("--steps", spec.steps, 1),
+        ("--repeats", spec.repeats, 1),
+        ("--seq-len", spec.seq_len, 2),
+        ("--batch-size", spec.batch_size, 1),
     ):
-        if value < least:  # refused here, before any measurement subprocess starts
+        if value < least:
             raise ConfigError(
                 f"`{flag}` must be at least {least}, got {value}.", hint=f"pass {flag} {least} or more"
             )
-    device = device or default_device()
-    ft_dtype = default_finetune_dtype(device) if finetune_dtype == "auto" else finetune_dtype
+
+
+def bench_jobs(spec: BenchSpec, device: str) -> list[BenchJob]:
+    """The configurations of a benchmark, baseline first and the port last."""
+    ft_dtype = default_finetune_dtype(device) if spec.finetune_dtype == "auto" else spec.finetune_dtype
     common = {
-        "base": str(base),
-        "task": task,
-        "template": template,
-        "verbalizers": verbalizers,
-        "batch_size": batch_size,
+        "base": spec.base,
+        "task": spec.task,
+        "template": spec.template,
+        "verbalizers": spec.verbalizers,
+        "batch_size": spec.batch_size,
         "device": device,
         "seed": 0,
     }
-    jobs: list[tuple[str, str, dict[str, Any]]] = [
-        (
-            f"lora_{ft_dtype}",
-            "lora_finetune",
-            {
-                **common,
-                "dtype": ft_dtype,
-                "train_data": str(train_data),
-                "train_limit": batch_size * steps,
-                "steps": steps,
-                "r": r,
-                "lora_alpha": lora_alpha,
-                "max_length": seq_len,
-            },
-        ),
-    ]
-    if qlora:
-        jobs.append(("qlora_nf4", "lora_finetune", {**jobs[0][2], "qlora": True}))
-    jobs.append(
-        (
-            f"port_{precision}",
-            "port",
-            {
-                **common,
-                "adapter": str(patch_dir),
-                "precision": precision,
-                "eval_data": str(eval_data),
-                "limit": batch_size * 4,
-            },
-        )
-    )
-    configs = []
-    for name, job, params in jobs:
-        runs = []
-        for i in range(repeats):
-            if on_config is not None:
-                on_config(name, i)
-            runs.append(measure_job(job, params))
-        configs.append(_summarize(name, runs))
+    finetune = {
+        **common,
+        "dtype": ft_dtype,
+        "train_data": spec.train_data,
+        "train_limit": spec.batch_size * spec.steps,
+        "steps": spec.steps,
+        "r": spec.r,
+        "lora_alpha": spec.lora_alpha,
+        "target_modules": list(spec.target_modules),
+        "max_length": spec.seq_len,
+    }
+    jobs = [BenchJob(f"lora_{ft_dtype}", "lora_finetune", finetune)]
+    if spec.qlora:
+        jobs.append(BenchJob("qlora_nf4", "lora_finetune", {**finetune, "qlora": True}))
+    port = {
+        **common,
+        "adapter": spec.patch_dir,
+        "precision": spec.precision,
+        "eval_data": spec.eval_data,
+        "limit": spec.batch_size * 4,
+    }
+    jobs.append(BenchJob(f"port_{spec.precision}", "port", port))
+    return jobs
+
+
+def bench_result(spec: BenchSpec, configs: list[BenchConfigResult]) -> BenchResult:
+    """The table and the ratio median peak of the LoRA baseline (first) / median peak of the port (last)."""
     base_cfg, port_cfg = configs[0], configs[-1]
-    result = BenchResult(
-        base=str(base),
-        task=task,
-        precision=precision,
-        seq_len=seq_len,
-        batch_size=batch_size,
+    return BenchResult(
+        base=spec.base,
+        task=spec.task,
+        precision=spec.precision,
+        seq_len=spec.seq_len,
+        batch_size=spec.batch_size,
         configs=configs,
         ratio=base_cfg.peak_median_bytes / port_cfg.peak_median_bytes,
-        ratio_metric=f"{base_cfg.metric} (median of {repeats})",
+        ratio_metric=f"{base_cfg.metric} (median of {len(base_cfg.runs)})",
     )
-    if record:
-        from portllm_edge.runs import record_run
 
-        result.run_id = record_run(
-            "bench",
-            {
-                "base": str(base),
-                "patch": str(patch_dir),
-                "task": task,
-                "train_data": str(train_data),
-                "eval_data": str(eval_data),
-                "precision": precision,
-                "seq_len": seq_len,
-                "batch_size": batch_size,
-                "steps": steps,
-                "repeats": repeats,
-                "qlora": qlora,
-                "device": device,
-            },
-            result.to_dict(),
-        )
-    return result
+
+def run_bench(spec: BenchSpec, *, on_config: Callable[[str, int], None] | None = None) -> BenchResult:
+    """Measure LoRA fine-tuning vs porting on the same base, data, sequence length and batch size.
+
+    Each configuration runs ``spec.repeats`` times, each time in a fresh worker process.
+
+    Returns:
+        A :class:`BenchResult`; ``ratio`` = median peak of the LoRA baseline / median peak of the port.
+
+    Raises:
+        ConfigError: sizes below 1; MeasurementError and the jobs' own errors from the workers.
+    """
+    from portllm_edge.porting.load import default_device
+
+    check_bench_spec(spec)
+    configs = []
+    for job in bench_jobs(spec, spec.device or default_device()):
+        runs = []
+        for i in range(spec.repeats):
+            if on_config is not None:
+                on_config(job.name, i)
+            runs.append(measure_job(job.job, job.params))
+        configs.append(summarize_runs(job.name, runs))
+    return bench_result(spec, configs)

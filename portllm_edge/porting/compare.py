@@ -9,14 +9,13 @@ Rows (PortLLM, Khan et al., ICLR 2025, Tables 1-3):
    hyperparameters (optional: it needs the training data).
 
 All rows are evaluated at the same precision (NF4 by default) on the same seeded
-examples, so differences come from the weights alone.
+examples, so differences come from the weights alone. This module holds the table's
+types; :func:`portllm_edge.workflow.compare` computes it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -105,130 +104,10 @@ class CompareResult:
         d["paired"] = stats.to_dict() if stats is not None else None
         return d
 
-
-def evaluate_configuration(
-    config: str,
-    base: str,
-    patch: str | None,
-    task_data: Any,
-    *,
-    precision: str,
-    batch_size: int = 8,
-    old_base: str | None = None,
-) -> CompareRow:
-    """Load ``base`` at ``precision``, attach ``patch`` (a store name or folder) if any, and score ``task_data``."""
-    import tempfile
-    import time
-
-    from portllm_edge.evaluation.scoring import evaluate
-    from portllm_edge.models import resolve_base
-    from portllm_edge.porting.attach import attach_patch
-    from portllm_edge.porting.load import load_base_model
-    from portllm_edge.porting.port import checked_adapter, resolve_patch
-
-    start = time.perf_counter()
-    resolved = resolve_base(base)
-    loaded = load_base_model(resolved, precision)
-    model = loaded.model
-    with tempfile.TemporaryDirectory(prefix="portllm-compare-") as tmp:
-        if patch is not None:
-            adapter_dir, _ = resolve_patch(patch)
-            old = resolve_base(old_base).path if old_base else None
-            attach_dir, _report = checked_adapter(adapter_dir, resolved.path, Path(tmp), old_base_dir=old)
-            model = attach_patch(model, loaded.tokenizer, attach_dir).model
-        res = evaluate(model, loaded.tokenizer, task_data, batch_size=batch_size, keep_predictions=True)
-    return CompareRow(
-        config=config,
-        base_id=resolved.model_id,
-        patch=patch,
-        precision=loaded.precision,
-        accuracy=res.accuracy,
-        ci_low=res.ci_low,
-        ci_high=res.ci_high,
-        f1=res.f1,
-        n=res.n,
-        seconds=time.perf_counter() - start,
-        correct=tuple(p.correct for p in res.predictions or ()),
-    )
-
-
-def compare_patch(
-    patch: str,
-    *,
-    old: str,
-    new: str,
-    task: str,
-    data: str | Path,
-    limit: int | None = None,
-    seed: int = 0,
-    precision: str = "nf4",
-    baseline: str | None = None,
-    batch_size: int = 8,
-    template: str | None = None,
-    verbalizers: dict[str, str] | None = None,
-    on_row: Callable[[str], None] | None = None,
-    record: bool = True,
-) -> CompareResult:
-    """Produce the PortLLM table for one task.
-
-    Args:
-        patch: the patch trained on ``old`` (store name or folder).
-        old, new: base references.
-        task, data, limit, seed: the evaluation examples (seeded subsample).
-        precision: load precision of every row.
-        baseline: a patch LoRA-fine-tuned on ``new`` (store name or folder); omitted row when None.
-        batch_size: scoring batch size.
-        template, verbalizers: for the ``jsonl`` task.
-        on_row: called with each row's name as it starts.
-        record: store the result as a ``compare`` run.
-
-    Raises:
-        Errors of loading, preflight and evaluation (PortllmError subclasses).
-    """
-    from portllm_edge.evaluation.tasks import LoadOptions, load_task
-    from portllm_edge.runs import new_run_id
-
-    run_id = new_run_id("compare")  # at the start, so the record's start time is the run's
-
-    task_data = load_task(
-        task, data, limit=limit, seed=seed, options=LoadOptions(template=template, verbalizers=verbalizers)
-    )
-    plan: list[tuple[str, str, str | None, str | None]] = [
-        (ROW_ZERO_SHOT, new, None, None),
-        (ROW_OLD_PATCH, old, patch, None),
-        (ROW_PORTED, new, patch, old),
-    ]
-    if baseline is not None:
-        plan.append((ROW_BASELINE, new, baseline, None))
-    rows = []
-    for config, base, p, old_base in plan:
-        if on_row is not None:
-            on_row(config)
-        rows.append(
-            evaluate_configuration(
-                config, base, p, task_data, precision=precision, batch_size=batch_size, old_base=old_base
-            )
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CompareResult:
+        """Inverse of :meth:`to_dict` (``recovered_gain`` and ``paired`` are recomputed)."""
+        rows = [CompareRow(**{**r, "correct": tuple(r.get("correct") or ())}) for r in d["rows"]]
+        return cls(
+            d["task"], d["data"], d["limit"], d["seed"], rows, d.get("run_id"), dict(d.get("extras") or {})
         )
-    result = CompareResult(
-        task=task_data.task.name, data=str(task_data.path), limit=limit, seed=seed, rows=rows
-    )
-    if record:
-        from portllm_edge.runs import record_run
-
-        result.run_id = record_run(
-            "compare",
-            {
-                "patch": patch,
-                "old": old,
-                "new": new,
-                "task": task,
-                "data": str(data),
-                "limit": limit,
-                "seed": seed,
-                "precision": precision,
-                "baseline": baseline,
-            },
-            result.to_dict(),
-            run_id=run_id,
-        )
-    return result

@@ -121,6 +121,49 @@ def relative_drift(old_state: dict[str, Any], new_model: Any) -> dict[str, float
     return out
 
 
+def _pretrain(
+    model: Any,
+    train: list[list[int]],
+    steps: int,
+    batch_size: int,
+    learning_rate: float,
+    device: Any,
+    progress: Callable[[int, int, float], None] | None,
+) -> tuple[list[float], float]:
+    """``steps`` AdamW steps of next-token prediction over ``train`` blocks (cycled); returns (losses, seconds).
+
+    Raises:
+        TrainingError: the loss became NaN/Inf.
+    """
+    import torch
+
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
+    warmup = max(1, steps // 10)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
+    losses: list[float] = []
+    start = time.perf_counter()
+    cursor = 0
+    for step in range(steps):
+        batch = [train[(cursor + i) % len(train)] for i in range(batch_size)]
+        cursor += batch_size
+        ids = torch.tensor(batch, device=device)
+        loss = model(input_ids=ids, labels=ids, use_cache=False).loss
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"continued pretraining loss became {float(loss)} at step {step + 1}.", hint="lower --lr"
+            )
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        if progress is not None:
+            progress(step + 1, steps, losses[-1])
+    return losses, time.perf_counter() - start
+
+
 def check_update_args(
     base_dir: str | Path,
     out_dir: str | Path,
@@ -222,34 +265,7 @@ def simulate_update(
     model.to(device)  # type: ignore[arg-type]
     old_state = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
     ppl_before = _perplexity(model, held, device)
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
-    warmup = max(1, steps // 10)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
-    losses: list[float] = []
-    start = time.perf_counter()
-    cursor = 0
-    for step in range(steps):
-        batch = []
-        for _ in range(batch_size):
-            batch.append(train[cursor % len(train)])
-            cursor += 1
-        ids = torch.tensor(batch, device=device)
-        loss = model(input_ids=ids, labels=ids, use_cache=False).loss
-        if not torch.isfinite(loss):
-            raise TrainingError(
-                f"continued pretraining loss became {float(loss)} at step {step + 1}.", hint="lower --lr"
-            )
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        value = loss.item()
-        losses.append(value)
-        if progress is not None:
-            progress(step + 1, steps, value)
-    seconds = time.perf_counter() - start
+    losses, seconds = _pretrain(model, train, steps, batch_size, learning_rate, device, progress)
     ppl_after = _perplexity(model, held, device)
     drift = relative_drift(old_state, model)
     linear = [v for k, v in drift.items() if k.endswith("proj")]

@@ -22,8 +22,21 @@ fails or is interrupted.
 
 from __future__ import annotations
 
+from portllm_edge.history.store import RunCancelled
+from portllm_edge.workflow.bench import bench
+from portllm_edge.workflow.check import CheckOutcome, check
+from portllm_edge.workflow.compare import CompareRequest, compare
+from portllm_edge.workflow.evaluate import EvalOutcome, EvalRequest, evaluate
+from portllm_edge.workflow.experiment import (
+    ExperimentResult,
+    ExperimentSettings,
+    ExperimentTask,
+    UpdateSummary,
+    experiment,
+)
 from portllm_edge.workflow.fleet import FleetItem, FleetOutcome, port_fleet
-from portllm_edge.workflow.port import PortRequest, port
+from portllm_edge.workflow.port import LoraShape, PortRequest, port
+from portllm_edge.workflow.train import TrainRequest, UpdateRequest, no_gain_hint, train, update
 from portllm_edge.workflow.types import (
     EvalSpec,
     EvalSummary,
@@ -36,17 +49,37 @@ from portllm_edge.workflow.types import (
 )
 
 __all__ = [
+    "CheckOutcome",
+    "CompareRequest",
+    "EvalOutcome",
+    "EvalRequest",
     "EvalSpec",
     "EvalSummary",
+    "ExperimentResult",
+    "ExperimentSettings",
+    "ExperimentTask",
     "FleetItem",
     "FleetOutcome",
+    "LoraShape",
     "Memory",
     "PatchRef",
     "PortOutcome",
     "PortRequest",
     "Resolved",
+    "RunCancelled",
     "Saving",
     "TrainOutcome",
+    "TrainRequest",
+    "UpdateRequest",
+    "UpdateSummary",
+    "bench",
+    "check",
+    "compare",
+    "evaluate",
+    "experiment",
+    "no_gain_hint",
     "port",
     "port_fleet",
+    "train",
+    "update",
 ]

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from portllm_edge.errors import ConfigError, StoreError
 
 if TYPE_CHECKING:
+    from portllm_edge.models.refs import ResolvedBase
     from portllm_edge.workflow.types import EvalSpec
 
 DISK_MARGIN_BYTES = 64 * 2**20
@@ -86,18 +87,29 @@ def check_eval_spec(spec: EvalSpec) -> Any:
     from portllm_edge.evaluation.tasks import LoadOptions, load_task
 
     options = LoadOptions(template=spec.template, verbalizers=spec.verbalizers)
-    return load_task(spec.task, spec.data, limit=spec.limit, seed=spec.seed, options=options)
+    return load_task(
+        spec.task,
+        spec.data,
+        limit=spec.limit,
+        seed=spec.seed,
+        options=options,
+        num_fewshot=spec.num_fewshot,
+        fewshot_data=spec.fewshot_data,
+    )
 
 
-def check_precision(precision: str, device: str | None) -> str:
+def check_precision(precision: str, device: str | None, base: ResolvedBase | None = None) -> str:
     """Validate ``precision`` for the device the load will use; returns the concrete precision.
+
+    ``auto`` is the planner's choice for ``base`` on that device (see
+    :func:`portllm_edge.porting.load.resolve_precision`).
 
     Raises:
         ConfigError: an unknown precision, or a quantized one without bitsandbytes.
     """
     from portllm_edge.porting.load import default_device, resolve_precision
 
-    return resolve_precision(precision, device or default_device())
+    return resolve_precision(precision, device or default_device(), base)
 
 
 def check_eval_pair(task: str | None, data: object | None) -> None:

@@ -124,7 +124,7 @@ def _prepare(req: PortRequest, resolved: Resolved, work: Path) -> _Prepared:
         checks.check_free_space(Path(req.merge_to).parent, need, "the merged model")
     if req.evaluate is not None:
         checks.check_eval_spec(req.evaluate)
-    checks.check_precision(req.precision, req.device)
+    checks.check_precision(req.precision, req.device, resolved.base)
     if req.offload is not None:
         from portllm_edge.porting.offload import check_offload_precision
 
@@ -193,14 +193,24 @@ def _load_attach_evaluate(req: PortRequest, prep: _Prepared, phases: _Phases, *,
     )
 
 
-def _lora_shape(adapter_dir: Path) -> tuple[int, tuple[str, ...]]:
-    """``(r, target modules)`` of an adapter, for the fine-tune baseline (q/v_proj when a regex)."""
+@dataclass(frozen=True)
+class LoraShape:
+    """A patch's shape, for a fine-tune baseline of the same shape: rank, alpha, target modules."""
+
+    r: int
+    lora_alpha: float
+    target_modules: tuple[str, ...]
+
+
+def lora_shape(adapter_dir: Path) -> LoraShape:
+    """The :class:`LoraShape` of a checked adapter folder (q_proj/v_proj when its targets are a regex)."""
     import json
 
     cfg = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
     targets = cfg.get("target_modules")
     mods = tuple(targets) if isinstance(targets, list) and targets else ("q_proj", "v_proj")
-    return int(cfg.get("r") or 8), mods
+    r = int(cfg.get("r") or 8)
+    return LoraShape(r, float(cfg.get("lora_alpha") or 2 * r), mods)
 
 
 def _save_and_merge(req: PortRequest, prep: _Prepared, m: _Measured, phases: _Phases, run_id: str) -> None:
@@ -322,8 +332,8 @@ def _outcome(req: PortRequest, prep: _Prepared, m: _Measured, phases: _Phases, r
     if m.memory is not None:
         from portllm_edge.workflow.savings import port_saving
 
-        r, targets = _lora_shape(prep.attach_dir)
-        saving = port_saving(m.memory, prep.resolved.base.path, r, targets, m.precision)
+        shape = lora_shape(prep.attach_dir)
+        saving = port_saving(m.memory, prep.resolved.base.path, shape.r, shape.target_modules, m.precision)
     old = prep.resolved.old_base
     return PortOutcome(
         patch=req.patch,

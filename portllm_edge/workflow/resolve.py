@@ -20,15 +20,23 @@ if TYPE_CHECKING:
     from portllm_edge.models.refs import ResolvedBase
 
 
-def resolve_patch_ref(patch: str) -> PatchRef:
+def resolve_patch_ref(patch: str, *, validate: bool = True) -> PatchRef:
     """A store name or an adapter folder -> :class:`PatchRef`.
+
+    Args:
+        patch: what the user typed.
+        validate: check a folder's adapter files now; ``check`` leaves that to the preflight,
+            which reports every problem instead of the first.
 
     Raises:
         StoreError: an unknown store name (with a did-you-mean hint).
-        PatchError: a folder that is not a valid LoRA adapter.
+        PatchError: a folder that is not a valid LoRA adapter (with ``validate``), or no such folder.
     """
     from portllm_edge.porting.port import resolve_patch
 
+    folder = Path(patch).expanduser()
+    if not validate and folder.is_dir():
+        return PatchRef(ref=patch, adapter_dir=folder)
     adapter_dir, stored = resolve_patch(patch)
     return PatchRef(ref=patch, adapter_dir=Path(adapter_dir), stored=stored)
 
@@ -77,7 +85,9 @@ def find_old_base(patch: PatchRef, new_base: ResolvedBase) -> tuple[ResolvedBase
     return None
 
 
-def resolve(patch: str, base: str, *, old: str | None = None, find_old: bool = True) -> Resolved:
+def resolve(
+    patch: str, base: str, *, old: str | None = None, find_old: bool = True, validate: bool = True
+) -> Resolved:
     """Resolve a patch, a new base and the old base (``old``, else looked up; see the module docstring).
 
     Raises:
@@ -85,7 +95,7 @@ def resolve(patch: str, base: str, *, old: str | None = None, find_old: bool = T
     """
     from portllm_edge.models.refs import resolve_base
 
-    patch_ref = resolve_patch_ref(patch)
+    patch_ref = resolve_patch_ref(patch, validate=validate)
     new = resolve_base(base)
     if old is not None:
         return Resolved(patch_ref, new, resolve_base(old), "given")

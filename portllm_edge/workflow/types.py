@@ -69,6 +69,8 @@ class EvalSpec:
         seed: seed of the subsample.
         template, verbalizers: the ``jsonl`` task's prompt template and label words.
         batch_size: sequences per forward pass.
+        num_fewshot, fewshot_data: GSM8K's solved examples before each question and their file
+            (None: the task's defaults; see :func:`portllm_edge.evaluation.tasks.load_task`).
     """
 
     task: str
@@ -78,6 +80,8 @@ class EvalSpec:
     template: str | None = None
     verbalizers: dict[str, str] | None = None
     batch_size: int = 8
+    num_fewshot: int | None = None
+    fewshot_data: Path | None = None
 
 
 @dataclass(frozen=True)

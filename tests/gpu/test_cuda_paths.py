@@ -66,11 +66,11 @@ def test_port_attaches_on_cuda(tiny_pairs, tiny_adapters):
 
 
 def test_bench_measures_cuda_reserved_memory(tiny_pairs, tiny_adapters, shared_data):
-    from portllm_edge.measure.bench import run_bench
+    from portllm_edge.workflow import bench
 
-    res = run_bench(
+    res = bench(
+        str(tiny_adapters["llama"]),
         str(tiny_pairs["llama"].new),
-        tiny_adapters["llama"],
         task="sst2",
         train_data=shared_data / "sst2" / "train.tsv",
         eval_data=shared_data / "sst2" / "dev.tsv",
@@ -78,7 +78,6 @@ def test_bench_measures_cuda_reserved_memory(tiny_pairs, tiny_adapters, shared_d
         batch_size=2,
         steps=1,
         device="cuda",
-        record=False,
     )
     assert res.configs[0].name == "lora_bf16"
     assert all(c.metric.startswith("cuda") for c in res.configs)

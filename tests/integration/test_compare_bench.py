@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from portllm_edge import paths
 from portllm_edge.cli import main
-from portllm_edge.measure.bench import run_bench
+from portllm_edge.history import get_run
 from portllm_edge.patches import PatchStore
 from portllm_edge.porting.compare import (
     ROW_OLD_PATCH,
@@ -16,8 +13,8 @@ from portllm_edge.porting.compare import (
     ROW_ZERO_SHOT,
     CompareResult,
     CompareRow,
-    compare_patch,
 )
+from portllm_edge.workflow import EvalSpec, bench, compare
 
 
 def _row(config, acc):
@@ -38,13 +35,11 @@ def test_recovered_gain_by_hand():
 def test_compare_on_real_sst2_rows(tiny_pairs, tiny_adapters, shared_data):
     PatchStore().import_dir(tiny_adapters["qwen2"], name="qp")
     pair = tiny_pairs["qwen2"]
-    res = compare_patch(
+    res = compare(
         "qp",
         old=str(pair.old),
         new=str(pair.new),
-        task="sst2",
-        data=shared_data / "sst2" / "dev.tsv",
-        limit=12,
+        spec=EvalSpec("sst2", shared_data / "sst2" / "dev.tsv", limit=12),
         precision="fp32",
         baseline="qp",
     )
@@ -53,15 +48,16 @@ def test_compare_on_real_sst2_rows(tiny_pairs, tiny_adapters, shared_data):
     assert all(0.0 <= r.ci_low <= r.accuracy <= r.ci_high <= 1.0 for r in res.rows)
     # the same patch on the same base gives the same accuracy: rows 3 and 4 use identical weights here
     assert res.rows[2].accuracy == res.rows[3].accuracy
-    record = json.loads((paths.runs_dir() / f"{res.run_id}.json").read_text())
-    assert record["kind"] == "compare" and len(record["results"]["rows"]) == 4
+    record = get_run(res.run_id)
+    assert record.kind == "compare" and record.status == "ok" and len(record.results["rows"]) == 4
+    assert CompareResult.from_dict(record.results).rows == res.rows
 
 
 def test_bench_measures_both_in_subprocesses(tiny_pairs, tiny_adapters, shared_data):
     pair = tiny_pairs["llama"]
-    res = run_bench(
+    res = bench(
+        str(tiny_adapters["llama"]),
         str(pair.new),
-        tiny_adapters["llama"],
         task="sst2",
         train_data=shared_data / "sst2" / "train.tsv",
         eval_data=shared_data / "sst2" / "dev.tsv",
@@ -84,6 +80,14 @@ def test_bench_measures_both_in_subprocesses(tiny_pairs, tiny_adapters, shared_d
     assert res.ratio == pytest.approx(res.configs[0].peak_median_bytes / res.configs[1].peak_median_bytes)
     assert res.configs[0].runs[0]["details"]["steps"] == 2
     assert res.configs[1].runs[0]["details"]["examples"] == 16
+    # a later port of this base compares its own worker-measured peak with this measured fine-tune
+    from portllm_edge.workflow import port
+
+    ported = port(str(tiny_adapters["llama"]), str(pair.new), precision="nf4", save=False)
+    assert ported.memory is not None and ported.saving is not None
+    assert ported.saving.baseline_source == "measured" and ported.saving.baseline_run_id == res.run_id
+    assert ported.saving.baseline_bytes == int(res.configs[0].peak_median_bytes)
+    assert ported.saving.port_peak_bytes == ported.memory.peak_bytes
 
 
 def test_compare_cli_unknown_task_exits_2(capsys, tiny_pairs, tiny_adapters, tmp_path):

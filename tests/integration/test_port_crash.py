@@ -24,7 +24,7 @@ HISTORY_TRIALS = 5
 
 HISTORY_WRITER = """
 import sys
-from portllm_edge.runs import record_run
+from portllm_edge.history import record_run
 for i in range(10_000):
     record_run("eval", {"i": i, "pad": "x" * 2000}, {"accuracy": i / 10_000, "rows": list(range(200))})
 """

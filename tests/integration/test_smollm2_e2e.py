@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import pytest
 
-from portllm_edge.demo import ExperimentSettings, ExperimentTask, run_experiment
 from portllm_edge.models.gguf import import_gguf
 from portllm_edge.patches import PatchStore
+from portllm_edge.workflow import ExperimentSettings, ExperimentTask, experiment
 
 # Minutes on 2 quiet cores; a busy machine can be several times slower (CPU 4-bit kernels), so allow 40 min.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
@@ -60,32 +60,34 @@ def test_sst2_patch_ports_from_v1_to_v2_in_nf4(smollm2_gguf, shared_data):
         patch_name="sst2-smol",
     )
     lines: list[str] = []
-    summary = run_experiment(
+    res = experiment(
         v1, [shared_data / "gutenberg" / "pg1342.txt"], task, settings=CI_SETTINGS, say=lines.append
     )
-    rows = {r["config"]: r for r in summary["rows"]}
+    rows = {r.config: r for r in res.compare.rows}
     zero, old, ported, own = (
-        rows[k]["accuracy"]
+        rows[k].accuracy
         for k in ("new base zero-shot", "old base + patch", "new base + ported patch", "new base + own LoRA")
     )
-    assert all(r["n"] == 64 for r in rows.values())
+    assert all(r.n == 64 for r in rows.values())
     # the patch helps on v1, and the ported patch keeps most of that gain on v2
-    assert old > zero + 0.05, summary
-    assert summary["recovered_gain"] is not None and summary["recovered_gain"] > 0.5, summary
-    assert ported > zero, summary
+    assert old > zero + 0.05, res.compare
+    gain = res.compare.recovered_gain()
+    assert gain is not None and gain > 0.5, res.compare
+    assert ported > zero, res.compare
     assert 0.0 <= own <= 1.0
     # the port matched every tensor and was stored with its lineage
-    port = summary["port"]
-    total = port["matched"].split("/")[1]
-    assert port["matched"] == f"{total}/{total}"
-    lineage = [e.kind for e in PatchStore().get(port["ported_name"]).manifest.lineage]
+    port = res.port
+    assert port.attach.matched_tensors == port.attach.total_tensors > 0
+    lineage = [e.kind for e in PatchStore().get(port.ported_name).manifest.lineage]
     assert lineage[-1] == "port" and "train" in lineage
-    # memory: porting at NF4 needs less than LoRA fine-tuning the same base (anonymous RSS peak, isolated)
-    mem = summary["memory"]
-    assert summary["metric"] == "peak_anon_rss"
-    assert mem["port"]["peak_bytes"] < mem["lora_finetune"]["peak_bytes"]
-    assert summary["ratio"] > 1.0
-    assert summary["update"]["mean_linear_drift"] > 0
+    # memory: porting at NF4 needs less than LoRA fine-tuning the same base, each in its own worker
+    ft, pt = res.bench.config("lora_"), res.bench.config("port_")
+    assert ft is not None and pt is not None and ft.metric == pt.metric == "peak_anon_rss"
+    assert pt.peak_median_bytes < ft.peak_median_bytes and res.bench.ratio > 1.0
+    # the port of step 6 was measured in its own worker and compared with the measured fine-tune
+    assert port.memory is not None and port.saving is not None
+    assert port.saving.baseline_source == "measured" and port.saving.baseline_run_id == res.bench.run_id
+    assert res.update.mean_linear_drift > 0
 
 
 def test_drift_table_and_exact_streaming_merge_on_smollm2(smollm2_gguf, shared_data, tmp_path, capsys):
@@ -107,7 +109,7 @@ def test_drift_table_and_exact_streaming_merge_on_smollm2(smollm2_gguf, shared_d
         title="SST-2",
         patch_name="sst2-smol",
     )
-    summary = run_experiment(
+    res = experiment(
         v1, [shared_data / "gutenberg" / "pg1342.txt"], task, settings=CI_SETTINGS, say=lambda _line: None
     )
     v2 = resolve_base(f"{v1.name}-sst2-smol-v2")
@@ -131,4 +133,4 @@ def test_drift_table_and_exact_streaming_merge_on_smollm2(smollm2_gguf, shared_d
     rel = float((got - want).abs().max() / want.abs().max())
     assert rel <= 1e-4, rel
     assert torch.isfinite(got).all()
-    assert summary["port"]["ported_name"] == "sst2-smol@SmolLM2-135M-Instruct-sst2-smol-v2"
+    assert res.port.ported_name == "sst2-smol@SmolLM2-135M-Instruct-sst2-smol-v2"

@@ -143,3 +143,21 @@ def test_train_cli_stores_patch_with_lineage(tiny_pairs, shared_data, capsys):
     assert m.task == "sst2" and m.adapter.r == 4 and m.adapter.lora_alpha == 8
     assert m.source_base.fingerprint.startswith("w1:")
     assert m.lineage[0].kind == "train" and m.lineage[0].precision == "fp32"
+
+
+def test_train_scores_a_heldout_slice_and_warns_when_nothing_was_learned(tiny_pairs, shared_data, capsys):
+    """A patch that learned nothing says so: held-out accuracy before/after, and a hint."""
+    from portllm_edge.history import list_runs
+
+    argv = ["train", "--base", str(tiny_pairs["llama"].old), "--task", "sst2"]
+    argv += ["--data", str(shared_data / "sst2" / "train.tsv"), "--name", "flat", "--limit", "30"]
+    code = main([*argv, "--max-steps", "1", "--batch-size", "4", "--lr", "1e-12"])
+    cap = capsys.readouterr()
+    assert code == 0, cap.err
+    text = cap.out + cap.err
+    assert "on 24 examples" in text and "held-out check (6 training examples not trained on)" in text
+    assert "gain +0.000" in text
+    assert "learned nothing" in text and "--max-steps" in text and "--lr" in text
+    (run,) = list_runs("train")
+    assert run.status == "ok" and run.results["examples"] == 24
+    assert run.results["heldout_before"]["n"] == 6 and run.results["heldout_gain"] == 0.0

@@ -300,7 +300,7 @@ def test_choosing_a_base_never_overrides_the_users_precision(tiny_pairs) -> None
 def test_app_and_cli_write_the_same_report_files(tiny_pairs, tmp_path: Path) -> None:
     """One function writes both reports: same file names; the app's budget has this machine first."""
     from portllm_edge.cli import main
-    from portllm_edge.runs import record_run
+    from portllm_edge.history import record_run
 
     base = str(tiny_pairs["llama"].new)
     record_run(

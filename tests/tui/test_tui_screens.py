@@ -228,7 +228,7 @@ def test_patches_verify_reports_damage(stored_llama_patch: str) -> None:
 
 
 def test_runs_screen_details_chart_and_report(tmp_path: Path) -> None:
-    from portllm_edge.runs import record_run
+    from portllm_edge.history import record_run
 
     run_id = record_run(
         "eval",

@@ -145,3 +145,53 @@ def test_eval_gsm8k_few_shot_option(tiny_pairs, shared_data, capsys):
         == 2
     )
     assert "`--num-fewshot` applies to generation tasks (gsm8k)" in capsys.readouterr().err
+
+
+def test_eval_patch_goes_through_the_ports_preflight_and_rewrite(tiny_pairs, shared_data, tmp_path, capsys):
+    """A patch with a saved ``lm_head`` across a vocabulary change ports (rows carried over by the rewrite);
+    eval used to attach the raw folder and fail with a size mismatch."""
+    from factories import build_lora_adapter
+
+    pair = tiny_pairs["mistral"]  # its new version has 8 more tokens
+    patch = build_lora_adapter(pair.old, tmp_path / "with-head", modules_to_save=["lm_head"])
+    argv = ["eval", "--task", "sst2", "--data", str(shared_data / "sst2"), "--base", str(pair.new)]
+    rc = main(
+        [
+            *argv,
+            "--patch",
+            str(patch),
+            "--old",
+            str(pair.old),
+            "--precision",
+            "fp32",
+            "--limit",
+            "4",
+            "--json",
+        ]
+    )
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    doc = json.loads(out.out)
+    assert doc["results"]["attach"]["matched_tensors"] == doc["results"]["attach"]["total_tensors"] > 0
+    assert doc["results"]["preflight"]["ok"] is True
+
+
+def test_failed_eval_is_recorded_with_its_reason(tiny_pairs, tmp_path, capsys):
+    bad = tmp_path / "dev.jsonl"
+    bad.write_text('{"text": "a", "label": "x"}\n')
+    rc = main(
+        [
+            "eval",
+            "--task",
+            "jsonl",
+            "--data",
+            str(bad),
+            "--base",
+            str(tiny_pairs["llama"].new),
+            "--template",
+            "{nope}",
+        ]
+    )
+    assert rc == 2
+    (run,) = list_runs("eval")
+    assert run.status == "failed" and run.results["error"] and run.results["error_type"]

@@ -1074,20 +1074,19 @@ class PortScreen(BaseScreen):
 
     @work(thread=True, exclusive=True, group="port-baseline")
     def measure_baseline(self, s: PortSummary, ev: EvalChoice) -> None:
-        """Run :func:`portllm_edge.measure.bench.run_bench` (recorded as a ``bench`` run) and take its
+        """Run :func:`portllm_edge.workflow.bench` (recorded as a ``bench`` run) and take its
         fine-tune peak as the baseline of ``s``; posts :class:`BaselineMeasured`."""
-        from portllm_edge.measure.bench import run_bench
-        from portllm_edge.models import resolve_base
-        from portllm_edge.workflow.resolve import resolve_patch_ref
+        from portllm_edge.workflow import bench
+        from portllm_edge.workflow.resolve import resolve
         from portllm_edge.workflow.savings import measured_finetune_baseline
 
         try:
-            base_dir = resolve_base(s.base).path
-            patch = resolve_patch_ref(s.ported_name or s.patch)
+            r = resolve(s.ported_name or s.patch, s.base)
+            base_dir = r.base.path
             spec = ev.spec()
-            run_bench(
+            bench(
+                r.patch.ref,
                 str(base_dir),
-                patch.adapter_dir,
                 task=spec.task,
                 train_data=spec.data,
                 eval_data=spec.data,

@@ -1,0 +1,153 @@
+"""Train a patch (LoRA fine-tune) and make an updated base (continued pretraining), each recorded.
+
+``train``: checks (name, data) -> load -> score a held-out slice -> train -> store ->
+score it again -> record. ``update``: checks (arguments, output folder) -> load ->
+continued pretraining -> save -> record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from portllm_edge.workflow.types import EvalSummary, TrainOutcome
+
+if TYPE_CHECKING:
+    from portllm_edge.training.lora import LoraHyperparams, ProgressFn
+    from portllm_edge.training.update import UpdateResult
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """What a training run was asked to do (the run record's inputs). See :func:`train`."""
+
+    base: str
+    task: str
+    data: str
+    name: str
+    hp: dict[str, Any]
+    limit: int | None = None
+    precision: str = "fp32"
+    template: str | None = None
+    verbalizers: dict[str, str] | None = None
+
+
+def no_gain_hint(outcome: TrainOutcome) -> str | None:
+    """A warning with what to try when the held-out accuracy did not improve, else None."""
+    gain = outcome.heldout_gain
+    if gain is None or gain > 0:
+        return None
+    before, after = outcome.heldout_before, outcome.heldout_after
+    assert before is not None and after is not None
+    return (
+        f"the patch did not improve accuracy on {after.n} held-out training examples "
+        f"({before.accuracy:.3f} -> {after.accuracy:.3f}): it may have learned nothing. "
+        "Try more steps (--max-steps / --epochs) or a higher learning rate (--lr)."
+    )
+
+
+def train(
+    base: str,
+    task: str,
+    data: str | Path,
+    *,
+    name: str,
+    hp: LoraHyperparams | None = None,
+    limit: int | None = None,
+    precision: str = "fp32",
+    template: str | None = None,
+    verbalizers: dict[str, str] | None = None,
+    force: bool = False,
+    progress: ProgressFn | None = None,
+    note: str | None = None,
+) -> TrainOutcome:
+    """LoRA fine-tune ``base`` on ``task`` data, store patch ``name``, and check it on a held-out slice.
+
+    See :func:`portllm_edge.training.patch.train_patch` for the arguments. The held-out
+    slice (a fifth of the examples, at most 64; none under 10) is not trained on; it is
+    scored before and after training (``TrainOutcome.heldout_gain``).
+
+    Raises:
+        StoreError (name taken), DataError, ConfigError -- before any load; BaseModelError, TrainingError.
+    """
+    from portllm_edge.training.lora import LoraHyperparams
+    from portllm_edge.training.patch import train_patch
+    from portllm_edge.workflow.record import recorded
+
+    hp = hp or LoraHyperparams()
+    req = TrainRequest(base, task, str(data), name, asdict(hp), limit, precision, template, verbalizers)
+    with recorded("train", req) as run:
+        res = train_patch(
+            base, task, data, name=name, hp=hp, limit=limit, precision=precision, template=template,
+            verbalizers=verbalizers, force=force, progress=progress, note=note, run_id=run.id,
+        )  # fmt: skip
+        outcome = TrainOutcome(
+            name=res.name,
+            base_id=res.base_id,
+            base_fingerprint=res.base_fingerprint,
+            steps=res.steps,
+            final_loss=res.final_loss,
+            seconds=res.seconds,
+            examples=res.examples,
+            heldout_before=EvalSummary.of(res.heldout_before) if res.heldout_before else None,
+            heldout_after=EvalSummary.of(res.heldout_after) if res.heldout_after else None,
+            run_id=run.id,
+            losses=res.losses,
+        )
+        run.results = {
+            **outcome.to_dict(),
+            "precision": res.precision,
+            "tokens": res.tokens,
+            "trainable_parameters": res.trainable_parameters,
+            "hyperparams": res.hyperparams,
+        }
+    return outcome
+
+
+@dataclass(frozen=True)
+class UpdateRequest:
+    """What an update run was asked to do (the run record's inputs). See :func:`update`."""
+
+    base: str
+    corpus: list[str]
+    out: str
+    steps: int = 50
+    seq_len: int = 256
+    batch_size: int = 4
+    lr: float = 2e-5
+    seed: int = 0
+    force: bool = False
+
+
+def update(req: UpdateRequest, *, progress: ProgressFn | None = None) -> UpdateResult:
+    """Make an updated base by full-parameter continued pretraining (see :mod:`portllm_edge.training.update`).
+
+    Raises:
+        ConfigError, TrainingError (arguments, an existing ``out`` without ``force``) -- before
+        any load; BaseModelError, DataError.
+    """
+    from portllm_edge.errors import TrainingError
+    from portllm_edge.models import resolve_base
+    from portllm_edge.training.update import check_update_args, simulate_update
+    from portllm_edge.workflow.record import recorded
+
+    out_dir = Path(req.out)
+    with recorded("update", req) as run:
+        resolved = resolve_base(req.base)
+        check_update_args(
+            resolved.path, out_dir, steps=req.steps, seq_len=req.seq_len, batch_size=req.batch_size,
+            learning_rate=req.lr,
+        )  # fmt: skip
+        if out_dir.exists() and not req.force:
+            raise TrainingError(
+                f"{out_dir}: already exists.", hint="pass --force to replace it, or choose another --out"
+            )
+        res = simulate_update(
+            resolved.path, [Path(c) for c in req.corpus], out_dir, steps=req.steps, seq_len=req.seq_len,
+            batch_size=req.batch_size, learning_rate=req.lr, seed=req.seed, force=req.force, progress=progress,
+        )  # fmt: skip
+        record = res.to_dict()
+        record.pop("losses", None)
+        run.results = record
+    return res
