@@ -28,8 +28,7 @@ from textual.screen import Screen
 from .common import NAV_ITEMS
 
 if TYPE_CHECKING:
-    from portllm_edge.hardware import HardwareReport
-    from portllm_edge.planning import Budget
+    from portllm_edge.workflow.queries import Budget, HardwareReport
 
 ENV_TIMING = "PORTLLM_EDGE_TUI_TIMING"
 """When set, the app shows the measured time to first paint as a notification."""
@@ -57,7 +56,7 @@ def seconds_since_process_start(fallback_start: float | None = None) -> float:
 
 def _default_read_hardware() -> HardwareReport:
     """This machine's memory, read without torch (psutil, cgroup files, NVML)."""
-    from portllm_edge.hardware import probe
+    from portllm_edge.workflow.queries import probe
 
     return probe()
 
@@ -112,7 +111,7 @@ class AppDeps:
         Raises:
             ConfigError: unknown hardware profile or bad headroom.
         """
-        from portllm_edge.planning import memory_budget
+        from portllm_edge.workflow.queries import memory_budget
 
         if self.hardware_profile is not None:
             return memory_budget(self.hardware_profile, self.headroom_fraction)

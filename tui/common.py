@@ -39,7 +39,7 @@ def error_text(exc: BaseException) -> tuple[str, str]:
 
     Unexpected exceptions get the title ``Unexpected error`` and their type and text.
     """
-    from portllm_edge.errors import PortllmError
+    from portllm_edge.workflow.queries import PortllmError
 
     if isinstance(exc, PortllmError):
         body = exc.message + (f"\nFix: {exc.hint}" if exc.hint else "")
@@ -235,7 +235,7 @@ def fill_table(
 
 def human(n: int | float | None) -> str:
     """Bytes as ``1.50 GiB`` (``n/a`` for ``None``)."""
-    from portllm_edge.hardware.sizes import format_size
+    from portllm_edge.workflow.queries import format_size
 
     return format_size(n)
 

@@ -14,12 +14,54 @@ from typing import TYPE_CHECKING, Any
 from portllm_edge.errors import PortllmError as PortllmError
 
 if TYPE_CHECKING:
+    from portllm_edge import paths as paths
+    from portllm_edge.evaluation.tasks import check_template as check_template
+    from portllm_edge.evaluation.tasks import list_tasks as list_tasks
+    from portllm_edge.evaluation.tasks import parse_verbalizers as parse_verbalizers
     from portllm_edge.hardware import HardwareReport as HardwareReport
+    from portllm_edge.hardware import probe as probe
     from portllm_edge.history import RunRecord as RunRecord
     from portllm_edge.patches import PatchStore as PatchStore
+    from portllm_edge.patches.store import validate_name as validate_name
     from portllm_edge.planning import Budget as Budget
+    from portllm_edge.porting.port import ported_patch_name as ported_patch_name
     from portllm_edge.porting.preflight import PreflightReport as PreflightReport
+    from portllm_edge.porting.preflight import run_preflight as run_preflight
+    from portllm_edge.reports import REPORT_KINDS as REPORT_KINDS
     from portllm_edge.reports import Report as Report
+    from portllm_edge.reports import latest_savings as latest_savings
+    from portllm_edge.reports import report_runs as report_runs
+
+_LAZY = {
+    "paths": ("portllm_edge", "paths"),
+    "check_template": ("portllm_edge.evaluation.tasks", "check_template"),
+    "list_tasks": ("portllm_edge.evaluation.tasks", "list_tasks"),
+    "parse_verbalizers": ("portllm_edge.evaluation.tasks", "parse_verbalizers"),
+    "HardwareReport": ("portllm_edge.hardware", "HardwareReport"),
+    "probe": ("portllm_edge.hardware", "probe"),
+    "RunRecord": ("portllm_edge.history", "RunRecord"),
+    "PatchStore": ("portllm_edge.patches", "PatchStore"),
+    "validate_name": ("portllm_edge.patches.store", "validate_name"),
+    "Budget": ("portllm_edge.planning", "Budget"),
+    "ported_patch_name": ("portllm_edge.porting.port", "ported_patch_name"),
+    "PreflightReport": ("portllm_edge.porting.preflight", "PreflightReport"),
+    "run_preflight": ("portllm_edge.porting.preflight", "run_preflight"),
+    "REPORT_KINDS": ("portllm_edge.reports", "REPORT_KINDS"),
+    "Report": ("portllm_edge.reports", "Report"),
+    "latest_savings": ("portllm_edge.reports", "latest_savings"),
+    "report_runs": ("portllm_edge.reports", "report_runs"),
+}
+"""Names passed through unchanged from the module that owns them, imported on first use."""
+
+
+def __getattr__(name: str) -> Any:
+    """Import a :data:`_LAZY` name from its owner on first use (PEP 562), so importing this stays cheap."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    module, attr = _LAZY[name]
+    return getattr(importlib.import_module(module), attr)
 
 
 def probe_hardware() -> HardwareReport:

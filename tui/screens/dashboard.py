@@ -177,8 +177,7 @@ class DashboardScreen(BaseScreen):
 
         Posts :class:`RunsLoaded` and :class:`SavingsLoaded`.
         """
-        from portllm_edge.history import list_runs
-        from portllm_edge.reports import latest_savings
+        from portllm_edge.workflow.queries import latest_savings, list_runs
 
         try:
             runs = list_runs(limit=200)
@@ -198,7 +197,7 @@ class DashboardScreen(BaseScreen):
         self.query_one("#budget", Static).update(render_budget(message.budget))
 
     def on_runs_loaded(self, message: RunsLoaded) -> None:
-        from portllm_edge.reports import describe_run
+        from portllm_edge.workflow.queries import describe_run
 
         table = self.query_one("#recent", DataTable)
         lines: list[tuple[str, list[Any]]] = []

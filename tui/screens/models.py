@@ -54,7 +54,7 @@ def plan_models(budget: Any) -> list[ModelRow]:
 
     Order: ``pick_models``'s (largest fitting model first), then the models that fit nowhere.
     """
-    from portllm_edge.planning import pick_models, plan_model
+    from portllm_edge.workflow.queries import pick_models, plan_model
 
     half = "bf16" if budget.bf16 else "fp16"
     precs = ("nf4", "int8", half, "fp32")
@@ -122,7 +122,7 @@ def render_breakdown(row: ModelRow) -> Group:
 
 def import_model_folder(src: str, name: str | None = None) -> Path:
     """Copy a local model folder into the model store (see :func:`portllm_edge.models.store.import_model_folder`)."""
-    from portllm_edge.models.store import import_model_folder as core_import
+    from portllm_edge.workflow.queries import import_model_folder as core_import
 
     return core_import(src, name)
 
@@ -261,7 +261,7 @@ class ModelsScreen(BaseScreen):
     @work(thread=True, exclusive=True, group="models-import")
     def import_gguf(self, path: str) -> None:
         """Convert a GGUF file (transformers, dequantized to fp32) into the store."""
-        from portllm_edge.models.gguf import import_gguf
+        from portllm_edge.workflow.queries import import_gguf
 
         self.app.call_from_thread(self.notify, f"importing {path} (this can take minutes)", markup=False)
         try:

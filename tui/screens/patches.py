@@ -129,7 +129,7 @@ class PatchesScreen(BaseScreen):
     @work(thread=True, exclusive=True, group="patches")
     def load(self) -> None:
         """Read the store's manifests and sizes; posts :class:`PatchesLoaded`."""
-        from portllm_edge.patches import PatchStore
+        from portllm_edge.workflow.queries import PatchStore
 
         try:
             store = PatchStore()
@@ -202,7 +202,7 @@ class PatchesScreen(BaseScreen):
     @work(thread=True, exclusive=True, group="patches-action")
     def verify(self, name: str) -> None:
         """Check every file's sha256; a notification says ok or lists the problems."""
-        from portllm_edge.patches import PatchStore
+        from portllm_edge.workflow.queries import PatchStore
 
         try:
             results = PatchStore().verify(name)
@@ -248,7 +248,7 @@ class PatchesScreen(BaseScreen):
         """Copy the patch (adapter + manifest) to ``dest``."""
         from pathlib import Path
 
-        from portllm_edge.patches import PatchStore
+        from portllm_edge.workflow.queries import PatchStore
 
         try:
             out = PatchStore().export(name, Path(dest))
@@ -275,7 +275,7 @@ class PatchesScreen(BaseScreen):
     @work(thread=True, exclusive=True, group="patches-action")
     def remove_patch(self, name: str) -> None:
         """Delete the patch, then refresh the table."""
-        from portllm_edge.patches import PatchStore
+        from portllm_edge.workflow.queries import PatchStore
 
         try:
             PatchStore().remove(name)

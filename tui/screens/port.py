@@ -35,7 +35,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, DataTable, Input, Label, ProgressBar, Select, Static
 
-from portllm_edge.history import RunCancelled
+from portllm_edge.workflow import RunCancelled
 
 from ..common import BaseScreen, human, notify_error_from_thread
 from ..messages import (
@@ -278,7 +278,7 @@ def parse_prompt_fields(
             (the core's :func:`~portllm_edge.evaluation.tasks.check_template` and
             :func:`~portllm_edge.evaluation.tasks.parse_verbalizers`).
     """
-    from portllm_edge.evaluation.tasks import check_template, parse_verbalizers
+    from portllm_edge.workflow.queries import check_template, parse_verbalizers
 
     text = template.replace("\\n", "\n").replace("\\t", "\t") if template else None
     if text is not None:
@@ -469,8 +469,7 @@ class PortScreen(BaseScreen):
     @work(thread=True, exclusive=True, group="port-options")
     def load_options(self) -> None:
         """Stored patch names, store model names, task names; posts :class:`PortOptionsLoaded`."""
-        from portllm_edge import paths
-        from portllm_edge.patches import PatchStore
+        from portllm_edge.workflow.queries import PatchStore, paths
 
         try:
             patches = [m.name for m in PatchStore().list()]
@@ -494,7 +493,7 @@ class PortScreen(BaseScreen):
         self._set_options("#base", message.models)
         tasks = self.query_one("#eval-task", Select)
         if not tasks._options or len(tasks._options) <= 1:
-            from portllm_edge.evaluation.tasks import list_tasks
+            from portllm_edge.workflow.queries import list_tasks
 
             tasks.set_options([(t.name, t.name) for t in list_tasks()])
         if not message.patches:
@@ -554,7 +553,7 @@ class PortScreen(BaseScreen):
     @work(thread=True, exclusive=True, group="port-plan")
     def pick_precision(self, base: str) -> None:
         """Plan the base at nf4/int8/bf16/fp32 for this budget; posts :class:`PrecisionPicked`."""
-        from portllm_edge.planning import plan_model
+        from portllm_edge.workflow.queries import plan_model
 
         try:
             budget = self.papp.deps.budget()
@@ -640,8 +639,7 @@ class PortScreen(BaseScreen):
         loaded with its template and verbalizers, so a bad file or template fails here, before
         any weights are loaded.
         """
-        from portllm_edge.porting.port import ported_patch_name
-        from portllm_edge.porting.preflight import run_preflight
+        from portllm_edge.workflow.queries import ported_patch_name, run_preflight
         from portllm_edge.workflow.resolve import resolve
 
         try:
@@ -794,8 +792,7 @@ class PortScreen(BaseScreen):
         ev = self._checked_eval or EvalChoice()
         name = self.target_name()
         if name is not None:
-            from portllm_edge.patches import PatchStore
-            from portllm_edge.patches.store import validate_name
+            from portllm_edge.workflow.queries import PatchStore, validate_name
 
             try:
                 validate_name(name)
@@ -830,7 +827,7 @@ class PortScreen(BaseScreen):
 
     def _ask_name(self, name: str) -> None:
         """The name is taken: offer overwrite, a new name, or cancel (before any work)."""
-        from portllm_edge.patches import PatchStore
+        from portllm_edge.workflow.queries import PatchStore
 
         names = set(PatchStore().names())
         suggestion = next(f"{name}-{i}" for i in range(2, 1000) if f"{name}-{i}" not in names)

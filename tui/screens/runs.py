@@ -34,7 +34,7 @@ def chart_series(run: Any) -> list[tuple[str, list[str], list[float]]]:
     Accuracy and peaks come from :func:`portllm_edge.reports.build_report`, so the charts show
     the same numbers as a written report; phase times from the run's ``results["phases"]``.
     """
-    from portllm_edge.reports import build_report
+    from portllm_edge.workflow.queries import build_report
 
     rep = build_report([run], generated_at="-")
     out: list[tuple[str, list[str], list[float]]] = []
@@ -98,7 +98,7 @@ def render_chart(run: Any, width: int) -> Text:
 
 def render_run(run: Any) -> Group:
     """A run's details: id, status, time, inputs, the key results, versions."""
-    from portllm_edge.reports import describe_run
+    from portllm_edge.workflow.queries import describe_run
 
     head = Text()
     head.append(run.id, style="bold")
@@ -182,7 +182,7 @@ class RunsScreen(BaseScreen):
     @work(thread=True, exclusive=True, group="runs")
     def load(self) -> None:
         """Read the 100 most recent runs; posts :class:`RunsLoaded`."""
-        from portllm_edge.history import list_runs
+        from portllm_edge.workflow.queries import list_runs
 
         try:
             runs = list_runs(limit=100)
@@ -192,7 +192,7 @@ class RunsScreen(BaseScreen):
         self.post_message(RunsLoaded(runs))
 
     def on_runs_loaded(self, message: RunsLoaded) -> None:
-        from portllm_edge.reports import describe_run
+        from portllm_edge.workflow.queries import describe_run
 
         table = self.query_one("#runs", DataTable)
         self.runs = {r.id: r for r in message.runs}
@@ -258,14 +258,14 @@ class RunsScreen(BaseScreen):
         if default is None:
             from datetime import datetime
 
-            from portllm_edge import paths
+            from portllm_edge.workflow.queries import paths
 
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
             default = str(paths.home() / "reports" / f"report-{stamp}")
 
         def done(dest: str | None) -> None:
             if dest:
-                from portllm_edge.reports import REPORT_KINDS
+                from portllm_edge.workflow.queries import REPORT_KINDS
 
                 ids = [i for i in reversed(self.order) if self.runs[i].kind in REPORT_KINDS]
                 self.write_report(ids, dest)
@@ -282,7 +282,7 @@ class RunsScreen(BaseScreen):
         The same files as the CLI (planner estimates, the budget section with this machine's row
         first, every chart); matplotlib is imported here, in the worker.
         """
-        from portllm_edge.reports import report_runs
+        from portllm_edge.workflow.queries import report_runs
 
         try:
             runs = [self.runs[i] for i in run_ids]
