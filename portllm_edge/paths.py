@@ -6,8 +6,7 @@ CLI's ``--home`` flag. Layout::
 
     <home>/patches/<name>/     stored patches (see portllm_edge.patches)
     <home>/models/<name>/      imported base models (safetensors folders)
-    <home>/runs.sqlite         run history
-    <home>/runs/<id>.json      run records
+    <home>/runs.sqlite         run history (every run's record; see portllm_edge.history)
     <home>/profiles/           the user's own model/hardware profiles (config)
 
 This module must not import torch.
@@ -79,11 +78,6 @@ def patches_dir() -> Path:
 def models_dir() -> Path:
     """Folder of the local model store (imported GGUF and local folders)."""
     return home() / "models"
-
-
-def runs_dir() -> Path:
-    """Folder of run records (JSON)."""
-    return home() / "runs"
 
 
 def runs_db() -> Path:

@@ -107,7 +107,7 @@ class LineageEntry(_Strict):
         parent: The patch this one was derived from (store name), for ports.
         parent_checksum: :func:`files_checksum` of the parent's files when it was ported, so a
             rerun can tell "already ported" from "ported from an older version of that name".
-        run_id: The run record (``<home>/runs/<id>.json``), if any.
+        run_id: The run in the run history (``portllm-edge runs show ID``), if any.
         note: Free text.
     """
 
