@@ -124,11 +124,6 @@ def _prepare(req: PortRequest, resolved: Resolved, work: Path) -> _Prepared:
         checks.check_free_space(Path(req.merge_to).parent, need, "the merged model")
     if req.evaluate is not None:
         checks.check_eval_spec(req.evaluate)
-    checks.check_precision(req.precision, req.device, resolved.base)
-    if req.offload is not None:
-        from portllm_edge.porting.offload import check_offload_precision
-
-        check_offload_precision(req.precision)
     attach_dir, report = checked_adapter(
         resolved.patch.adapter_dir,
         resolved.base.path,
@@ -136,6 +131,11 @@ def _prepare(req: PortRequest, resolved: Resolved, work: Path) -> _Prepared:
         old_base_dir=resolved.old_base.path if resolved.old_base else None,
         force=req.force,
     )
+    checks.check_precision(req.precision, req.device, resolved.base)
+    if req.offload is not None:
+        from portllm_edge.porting.offload import check_offload_precision
+
+        check_offload_precision(req.precision)
     return _Prepared(resolved, name, attach_dir, report, resolved.base.fingerprint())
 
 

@@ -7,7 +7,6 @@ it. Each import happens at call time: importing this module stays cheap (no torc
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,19 +19,41 @@ if TYPE_CHECKING:
     from portllm_edge.evaluation.tasks import parse_verbalizers as parse_verbalizers
     from portllm_edge.hardware import HardwareReport as HardwareReport
     from portllm_edge.hardware import probe as probe
+    from portllm_edge.hardware.sizes import format_size as format_size
     from portllm_edge.history import RunRecord as RunRecord
+    from portllm_edge.history import get_run as get_run
+    from portllm_edge.history import list_runs as list_runs
+    from portllm_edge.models.gguf import import_gguf as import_gguf
+    from portllm_edge.models.store import import_model_folder as import_model_folder
     from portllm_edge.patches import PatchStore as PatchStore
     from portllm_edge.patches.store import validate_name as validate_name
     from portllm_edge.planning import Budget as Budget
+    from portllm_edge.planning import memory_budget as memory_budget
+    from portllm_edge.planning import pick_models as pick_models
+    from portllm_edge.planning import plan_model as plan_model
     from portllm_edge.porting.port import ported_patch_name as ported_patch_name
     from portllm_edge.porting.preflight import PreflightReport as PreflightReport
     from portllm_edge.porting.preflight import run_preflight as run_preflight
     from portllm_edge.reports import REPORT_KINDS as REPORT_KINDS
     from portllm_edge.reports import Report as Report
+    from portllm_edge.reports import build_report as build_report
+    from portllm_edge.reports import describe_run as describe_run
     from portllm_edge.reports import latest_savings as latest_savings
     from portllm_edge.reports import report_runs as report_runs
+    from portllm_edge.reports import write_report as write_report
 
 _LAZY = {
+    "memory_budget": ("portllm_edge.planning", "memory_budget"),
+    "pick_models": ("portllm_edge.planning", "pick_models"),
+    "plan_model": ("portllm_edge.planning", "plan_model"),
+    "import_model_folder": ("portllm_edge.models.store", "import_model_folder"),
+    "import_gguf": ("portllm_edge.models.gguf", "import_gguf"),
+    "list_runs": ("portllm_edge.history", "list_runs"),
+    "get_run": ("portllm_edge.history", "get_run"),
+    "describe_run": ("portllm_edge.reports", "describe_run"),
+    "build_report": ("portllm_edge.reports", "build_report"),
+    "write_report": ("portllm_edge.reports", "write_report"),
+    "format_size": ("portllm_edge.hardware.sizes", "format_size"),
     "paths": ("portllm_edge", "paths"),
     "check_template": ("portllm_edge.evaluation.tasks", "check_template"),
     "list_tasks": ("portllm_edge.evaluation.tasks", "list_tasks"),
@@ -64,52 +85,6 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(module), attr)
 
 
-def probe_hardware() -> HardwareReport:
-    """This machine's memory, read without torch (psutil, cgroup files, NVML)."""
-    from portllm_edge.hardware import probe
-
-    return probe()
-
-
-def memory_budget(
-    profile: str | None, headroom_fraction: float, report: HardwareReport | None = None
-) -> Budget:
-    """The memory budget of a named hardware profile, or of this machine (see :func:`portllm_edge.planning.memory_budget`)."""
-    from portllm_edge.planning import memory_budget as budget
-
-    if profile is not None:
-        return budget(profile, headroom_fraction)
-    return budget(None, headroom_fraction, report=report)
-
-
-def pick_models(**kwargs: Any) -> Any:
-    """Rank catalogue models for a budget (see :func:`portllm_edge.planning.pick_models`)."""
-    from portllm_edge.planning import pick_models as pick
-
-    return pick(**kwargs)
-
-
-def plan_model(model: Any, **kwargs: Any) -> Any:
-    """Plan one model at each precision for a budget (see :func:`portllm_edge.planning.plan_model`)."""
-    from portllm_edge.planning import plan_model as plan
-
-    return plan(model, **kwargs)
-
-
-def import_model_folder(src: str | Path, name: str | None = None) -> Path:
-    """Copy a local model folder into the model store (see :func:`portllm_edge.models.store.import_model_folder`)."""
-    from portllm_edge.models.store import import_model_folder as core_import
-
-    return core_import(src, name)
-
-
-def import_gguf(path: str | Path) -> Path:
-    """Convert a GGUF file into the model store (see :func:`portllm_edge.models.gguf.import_gguf`)."""
-    from portllm_edge.models.gguf import import_gguf as core_import
-
-    return core_import(Path(path))
-
-
 def patch_store() -> PatchStore:
     """The patch store (list, verify, export, remove)."""
     from portllm_edge.patches import PatchStore
@@ -138,50 +113,8 @@ def preflight(patch: str, base: str) -> PreflightReport:
     return check(patch, base, drift=False).preflight
 
 
-def list_runs(kind: str | None = None, limit: int = 50) -> list[RunRecord]:
-    """The most recent runs first (see :func:`portllm_edge.history.list_runs`)."""
-    from portllm_edge.history import list_runs as runs
-
-    return runs(kind, limit)
-
-
-def get_run(run_id: str) -> RunRecord:
-    """One run by id or unique abbreviation (see :func:`portllm_edge.history.get_run`)."""
-    from portllm_edge.history import get_run as run
-
-    return run(run_id)
-
-
-def describe_run(kind: str, inputs: Any, results: Any) -> str:
-    """A one-line description of a run (see :func:`portllm_edge.reports.describe_run`)."""
-    from portllm_edge.reports import describe_run as describe
-
-    return describe(kind, inputs, results)
-
-
-def build_report(runs: Sequence[Any], **kwargs: Any) -> Report:
-    """A report of runs (see :func:`portllm_edge.reports.build_report`)."""
-    from portllm_edge.reports import build_report as build
-
-    return build(runs, **kwargs)
-
-
-def write_report(report: Report, dest: str | Path) -> Any:
-    """Write a report's files into ``dest`` (see :func:`portllm_edge.reports.write_report`)."""
-    from portllm_edge.reports import write_report as write
-
-    return write(report, dest)
-
-
 def home_dir() -> Path:
     """The data folder (stores, run history)."""
     from portllm_edge import paths
 
     return paths.home()
-
-
-def format_size(n: float | None) -> str:
-    """Bytes in binary units (see :func:`portllm_edge.hardware.sizes.format_size`)."""
-    from portllm_edge.hardware.sizes import format_size as fmt
-
-    return fmt(n)

@@ -121,7 +121,9 @@ def render_run(run: Any) -> Group:
     for key in ("accuracy", "n", "ported_name", "precision"):
         if results.get(key) is not None and results.get(key) != run.inputs.get(key):
             table.add_row(key, str(results[key]))
-    for key in ("peak_rss_bytes", "cuda_max_reserved_bytes"):
+    if results.get("peak_bytes") and results.get("metric"):  # measured in a worker process
+        table.add_row(f"peak ({results['metric']})", human(results["peak_bytes"]))
+    for key in ("peak_rss_bytes", "cuda_max_reserved_bytes"):  # records made before the workflow layer
         if results.get(key):
             table.add_row(key.replace("_bytes", ""), human(results[key]))
     if isinstance(results.get("evaluation"), dict):
