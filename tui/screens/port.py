@@ -889,7 +889,7 @@ class PortScreen(BaseScreen):
             )
             summary = summarize_port(result, patch, base)
             if summary.evaluation and evaluation.task:
-                from portllm_edge.reports import task_label
+                from portllm_edge.workflow.queries import task_label
 
                 # The task's real name: a jsonl task is named after its data file, as in reports.
                 name = task_label(evaluation.task, {"data": evaluation.data})
