@@ -328,22 +328,16 @@ def export_cmd(
         raise ExportError(f"`--format {fmt}` is not known", hint=f"use one of: {', '.join(EXPORT_FORMATS)}")
     if out is None and merge_to is None:
         raise ExportError("nothing to write", hint="pass --out PATH (and/or --merge-to FILE.gguf)")
-    if merge_to is not None:
-        from portllm_edge.export.merged_gguf import GGUF_DTYPES
-
-        if merge_dtype not in GGUF_DTYPES:
-            raise ExportError(
-                f"`--merge-dtype {merge_dtype}` is not supported",
-                hint=f"use one of: {', '.join(GGUF_DTYPES)}",
-            )
-        if merge_to.suffix.lower() != ".gguf" or (merge_to.exists() and not force):
-            raise ExportError(
-                f"{merge_to}: "
-                + ("already exists" if merge_to.suffix.lower() == ".gguf" else "not a .gguf name"),
-                hint="pass a new FILE.gguf to --merge-to (or --force to replace it)",
-            )
     with _manifest_warnings():
         target = resolve_target(name, base)
+        if merge_to is not None:  # every check of the merge before anything is written
+            from portllm_edge.export.merged_gguf import check_gguf_merge_target
+
+            if target.base_dir is None:
+                raise ExportError(
+                    f"{target.name}: no base to merge into ({target.base_note})", hint="pass --base"
+                )
+            check_gguf_merge_target(target.base_dir, merge_to, dtype=merge_dtype, overwrite=force)
         report = serving_report(target)
         results: dict[str, Any] = {}
         if out is not None:
@@ -359,10 +353,7 @@ def export_cmd(
         if merge_to is not None:
             from portllm_edge.export.merged_gguf import write_merged_gguf
 
-            if target.base_dir is None:
-                raise ExportError(
-                    f"{target.name}: no base to merge into ({target.base_note})", hint="pass --base"
-                )
+            assert target.base_dir is not None  # checked above
             merged = write_merged_gguf(
                 target.adapter_dir, target.base_dir, merge_to, dtype=merge_dtype, overwrite=force
             )

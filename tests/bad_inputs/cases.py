@@ -1016,6 +1016,25 @@ HOSTILE2_CASES: list[Case] = [
         ("{tmp}/taken.txt/x", "{tmp}/taken.txt is a file", "folder you can write to"),
     ),
     Case(
+        # the merge's checks run before the adapter export writes anything (a new user was left with --out)
+        "patch-export-merge-to-base-not-from-gguf",
+        _stored_patch_and_base,
+        (
+            "patch",
+            "export",
+            "sst2-llama",
+            "--base",
+            "{tmp}/base",
+            "--format",
+            "peft",
+            "--out",
+            "{tmp}/out",
+            "--merge-to",
+            "{tmp}/merged.gguf",
+        ),
+        ("{tmp}/base", "was not imported from a GGUF file"),
+    ),
+    Case(
         "merge-out-inside-file",
         _stored_patch_and_base,
         ("merge", "sst2-llama", "--base", "{tmp}/base", "--out", "{tmp}/taken.txt/sub/m"),
