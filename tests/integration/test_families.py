@@ -106,8 +106,11 @@ def test_cli_check_json_and_exit_codes(tiny_pairs, tiny_adapters, capsys):
 
     code = main(["check", str(tiny_adapters["mistral"]), "--base", str(tiny_pairs["mistral"].new), "--json"])
     data = json.loads(capsys.readouterr().out)
-    assert code == 0 and data["ok"] and data["drift"] is None
-    assert {c["name"]: c["status"] for c in data["checks"]}["tokenizer"] == "warn"
+    assert code == 0 and data["ok"]
+    # without --old, the old base named in the adapter's config is found, so the drift table is there
+    assert data["old_base"] == str(tiny_pairs["mistral"].old)
+    assert len(data["drift"]["modules"]) == 4  # q_proj and v_proj of 2 layers
+    assert {c["name"]: c["status"] for c in data["checks"]}["tokenizer"] == "warn"  # tiny models ship none
     code = main(["check", str(tiny_adapters["gemma2"]), "--base", str(tiny_pairs["qwen2"].new)])
     captured = capsys.readouterr()
     assert code == 2 and "FAIL  architecture" in captured.out and "result: NOT compatible" in captured.out

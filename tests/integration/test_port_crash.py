@@ -97,10 +97,5 @@ def test_history_writes_survive_sigkill(tmp_path):
             for key in ("inputs", "results"):
                 if key in rec and isinstance(rec[key], str):
                     json.loads(rec[key])  # complete JSON, never torn
-        # every JSON record file is complete too (atomic write: temp file, then rename)
-        for f in (home / "runs").glob("*.json"):
-            json.loads(f.read_text())
-        assert not [
-            f for f in (home / "runs").iterdir() if not f.name.startswith(".tmp-") and f.suffix != ".json"
-        ]
+        assert not (home / "runs").exists()  # the history is runs.sqlite alone
     assert killed == HISTORY_TRIALS
