@@ -63,11 +63,13 @@ class PortOptionsLoaded(Message):
 
 @dataclass
 class PrecisionPicked(Message):
-    """The planner's best precision for a base on this machine (``None`` when nothing fits)."""
+    """The one precision decision for a base on this machine (``None`` when the base can't be sized)."""
 
     base: str
     precision: str | None
     note: str
+    fits: bool = True
+    """The decided precision's estimated port peak fits the budget (else it is the smallest)."""
 
 
 @dataclass

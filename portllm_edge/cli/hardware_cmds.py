@@ -235,10 +235,14 @@ def pick_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Rank (base model, precision) pairs that fit, best first, with the reason and the port cost."""
-    from portllm_edge.planning import memory_budget, pick_models
+    from portllm_edge.workflow.queries import memory_budget, pick_models, rank_models
 
     budget = memory_budget(hardware, headroom, measure_bandwidth=True)
-    choices = pick_models(family=family, budget=budget, context=context, all_precisions=all_precisions)
+    if all_precisions:
+        choices = pick_models(family=family, budget=budget, context=context, all_precisions=True)
+    else:  # the one ranking, as the app's Models screen shows it
+        ranked = rank_models(budget, context=context, family=family, include_unfit=False)
+        choices = [m.choice for m in ranked]
     if as_json:
         _json(
             {

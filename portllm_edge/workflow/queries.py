@@ -7,6 +7,7 @@ it. Each import happens at call time: importing this module stays cheap (no torc
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,9 +29,13 @@ if TYPE_CHECKING:
     from portllm_edge.patches import PatchStore as PatchStore
     from portllm_edge.patches.store import validate_name as validate_name
     from portllm_edge.planning import Budget as Budget
+    from portllm_edge.planning import Precision as Precision
     from portllm_edge.planning import memory_budget as memory_budget
     from portllm_edge.planning import pick_models as pick_models
     from portllm_edge.planning import plan_model as plan_model
+    from portllm_edge.planning.decide import PrecisionDecision as PrecisionDecision
+    from portllm_edge.planning.decide import decide_precision as decide_precision
+    from portllm_edge.planning.pick import RankedChoice
     from portllm_edge.porting.port import ported_patch_name as ported_patch_name
     from portllm_edge.porting.preflight import PreflightReport as PreflightReport
     from portllm_edge.porting.preflight import run_preflight as run_preflight
@@ -47,6 +52,9 @@ _LAZY = {
     "memory_budget": ("portllm_edge.planning", "memory_budget"),
     "pick_models": ("portllm_edge.planning", "pick_models"),
     "plan_model": ("portllm_edge.planning", "plan_model"),
+    "decide_precision": ("portllm_edge.planning.decide", "decide_precision"),
+    "PrecisionDecision": ("portllm_edge.planning.decide", "PrecisionDecision"),
+    "Precision": ("portllm_edge.planning", "Precision"),
     "import_model_folder": ("portllm_edge.models.store", "import_model_folder"),
     "import_gguf": ("portllm_edge.models.gguf", "import_gguf"),
     "list_runs": ("portllm_edge.history", "list_runs"),
@@ -120,3 +128,57 @@ def home_dir() -> Path:
     from portllm_edge import paths
 
     return paths.home()
+
+
+@dataclass(frozen=True)
+class RankedModel:
+    """One model in ``pick``'s order, with its other precisions for a table.
+
+    Attributes:
+        choice: ``pick``'s row for the model: its decided precision when a port fits there
+            (:func:`~portllm_edge.planning.decide_precision`, job ``port``), else the smallest.
+        by_precision: Precision value -> the model's row at that precision (each asked precision).
+    """
+
+    choice: RankedChoice
+    by_precision: dict[str, RankedChoice] = field(default_factory=dict)
+
+    @property
+    def best(self) -> RankedChoice | None:
+        """``pick``'s choice when a port fits it, else ``None``."""
+        return self.choice if self.choice.fits else None
+
+
+def rank_models(
+    budget: Budget,
+    *,
+    precisions: tuple[str, ...] | None = None,
+    context: int = 2048,
+    family: str | None = None,
+    include_unfit: bool = True,
+) -> list[RankedModel]:
+    """Every profile and store model in ``portllm-edge pick``'s order, one entry per model.
+
+    The order and each model's precision are :func:`~portllm_edge.planning.pick_models`'s with
+    ``pick``'s own arguments (every precision, one row per model), so the CLI's ``pick`` and the
+    app's Models screen show one ranking; models that fit nowhere follow when ``include_unfit``.
+    ``by_precision`` adds each of ``precisions`` (default: all) for the table's columns.
+
+    Raises:
+        ConfigError: unknown family.
+    """
+    from portllm_edge.planning import ALL_PRECISIONS, pick_models
+
+    order = pick_models(budget=budget, context=context, family=family, include_unfit=include_unfit)
+    every = pick_models(
+        budget=budget,
+        context=context,
+        family=family,
+        precisions=ALL_PRECISIONS if precisions is None else precisions,
+        all_precisions=True,
+        include_unfit=True,
+    )
+    cells: dict[tuple[str, str], dict[str, RankedChoice]] = {}
+    for c in every:
+        cells.setdefault((c.model.kind, c.model.name), {})[c.precision.value] = c
+    return [RankedModel(c, cells.get((c.model.kind, c.model.name), {})) for c in order]

@@ -292,7 +292,7 @@ def test_choosing_a_base_never_overrides_the_users_precision(tiny_pairs) -> None
             screen.query_one("#base-path").value = str(tiny_pairs["qwen2"].new)
             await settle(pilot)
             assert screen.query_one("#precision").value == mine
-            assert f"your {mine} kept" in plain(screen.query_one("#precision-note")) or picked == mine
+            assert f"Your {mine} is kept" in plain(screen.query_one("#precision-note")) or picked == mine
 
     run(body)
 

@@ -3,7 +3,7 @@
 Each row is one model with fit / no fit per precision (the planner's estimates) and
 the estimated decode speed at its best precision (bandwidth-bound: the device's memory
 bandwidth ÷ bytes read per token; ``-`` when the bandwidth is unknown), ranked as
-``pick_models`` ranks them (fits first, then usable speed, then the largest). The pane
+``portllm-edge pick`` ranks them (one ranking: the workflow's ``rank_models``). The pane
 below shows the selected model's memory breakdown at its best precision, the
 LoRA/QLoRA fine-tuning estimates and the planner's reason. Actions import a GGUF
 file or a local Hugging Face folder into the model store.
@@ -38,7 +38,7 @@ class ModelRow:
     Attributes:
         key: ``<kind>:<name>`` (unique across profiles and the store).
         choices: Precision value -> the ranked choice (fit, estimate) for it.
-        best: The best fitting choice, or ``None`` when nothing fits.
+        best: ``pick``'s choice (its decided precision) when a port fits, or ``None`` when nothing fits.
         plan: The planner's :class:`~portllm_edge.planning.Plan` (breakdowns, fine-tune options).
     """
 
@@ -50,31 +50,21 @@ class ModelRow:
 
 
 def plan_models(budget: Any) -> list[ModelRow]:
-    """Rank every profile and store model for ``budget`` at nf4, int8, 16-bit and fp32 (pure math).
+    """Every profile and store model in ``portllm-edge pick``'s order, each at nf4, int8, 16-bit and fp32.
 
-    Order: ``pick_models``'s (largest fitting model first), then the models that fit nowhere.
+    The order and each model's best precision are the workflow's ``rank_models`` (the one
+    ranking ``pick`` prints); the models that fit nowhere follow. Pure math, no weights.
     """
-    from portllm_edge.workflow.queries import pick_models, plan_model
+    from portllm_edge.workflow.queries import plan_model, rank_models
 
     half = "bf16" if budget.bf16 else "fp16"
     precs = ("nf4", "int8", half, "fp32")
-    ranked = pick_models(budget=budget, precisions=precs, all_precisions=True, include_unfit=True)
-    order: list[str] = []
-    by_key: dict[str, dict[str, Any]] = {}
-    specs: dict[str, Any] = {}
-    for choice in ranked:
-        key = f"{choice.model.kind}:{choice.model.name}"
-        if key not in by_key:
-            order.append(key)
-            by_key[key] = {}
-            specs[key] = choice.model
-        by_key[key][choice.precision.value] = choice
     rows = []
-    for key in order:
-        fitting = [c for c in by_key[key].values() if c.fits]
-        best = min(fitting, key=lambda c: c.rank) if fitting else None
-        plan = plan_model(specs[key], budget=budget, precisions=precs)
-        rows.append(ModelRow(key, specs[key], by_key[key], best, plan))
+    for ranked in rank_models(budget, precisions=precs):
+        spec = ranked.choice.model
+        key = f"{spec.kind}:{spec.name}"
+        plan = plan_model(spec, budget=budget, precisions=precs)
+        rows.append(ModelRow(key, spec, ranked.by_precision, ranked.best, plan))
     return rows
 
 

@@ -1,7 +1,9 @@
 """Port: choose a patch, a target base and a precision, run the preflight, port, read the summary.
 
-The precision list is preselected with the planner's best fitting precision for
-the chosen base on this machine (``plan_model(...).best``). "Check" runs the
+The precision selector is empty ("auto") until a base is chosen; then it shows the one
+precision decision for that base on this machine (:func:`~portllm_edge.planning.decide_precision`,
+job ``port``, as ``plan``, ``pick`` and ``port --precision auto``). A precision the user
+picked is never overridden: the decision then only shows in the note. "Check" runs the
 preflight (configs and safetensors headers only) and lists every check with its
 reason; failed checks also raise a notification with the fix. "Port" runs
 :func:`portllm_edge.workflow.port` in a thread worker; each phase
@@ -57,6 +59,9 @@ PORT_PRECISIONS = ("nf4", "int8", "bf16", "fp32")
 """Precisions a port loads a base at (and the planner is asked about)."""
 
 PHASES = ("check", "load", "attach", "evaluate", "save")
+
+NO_BASE_NOTE = "auto: the planner decides once a base is chosen"
+"""The precision note before a base is chosen (the selector shows ``auto``)."""
 
 
 class PortCancelled(RunCancelled):
@@ -378,7 +383,7 @@ class PortScreen(BaseScreen):
         self._phase_starts: dict[str, float] = {}
         self._phase_current: str | None = None
         self._phases: tuple[str, ...] = ()
-        self._auto_precision: str | None = "nf4"
+        self._auto_precision: str | None = None
         """The precision this screen last put in the selector itself (the planner's pick)."""
         self.precision_chosen = False
         """True once the user picked a precision: the planner then only advises, never overrides."""
@@ -404,12 +409,11 @@ class PortScreen(BaseScreen):
                 yield Label("3 Precision", classes="step")
                 yield Select(
                     [(p, p) for p in PORT_PRECISIONS],
-                    value="nf4",
-                    allow_blank=False,
+                    prompt="auto",
                     id="precision",
                     compact=True,
                 )
-                yield Static("", id="precision-note")
+                yield Static(NO_BASE_NOTE, id="precision-note")
             with Horizontal(classes="row"):
                 yield Label("  Evaluate", classes="step")
                 yield Select([], prompt="no evaluation", id="eval-task", compact=True)
@@ -548,38 +552,36 @@ class PortScreen(BaseScreen):
         if base:
             self.pick_precision(base)
         else:
-            self.query_one("#precision-note", Static).update("")
+            self.query_one("#precision-note", Static).update(NO_BASE_NOTE)
 
     @work(thread=True, exclusive=True, group="port-plan")
     def pick_precision(self, base: str) -> None:
-        """Plan the base at nf4/int8/bf16/fp32 for this budget; posts :class:`PrecisionPicked`."""
-        from portllm_edge.workflow.queries import plan_model
+        """The one precision decision for ``base`` (job ``port``) on this budget; posts :class:`PrecisionPicked`.
+
+        The same :func:`~portllm_edge.planning.decide_precision` call as ``plan``, ``pick`` and
+        ``port --precision auto``, limited to the selector's precisions.
+        """
+        from portllm_edge.workflow.queries import decide_precision
 
         try:
             budget = self.papp.deps.budget()
-            plan = plan_model(base, budget=budget, precisions=PORT_PRECISIONS)
+            decision = decide_precision(base, budget=budget, job="port", allowed=self._allowed())
         except Exception as exc:
             msg = getattr(exc, "message", str(exc))
             self.post_message(PrecisionPicked(base, None, f"planner: {msg}"))
             return
-        if plan.best is None:
-            smallest = min(plan.inference, key=lambda o: o.breakdown.total_bytes)
-            note = (
-                f"planner: nothing fits {budget.usable_human()} usable "
-                f"(nf4 needs {smallest.breakdown.total_human()})"
-            )
-            self.post_message(PrecisionPicked(base, None, note))
-            return
-        opt = plan.option(plan.best)
-        note = (
-            f"planner's pick: {plan.best.value} ({opt.breakdown.total_human()} of "
-            f"{budget.usable_human()} usable)"
-        )
-        self.post_message(PrecisionPicked(base, plan.best.value, note))
+        note = f"planner's pick: {decision.reason}"
+        self.post_message(PrecisionPicked(base, decision.precision.value, note, fits=decision.fits))
+
+    @staticmethod
+    def _allowed() -> tuple[Any, ...]:
+        from portllm_edge.workflow.queries import Precision
+
+        return tuple(Precision(p) for p in PORT_PRECISIONS)
 
     @on(Select.Changed, "#precision")
     def _precision_changed(self, event: Select.Changed) -> None:
-        if event.value != self._auto_precision:
+        if event.value is not Select.NULL and event.value != self._auto_precision:
             self.precision_chosen = True  # the user's choice; the planner no longer sets it
 
     def on_precision_picked(self, message: PrecisionPicked) -> None:
@@ -592,9 +594,15 @@ class PortScreen(BaseScreen):
                 self._auto_precision = message.precision
                 select.value = message.precision
             elif select.value != message.precision:
-                note_text += f"; your {select.value} kept"
+                note_text += f" Your {select.value} is kept."
         note = self.query_one("#precision-note", Static)
-        note.update(Text(note_text, style="green" if message.precision else "yellow"))
+        good = message.precision is not None and message.fits
+        note.update(Text(note_text, style="green" if good else "yellow"))
+
+    def chosen_precision(self) -> str:
+        """The selector's precision, or ``auto`` (the decision, made by the port) before one is shown."""
+        value = self.query_one("#precision", Select).value
+        return "auto" if value is Select.NULL else str(value)
 
     # ------------------------------------------------------------------ preflight
 
@@ -806,7 +814,7 @@ class PortScreen(BaseScreen):
             if taken and not overwrite:
                 self._ask_name(name)
                 return
-        precision = str(self.query_one("#precision", Select).value)
+        precision = self.chosen_precision()
         self._phases = tuple(p for p in PHASES if p != "evaluate" or ev.task)
         self._phase_times = {}
         self._phase_starts = {}
@@ -905,7 +913,7 @@ class PortScreen(BaseScreen):
 
     def _start_fleet(self, patch: str, base: str) -> None:
         """Every stored patch whose base is this patch's base, onto ``base``, loading it once."""
-        precision = str(self.query_one("#precision", Select).value)
+        precision = self.chosen_precision()
         self._cancel.clear()
         self.running = True
         self.summary = None
