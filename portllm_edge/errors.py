@@ -36,10 +36,16 @@ class PortllmError(Exception):
             self.title = title
 
     def one_line(self) -> str:
-        """Return ``message`` and the hint joined on one line, for CLI output."""
+        """Return ``message`` and the hint joined on one line, for CLI output (``<message>. Fix: <hint>``)."""
         if self.hint:
-            return f"{self.message} Fix: {self.hint}"
+            return f"{sentence(self.message)} Fix: {self.hint}"
         return self.message
+
+
+def sentence(text: str) -> str:
+    """``text`` ending with a full stop (unless it already ends with ``.``, ``!``, ``?`` or ``:``)."""
+    text = text.rstrip()
+    return text if not text or text.endswith((".", "!", "?", ":")) else text + "."
 
 
 class ConfigError(PortllmError, ValueError):

@@ -62,15 +62,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("aborted", file=sys.stderr)
         return 130
     except _USAGE_ERRORS as exc:
-        exc.show()  # type: ignore[attr-defined]
+        print_error(_usage_error(exc))
         return EXIT_USAGE
     except PortllmError as exc:
-        print(f"error: {exc.one_line()}", file=sys.stderr)
+        print_error(exc.one_line())
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     return rv if isinstance(rv, int) else 0
+
+
+def print_error(text: str) -> None:
+    """Print one CLI error line to stderr: ``error: <what and where>. Fix: <how>``.
+
+    The one place the CLI words an error: core errors (:meth:`PortllmError.one_line`) and the
+    argument parser's usage errors (:func:`_usage_error`) both come here, and exit with 2.
+    """
+    print(f"error: {text}", file=sys.stderr)
+
+
+def _usage_error(exc: BaseException) -> str:
+    """A click/typer usage error as ``<message>. Fix: <usage>; see `<command> --help```."""
+    from portllm_edge.errors import sentence
+
+    message = sentence(exc.format_message() if hasattr(exc, "format_message") else str(exc))
+    ctx = getattr(exc, "ctx", None)
+    if ctx is None:
+        return message
+    usage = ctx.get_usage().removeprefix("Usage: ").strip()
+    return f"{message} Fix: {usage}; see `{ctx.command_path} --help`"
 
 
 def _quiet_libraries() -> None:

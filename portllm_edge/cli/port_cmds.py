@@ -240,6 +240,8 @@ def port_cmd(
 
     if not base:
         raise ConfigError("`--base` is required.", hint="pass the updated base: --base NEW")
+    if eval_limit is not None and eval_limit < 1:
+        _check_eval_options(eval_task, eval_limit, template, verbalizers)
     if all_patches or from_base is not None:
         given = {
             "PATCH": patch is not None,
@@ -264,6 +266,7 @@ def port_cmd(
             "no patch given.", hint="pass a patch name, or --all --from OLD for every patch of OLD"
         )
     check_eval_pair(eval_task, eval_data)
+    _check_eval_options(eval_task, eval_limit, template, verbalizers)
     old = old or old_base
     spec = None
     if eval_task is not None and eval_data is not None:
@@ -291,6 +294,34 @@ def port_cmd(
         out.print_json(json.dumps(res.to_dict(), default=str))
         return
     print_port(res)
+
+
+def _check_eval_options(
+    task: Optional[str], limit: Optional[int], template: Optional[str], verbalizers: Optional[list[str]]
+) -> None:
+    """Refuse evaluation options that would be ignored or mean nothing, before any work.
+
+    Raises:
+        ConfigError: ``--eval-limit`` below 1, or ``--eval-limit``/``--template``/``--verbalizer``
+            without ``--eval-task``.
+    """
+    if limit is not None and limit < 1:
+        raise ConfigError(
+            f"`--eval-limit {limit}` evaluates no example.",
+            hint="pass --eval-limit 1 or more, or leave it out to evaluate every example",
+        )
+    given = [
+        flag
+        for flag, value in (("--eval-limit", limit), ("--template", template), ("--verbalizer", verbalizers))
+        if value
+    ]
+    if task is None and given:
+        raise ConfigError(
+            " and ".join(f"`{g}`" for g in given)
+            + (" sets" if len(given) == 1 else " set")
+            + " up an evaluation, but no `--eval-task` was given.",
+            hint="add --eval-task TASK --eval-data FILE, or drop " + " and ".join(given),
+        )
 
 
 def print_port(res: Any) -> None:

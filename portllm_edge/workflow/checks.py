@@ -22,6 +22,25 @@ DISK_MARGIN_BYTES = 64 * 2**20
 """Free space kept on top of what a write needs, bytes."""
 
 
+def check_port_name_options(name: str | None, *, save: bool) -> None:
+    """Refuse a ported patch name that would be ignored: empty, or given with ``save=False``.
+
+    Raises:
+        ConfigError: ``name`` is empty or blank (it used to fall back to the default silently),
+            or ``name`` is given while nothing is stored (``--no-save``).
+    """
+    if name is not None and not name.strip():
+        raise ConfigError(
+            "`--name` is empty; the ported patch needs a store name.",
+            hint="pass --name NEW, or leave --name out for the default `<patch>@<new base>`",
+        )
+    if name is not None and not save:
+        raise ConfigError(
+            f"`--name {name}` names the stored port, but `--no-save` stores nothing.",
+            hint="drop --no-save to store the port under that name, or drop --name",
+        )
+
+
 def check_new_patch_name(name: str, *, overwrite: bool, source: str | None = None) -> None:
     """Refuse a patch store name that is invalid, taken (unless ``overwrite``), or the ``source`` patch's own.
 

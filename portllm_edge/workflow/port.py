@@ -93,7 +93,11 @@ def _prepare(req: PortRequest, resolved: Resolved, work: Path) -> _Prepared:
 
     name = None
     if req.save:
-        name = req.name or ported_patch_name(resolved.patch.name, resolved.base.model_id)
+        name = (
+            req.name
+            if req.name is not None
+            else ported_patch_name(resolved.patch.name, resolved.base.model_id)
+        )
         stored = resolved.patch.stored
         checks.check_new_patch_name(
             name, overwrite=req.overwrite, source=stored.name if stored is not None else None
@@ -316,6 +320,9 @@ def port(
 
     phases = _Phases(on_phase)
     with recorded("port", req) as run, tempfile.TemporaryDirectory(prefix="portllm-port-") as tmp:
+        from portllm_edge.workflow.checks import check_port_name_options
+
+        check_port_name_options(req.name, save=req.save)
         resolved = resolve(req.patch, req.base, old=req.old)
         with phases("check"):
             prep = _prepare(req, resolved, Path(tmp))

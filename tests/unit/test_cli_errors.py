@@ -1,0 +1,72 @@
+"""Every CLI error is one ``error: ...`` line on stderr and exit code 2 (usage errors included),
+and ``port`` refuses options it would ignore, before any work (issue 14, walkthrough)."""
+
+from __future__ import annotations
+
+import pytest
+
+from portllm_edge import paths
+from portllm_edge.cli import main
+
+
+def run(capsys, *argv: str) -> tuple[int, str]:
+    capsys.readouterr()
+    code = main(list(argv))
+    err = capsys.readouterr().err
+    paths.set_home(None)
+    return code, err
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (("patch", "show"), "error: Missing argument 'name'. Fix: portllm-edge patch show [OPTIONS]"),
+        (("patch", "show", "nope"), "error: no patch named 'nope' in the store at "),
+        (("plan", "SmolLM2-135M", "--context", "0"), "error: Invalid value for '--context'"),
+        (("no-such-command",), "error: No such command 'no-such-command'. Fix: portllm-edge [OPTIONS]"),
+    ],
+)
+def test_usage_and_core_errors_share_one_prefix_and_exit_2(capsys, argv, expected) -> None:
+    code, err = run(capsys, *argv)
+    assert code == 2
+    assert err.startswith(expected), err
+    assert "Error:" not in err and err.count("\n") == 1  # one line, one prefix
+
+
+def test_a_core_error_without_a_full_stop_gets_one_before_the_fix(capsys) -> None:
+    code, err = run(capsys, "patch", "show", "nope")
+    assert code == 2 and "/patches. Fix: the store is empty" in err
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (("--name", ""), "error: `--name` is empty; the ported patch needs a store name."),
+        (("--name", "  "), "error: `--name` is empty"),
+        (
+            ("--no-save", "--name", "x"),
+            "error: `--name x` names the stored port, but `--no-save` stores nothing.",
+        ),
+        (("--eval-limit", "0"), "error: `--eval-limit 0` evaluates no example."),
+        (
+            ("--eval-limit", "5"),
+            "error: `--eval-limit` sets up an evaluation, but no `--eval-task` was given.",
+        ),
+    ],
+)
+def test_port_refuses_options_it_would_ignore_before_looking_anything_up(capsys, extra, expected) -> None:
+    # The patch does not exist: the option check must come first, so this error is never reached.
+    code, err = run(capsys, "port", "no-such-patch", "--base", "no-such-base", *extra)
+    assert code == 2
+    assert err.startswith(expected), err
+    assert "no-such-patch" not in err
+
+
+def test_port_name_checks_are_recorded_as_a_failed_run(capsys) -> None:
+    from portllm_edge.history import list_runs
+
+    code, _err = run(capsys, "port", "p", "--base", "b", "--no-save", "--name", "x")
+    assert code == 2
+    runs = list_runs("port")
+    assert runs and runs[0].status in ("failed", "error")
+    assert "--no-save" in runs[0].results["error"] and runs[0].results["error_type"] == "ConfigError"
