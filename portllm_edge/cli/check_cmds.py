@@ -175,6 +175,42 @@ def drift_cmd(
     typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_drift(report))
 
 
+@app.command("forecast")
+def forecast_cmd(
+    patch: PatchArg,
+    base: BaseOpt,
+    old: OldOpt = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the forecast and its features as JSON.")
+    ] = False,
+) -> None:
+    """Predict, without task data, the share of PATCH's gain that survives porting it onto --base."""
+    from portllm_edge.workflow import forecast
+
+    res = forecast(patch, base, old=old)
+    if as_json:
+        data = {
+            "forecast": res.forecast.to_dict(),
+            "features": res.features.to_dict(),
+            "old_base": str(res.resolved.old_base.path) if res.resolved.old_base else None,
+            "seconds": res.seconds,
+        }
+        typer.echo(json.dumps(data, indent=2))
+        return
+    line = _old_line(res.resolved)
+    if line:
+        typer.echo(line)
+    typer.echo(res.forecast.summary())
+    f = res.features
+    typer.echo(
+        f"features: median base drift {_pct(f.base_drift)}, patch size {_pct(f.patch_size)}, "
+        f"drift/patch {f.drift_ratio:.3g}, projected drift/patch {f.projected_ratio:.3g}"
+        + (f", effect cosine on generic text {f.effect_cosine:.3f}" if f.effect_cosine is not None else "")
+        + f" ({res.seconds:.1f} s)"
+    )
+    typer.echo("what it rests on: docs/forecast.md")
+
+
 @app.command("merge")
 def merge_cmd(
     patch: PatchArg,

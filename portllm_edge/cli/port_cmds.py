@@ -127,10 +127,21 @@ def simulate_update_cmd(
     seed: Annotated[int, typer.Option("--seed", help="Shuffle seed.")] = 0,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing --out folder.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the drift record as JSON.")] = False,
+    chain: Annotated[
+        Optional[str],
+        typer.Option(
+            "--chain",
+            help="Successive updates v2..vK as STEPS:LR,STEPS:LR,... (one per new version, each trained "
+            "from the previous one) into --out/v2 ... --out/vK; --steps and --lr are then unused.",
+        ),
+    ] = None,
 ) -> None:
     """Make an updated base by full-parameter continued pretraining on plain text; report weight drift."""
     from portllm_edge.workflow.train import UpdateRequest, update
 
+    if chain is not None:
+        _simulate_chain(base, corpus, out_dir, chain, seq_len, batch_size, seed, force, as_json)
+        return
     req = UpdateRequest(
         base, [str(c) for c in corpus], str(out_dir), steps, seq_len, batch_size, lr, seed, force
     )
@@ -145,6 +156,50 @@ def simulate_update_cmd(
     top = sorted(res.drift.items(), key=lambda kv: kv[1], reverse=True)[:5]
     for k, v in top:
         out.print(f"  {k:<50} {v:.4%}")
+
+
+def parse_chain(spec: str) -> list[tuple[int, float]]:
+    """``"10:2e-5,20:5e-5"`` -> ``[(10, 2e-5), (20, 5e-5)]``.
+
+    Raises:
+        ConfigError: an item is not ``STEPS:LR`` with an integer and a number.
+    """
+    from portllm_edge.errors import ConfigError
+
+    stages = []
+    for item in (x.strip() for x in spec.split(",") if x.strip()):
+        steps, _, lr = item.partition(":")
+        try:
+            stages.append((int(steps), float(lr)))
+        except ValueError:
+            raise ConfigError(
+                f"`--chain` item {item!r} is not STEPS:LR.", hint="e.g. --chain 10:2e-5,20:5e-5,40:1e-4"
+            ) from None
+    return stages
+
+
+def _simulate_chain(
+    base: str, corpus: list[Path], out_dir: Path, chain: str, seq_len: int, batch_size: int, seed: int,
+    force: bool, as_json: bool,
+) -> None:  # fmt: skip
+    from dataclasses import asdict
+
+    from portllm_edge.workflow.train import UpdateChainRequest, update_chain
+
+    req = UpdateChainRequest(
+        base, [str(c) for c in corpus], str(out_dir), parse_chain(chain), seq_len, batch_size, seed, force
+    )
+    with step_progress("continued pretraining") as progress:
+        lineage = update_chain(req, progress=progress)
+    if as_json:
+        out.print_json(json.dumps([asdict(v) for v in lineage]))
+        return
+    out.print(f"lineage of {len(lineage)} versions under {out_dir} (v1 = {lineage[0].path})")
+    for v in lineage[1:]:
+        out.print(
+            f"  {v.version}: {v.steps} steps at lr {v.learning_rate:g}, mean relative drift of linear "
+            f"weights from the previous version {v.mean_linear_drift or 0.0:.4%}  ({v.path})"
+        )
 
 
 @app.command("port")

@@ -84,6 +84,9 @@ class ModuleDrift:
         patch_size: ‖ΔW‖_F / ‖W_old‖_F (unitless).
         ratio: base_drift / patch_size (``inf`` for an all-zero patch).
         indicator: :func:`portability` of the two.
+        projected_drift: ‖U_Bᵀ (W_new − W_old) V_A‖_F / ‖W_old‖_F, the base drift inside the patch's
+            own column space (U_B, orthonormal basis of B's columns) and row space (V_A, of A's
+            rows) -- the part of the update the patch's r×r block sees (unitless).
     """
 
     module: str
@@ -92,6 +95,12 @@ class ModuleDrift:
     patch_size: float
     ratio: float
     indicator: Indicator
+    projected_drift: float = 0.0
+
+    @property
+    def projected_ratio(self) -> float:
+        """projected_drift / patch_size (``inf`` for an all-zero patch)."""
+        return math.inf if self.patch_size == 0 else self.projected_drift / self.patch_size
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (``ratio`` is ``None`` when infinite)."""
@@ -102,6 +111,7 @@ class ModuleDrift:
             "patch_size": self.patch_size,
             "ratio": None if math.isinf(self.ratio) else self.ratio,
             "indicator": self.indicator,
+            "projected_drift": self.projected_drift,
         }
 
 
@@ -131,6 +141,11 @@ class DriftReport:
     def median_ratio(self) -> float:
         """Median of the per-module ratios."""
         return statistics.median(m.ratio for m in self.modules) if self.modules else math.inf
+
+    @property
+    def median_projected_ratio(self) -> float:
+        """Median of :attr:`ModuleDrift.projected_ratio`."""
+        return statistics.median(m.projected_ratio for m in self.modules) if self.modules else math.inf
 
     @property
     def indicator(self) -> Indicator:
@@ -173,6 +188,14 @@ def lora_delta_norm(a: Any, b: Any, scale: float) -> float:
     a64, b64 = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     gram = float(((b64.T @ b64) * (a64 @ a64.T)).sum())
     return abs(scale) * math.sqrt(max(gram, 0.0))
+
+
+def _orthonormal_span(m: Any) -> Any:
+    """An orthonormal basis (float64 columns) of the column space of ``m`` (``[n, r]``), via reduced QR."""
+    import numpy as np
+
+    q, _ = np.linalg.qr(np.asarray(m, dtype=np.float64))
+    return q
 
 
 def _require_same_architecture(old_base_dir: Path, new_base_dir: Path) -> None:
@@ -262,19 +285,23 @@ def compute_drift(
                 continue
             r_old, n_old = tensor_ref(old, t_old)
             r_new, n_new = tensor_ref(new, t_new)
+            a = adapter.full_f32(lm.a_key)
+            b = adapter.full_f32(lm.b_key)
+            q_b, q_a = _orthonormal_span(b), _orthonormal_span(a.T)
+            projected = np.zeros((q_b.shape[1], q_a.shape[1]))
             diff2 = ref2 = 0.0
             for start, stop in _row_blocks(tuple(old_mods[t_old])):
                 w_old = r_old.rows_f32(n_old, start, stop).astype(np.float64)
                 w_new = r_new.rows_f32(n_new, start, stop).astype(np.float64)
                 diff2 += float(np.square(w_new - w_old).sum())
                 ref2 += float(np.square(w_old).sum())
-            a = adapter.full_f32(lm.a_key)
-            b = adapter.full_f32(lm.b_key)
+                projected += q_b[start:stop].T @ ((w_new - w_old) @ q_a)
             norm_ref = math.sqrt(ref2) or 1e-30
             d = math.sqrt(diff2) / norm_ref
             p = lora_delta_norm(a, b, config.scaling(module)) / norm_ref
             ratio = math.inf if p == 0 else d / p
-            rows.append(ModuleDrift(t_new, tuple(new_mods[t_new]), d, p, ratio, portability(d, p)))
+            proj = float(np.linalg.norm(projected)) / norm_ref
+            rows.append(ModuleDrift(t_new, tuple(new_mods[t_new]), d, p, ratio, portability(d, p), proj))
     finally:
         adapter.close()
         for r in readers.values():

@@ -38,6 +38,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from portllm_edge.history.health import PatchHealth, patch_health
+
 BREAKDOWN_KEYS = ("weights", "adapter", "optimizer", "activations", "other")
 """Memory categories of a phase, in chart order."""
 
@@ -219,6 +221,8 @@ class Report:
         budget: Memory-budget rows per hardware profile, or empty.
         budget_model: The model the budget rows are for, or ``None``.
         notes: Free-text caveats.
+        health: Patch health: the recovered gain per version of an update chain, per patch and
+            task (:func:`portllm_edge.history.health.patch_health` of the compare runs).
     """
 
     title: str
@@ -231,6 +235,7 @@ class Report:
     budget: tuple[BudgetRow, ...] = ()
     budget_model: str | None = None
     notes: tuple[str, ...] = ()
+    health: tuple[PatchHealth, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (bytes as ints)."""
@@ -644,6 +649,7 @@ def build_report(
     Returns:
         The report. Runs of other kinds (``update``) are listed but add no rows.
     """
+    runs = list(runs)
     summaries: list[RunSummary] = []
     acc: list[AccuracyRow] = []
     mem: list[MemoryPhase] = []
@@ -694,6 +700,7 @@ def build_report(
         budget=tuple(budget),
         budget_model=budget_model,
         notes=tuple(notes),
+        health=tuple(patch_health(runs)),
     )
 
 

@@ -26,6 +26,7 @@ CHART_ACCURACY = "accuracy.png"
 CHART_MEMORY = "memory_breakdown.png"
 CHART_ESTIMATES = "estimate_vs_measured.png"
 CHART_BUDGET = "memory_budget.png"
+CHART_HEALTH = "patch_health.png"
 MARKDOWN_NAME = "report.md"
 JSON_NAME = "report.json"
 
@@ -90,6 +91,7 @@ def render_markdown(report: Report, charts: Sequence[str] = ()) -> str:
             out.append("")
         if CHART_ACCURACY in charts:
             out += [f"![Accuracy per configuration]({CHART_ACCURACY})", ""]
+    out += _health_markdown(report, charts)
     if report.memory:
         out += ["## Peak memory per phase", ""]
         out += [
@@ -152,7 +154,7 @@ def render_markdown(report: Report, charts: Sequence[str] = ()) -> str:
         out.append("")
         if CHART_BUDGET in charts:
             out += [f"![Memory budget]({CHART_BUDGET})", ""]
-    if not (report.accuracy or report.memory or report.ratios or report.budget):
+    if not (report.accuracy or report.memory or report.ratios or report.budget or report.health):
         out += ["No accuracy or memory results in the selected runs.", ""]
     out += ["## Runs", "", "| id | kind | status | started | summary |", "|---|---|---|---|---|"]
     for s in report.runs:
@@ -161,6 +163,63 @@ def render_markdown(report: Report, charts: Sequence[str] = ()) -> str:
     if report.notes:
         out += ["## Notes", ""] + [f"- {_md_escape(n)}" for n in report.notes] + [""]
     return "\n".join(out)
+
+
+def _health_markdown(report: Report, charts: Sequence[str]) -> list[str]:
+    """The patch-health section: recovered gain per version of each lineage, with paired intervals."""
+    if not report.health:
+        return []
+    out = [
+        "## Patch health across successive updates",
+        "",
+        "Recovered gain (ported − zero-shot) / (old base + patch − zero-shot) of each port of a patch onto "
+        "the versions of one update chain, with 95% paired bootstrap intervals.",
+        "",
+    ]
+    for h in report.health:
+        out += [
+            f"### {_md_escape(h.label)}",
+            "",
+            "| version | recovered gain | 95% CI | n | run |",
+            "|---|---|---|---|---|",
+        ]
+        for p in h.points:
+            ci = f"{_pct(p.low)} – {_pct(p.high)}" if p.low is not None and p.high is not None else "n/a"
+            out.append(f"| {p.version} | {_pct(p.recovered_gain)} | {ci} | {p.n or 'n/a'} | {p.run_id} |")
+        out.append("")
+    if CHART_HEALTH in charts:
+        out += [f"![Patch health per version]({CHART_HEALTH})", ""]
+    return out
+
+
+def chart_health(report: Report) -> bytes | None:
+    """Recovered gain per version of each (patch, lineage, task), with 95 % paired bootstrap whiskers (PNG)."""
+    if not report.health:
+        return None
+    versions: list[str] = []
+    for h in report.health:
+        for p in h.points:
+            if p.version not in versions:
+                versions.append(p.version)
+    versions.sort(key=lambda v: int(v[1:]) if v[1:].isdigit() else 0)
+    fig = _figure(max(6.0, 0.8 * len(versions) + 3), 4.2)
+    ax = fig.add_subplot(1, 1, 1)
+    step = 0.6 / max(1, len(report.health))
+    for j, h in enumerate(report.health):
+        xs = [versions.index(p.version) - 0.3 + step * (j + 0.5) for p in h.points]
+        ys = [100 * p.recovered_gain for p in h.points]
+        lo = [100 * (p.recovered_gain - p.low) if p.low is not None else 0.0 for p in h.points]
+        hi = [100 * (p.high - p.recovered_gain) if p.high is not None else 0.0 for p in h.points]
+        ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=h.label)
+    ax.axhline(100, color="#555555", lw=0.8, ls="--")
+    ax.axhline(0, color="#555555", lw=0.8)
+    ax.set_xticks(range(len(versions)), versions)
+    ax.set_xlabel("base version (each an update of the previous one)")
+    ax.set_ylabel("recovered gain (%)")
+    ax.set_title("Patch health: share of the patch's gain kept by the port (95% paired bootstrap CI)")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    ax.grid(axis="y", alpha=0.3)
+    return _png(fig)
 
 
 def render_json(report: Report) -> str:
@@ -371,6 +430,7 @@ def render_charts(report: Report) -> dict[str, bytes]:
         (CHART_MEMORY, chart_memory),
         (CHART_ESTIMATES, chart_estimates),
         (CHART_BUDGET, chart_budget),
+        (CHART_HEALTH, chart_health),
     ):
         png = fn(report)
         if png is not None:

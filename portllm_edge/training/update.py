@@ -332,6 +332,27 @@ class LineageVersion:
     mean_linear_drift: float | None = None
 
 
+UpdateFn = Callable[[Path, Path, UpdateStage, int], UpdateResult]
+"""``(previous version, out folder, stage, seed) -> UpdateResult``: makes one version of a chain."""
+
+
+def _chain_key(
+    prev: Path, stage: UpdateStage, seq_len: int, batch_size: int, seed: int, corpus: Sequence[Any]
+) -> str:
+    import hashlib
+
+    parts = [
+        str(prev.resolve()),
+        stage.steps,
+        stage.learning_rate,
+        seq_len,
+        batch_size,
+        seed,
+        [str(c) for c in corpus],
+    ]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+
+
 def simulate_update_chain(
     base_dir: str | Path,
     corpus: Sequence[str | os.PathLike[str]],
@@ -342,16 +363,19 @@ def simulate_update_chain(
     batch_size: int = 4,
     seed: int = 0,
     force: bool = False,
+    reuse: bool = False,
     progress: Callable[[int, int, float], None] | None = None,
+    update_fn: UpdateFn | None = None,
 ) -> list[LineageVersion]:
     """Chain updates v1 -> v2 -> ... -> vK: each version is continued pretraining of the previous one.
 
     ``base_dir`` is v1; stage ``i`` (0-based) trains version ``v{i+1}`` into
     ``out_root/v{i+2}`` with :func:`simulate_update` (seed ``seed + i``). Each version's
-    ``portllm_update.json`` gains ``version`` and ``lineage``: the versions from the
-    root to itself (:class:`LineageVersion` records), so a later port can say which
-    update of which lineage it targets. Increasing ``steps``/``learning_rate`` along the
-    stages gives increasing drift (the successive-update benchmark of issue 13).
+    ``portllm_update.json`` gains ``version``, ``chain_key`` and ``lineage``: the versions
+    from the root to itself (:class:`LineageVersion` records), so a later port can say
+    which update of which lineage it targets (:func:`read_lineage`). Increasing
+    ``steps``/``learning_rate`` along the stages gives increasing drift (the
+    successive-update benchmark of issue 13).
 
     Args:
         base_dir: The root base folder (v1).
@@ -360,6 +384,10 @@ def simulate_update_chain(
         stages: One :class:`UpdateStage` per new version (at least one).
         seq_len, batch_size, force, progress: As :func:`simulate_update`.
         seed: Seed of the first stage; stage ``i`` uses ``seed + i``.
+        reuse: Keep a version whose ``chain_key`` (previous version, stage, sizes, seed,
+            corpus) matches instead of training it again (a resumed chain).
+        update_fn: Makes one version (default: :func:`simulate_update`); the workflow layer
+            passes one that records each update in the run history.
 
     Returns:
         The lineage, v1 first.
@@ -371,7 +399,9 @@ def simulate_update_chain(
     from portllm_edge.fsutil import atomic_write_json
 
     if not stages:
-        raise ConfigError("an update chain needs at least one stage", hint="pass --versions 2 or more")
+        raise ConfigError(
+            "an update chain needs at least one stage", hint="pass --chain STEPS:LR[,STEPS:LR...]"
+        )
     out_root = Path(out_root)
     lineage = [LineageVersion("v1", str(Path(base_dir).resolve()))]
     for i, stage in enumerate(stages):
@@ -383,29 +413,43 @@ def simulate_update_chain(
             batch_size=batch_size,
             learning_rate=stage.learning_rate,
         )
+
+    def default_update(prev: Path, out: Path, stage: UpdateStage, stage_seed: int) -> UpdateResult:
+        return simulate_update(
+            prev, corpus, out, steps=stage.steps, seq_len=seq_len, batch_size=batch_size,
+            learning_rate=stage.learning_rate, seed=stage_seed, force=force, progress=progress,
+        )  # fmt: skip
+
+    make = update_fn or default_update
     prev = Path(base_dir)
     for i, stage in enumerate(stages):
         out = out_root / f"v{i + 2}"
-        res = simulate_update(
-            prev,
-            corpus,
-            out,
-            steps=stage.steps,
-            seq_len=seq_len,
-            batch_size=batch_size,
-            learning_rate=stage.learning_rate,
-            seed=seed + i,
-            force=force,
-            progress=progress,
-        )
+        key = _chain_key(prev, stage, seq_len, batch_size, seed + i, corpus)
+        meta = out / DRIFT_FILE
+        if reuse and meta.is_file() and json.loads(meta.read_text()).get("chain_key") == key:
+            drift = json.loads(meta.read_text()).get("mean_linear_drift")
+        else:
+            drift = make(prev, out, stage, seed + i).mean_linear_drift
         lineage.append(
-            LineageVersion(
-                f"v{i + 2}", str(out.resolve()), stage.steps, stage.learning_rate, res.mean_linear_drift
-            )
+            LineageVersion(f"v{i + 2}", str(out.resolve()), stage.steps, stage.learning_rate, drift)
         )
-        record = json.loads((out / DRIFT_FILE).read_text())
-        record["version"] = f"v{i + 2}"
-        record["lineage"] = [asdict(v) for v in lineage]
-        atomic_write_json(out / DRIFT_FILE, record)
+        record = json.loads(meta.read_text())
+        record.update({"version": f"v{i + 2}", "chain_key": key, "lineage": [asdict(v) for v in lineage]})
+        atomic_write_json(meta, record)
         prev = out
     return lineage
+
+
+def read_lineage(base_dir: str | Path) -> tuple[str, list[LineageVersion]] | None:
+    """The version name and lineage stamped into ``base_dir`` by :func:`simulate_update_chain`, or ``None``.
+
+    Returns:
+        ``(version, lineage)`` with ``lineage[0]`` the root (v1); ``None`` for a base that is
+        not a version of a chain (no ``portllm_update.json``, or one without ``lineage``).
+    """
+    meta = Path(base_dir) / DRIFT_FILE
+    try:
+        record = json.loads(meta.read_text(encoding="utf-8"))
+        return str(record["version"]), [LineageVersion(**v) for v in record["lineage"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

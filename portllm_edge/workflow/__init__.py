@@ -11,9 +11,10 @@ the typed results in :mod:`portllm_edge.workflow.types`; they call nothing below
 ``compare``    the PortLLM table for one task
 ``bench``      peak memory of LoRA fine-tuning vs porting, each in its own worker
 ``train``      LoRA fine-tune a patch, with a held-out before/after check
-``update``     make an updated base by continued pretraining
+``update``     make an updated base by continued pretraining (``update_chain``: v1 -> v2 -> ... -> vK)
 ``experiment`` all of the above, cached: v1 -> v2, patch, baseline, port, compare, measure
 ``check``      the preflight (and drift table) without loading weights
+``forecast``   the share of a patch's gain that survives a port, from weights and generic text
 =============  ==============================================================
 
 Every run is recorded through :func:`portllm_edge.workflow.record.recorded`, also when it
@@ -35,8 +36,17 @@ from portllm_edge.workflow.experiment import (
     experiment,
 )
 from portllm_edge.workflow.fleet import FleetItem, FleetOutcome, port_fleet
+from portllm_edge.workflow.forecast import ForecastOutcome, forecast
 from portllm_edge.workflow.port import LoraShape, PortRequest, port
-from portllm_edge.workflow.train import TrainRequest, UpdateRequest, no_gain_hint, train, update
+from portllm_edge.workflow.train import (
+    TrainRequest,
+    UpdateChainRequest,
+    UpdateRequest,
+    no_gain_hint,
+    train,
+    update,
+    update_chain,
+)
 from portllm_edge.workflow.types import (
     EvalSpec,
     EvalSummary,
@@ -60,6 +70,7 @@ __all__ = [
     "ExperimentTask",
     "FleetItem",
     "FleetOutcome",
+    "ForecastOutcome",
     "LoraShape",
     "Memory",
     "PatchRef",
@@ -70,6 +81,7 @@ __all__ = [
     "Saving",
     "TrainOutcome",
     "TrainRequest",
+    "UpdateChainRequest",
     "UpdateRequest",
     "UpdateSummary",
     "bench",
@@ -77,9 +89,11 @@ __all__ = [
     "compare",
     "evaluate",
     "experiment",
+    "forecast",
     "no_gain_hint",
     "port",
     "port_fleet",
     "train",
     "update",
+    "update_chain",
 ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -88,6 +88,22 @@ def _score_row(row: _Row, data: Any, req: CompareRequest) -> CompareRow:
     )
 
 
+def _reusable(known: CompareRow, row: _Row, precision: str, n: int) -> bool:
+    """A row scored earlier is reused only for the same base, precision and number of examples, verdicts kept."""
+    return len(known.correct) == n and known.precision == precision and known.base_id == row.base.model_id
+
+
+def _lineage_of(base_dir: Path) -> dict[str, Any] | None:
+    """``{"root": v1 folder, "version": "v3", "versions": [...]}`` for a version of an update chain, else None."""
+    from portllm_edge.training.update import read_lineage
+
+    found = read_lineage(base_dir)
+    if found is None:
+        return None
+    version, lineage = found
+    return {"root": lineage[0].path, "version": version, "versions": [v.version for v in lineage]}
+
+
 def compare(
     patch: str,
     *,
@@ -98,6 +114,7 @@ def compare(
     baseline: str | None = None,
     on_row: Callable[[str], None] | None = None,
     record: bool = True,
+    reuse_rows: Mapping[str, CompareRow] | None = None,
 ) -> CompareResult:
     """Produce the PortLLM table for one task.
 
@@ -109,6 +126,12 @@ def compare(
         baseline: a patch LoRA-fine-tuned on ``new`` (store name or folder); omitted row when None.
         on_row: called with each row's name as it starts.
         record: store the result as a ``compare`` run (also when it fails).
+        reuse_rows: rows scored earlier on the same ``spec`` and precision, by config name
+            (``old base + patch`` is the same row for every version of a lineage); not scored again.
+
+    When ``new`` is a version of an update chain (``simulate-update --chain``), the result's
+    ``extras["lineage"]`` names the chain's root and the version, so successive ports of the
+    patch are tracked per lineage in the history (:func:`portllm_edge.history.health.patch_health`).
 
     Raises:
         DataError, StoreError, BaseModelError, CompatibilityError -- before any load; then
@@ -129,10 +152,15 @@ def compare(
         for row in rows:
             if on_row is not None:
                 on_row(row.config)
-            scored.append(_score_row(row, data, req))
+            known = (reuse_rows or {}).get(row.config)
+            reuse = known is not None and _reusable(known, row, precision, len(data))
+            scored.append(known if known is not None and reuse else _score_row(row, data, req))
         result = CompareResult(
             task=data.task.name, data=str(data.path), limit=spec.limit, seed=spec.seed, rows=scored
         )
+        lineage = _lineage_of(rows[0].base.path)
+        if lineage is not None:
+            result.extras["lineage"] = lineage
         result.run_id = run.id
         run.results = result.to_dict()
     return result

@@ -15,7 +15,7 @@ from portllm_edge.workflow.types import EvalSummary, TrainOutcome
 
 if TYPE_CHECKING:
     from portllm_edge.training.lora import LoraHyperparams, ProgressFn
-    from portllm_edge.training.update import UpdateResult
+    from portllm_edge.training.update import LineageVersion, UpdateResult, UpdateStage
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,8 @@ class UpdateRequest:
     lr: float = 2e-5
     seed: int = 0
     force: bool = False
+    version: str | None = None
+    """The version this update makes in a chain (``v3``), or ``None`` for a single update."""
 
 
 def update(req: UpdateRequest, *, progress: ProgressFn | None = None) -> UpdateResult:
@@ -151,3 +153,59 @@ def update(req: UpdateRequest, *, progress: ProgressFn | None = None) -> UpdateR
         record.pop("losses", None)
         run.results = record
     return res
+
+
+@dataclass(frozen=True)
+class UpdateChainRequest:
+    """A chain of updates v1 -> v2 -> ... -> vK (see :func:`update_chain`).
+
+    Attributes:
+        base: The root base (v1): folder, store name or ``.gguf``.
+        corpus: Plain-text files or folders shared by every stage.
+        out: Folder receiving ``v2`` ... ``vK``.
+        stages: ``(steps, learning rate)`` of each new version, in order.
+        seq_len, batch_size, seed, force: As :class:`UpdateRequest` (stage ``i`` uses ``seed + i``).
+        reuse: Keep versions already made with the same settings (resume an interrupted chain).
+    """
+
+    base: str
+    corpus: list[str]
+    out: str
+    stages: list[tuple[int, float]]
+    seq_len: int = 256
+    batch_size: int = 4
+    seed: int = 0
+    force: bool = False
+    reuse: bool = True
+
+
+def update_chain(req: UpdateChainRequest, *, progress: ProgressFn | None = None) -> list[LineageVersion]:
+    """Make v2 ... vK by successive continued pretraining, each version one recorded ``update`` run.
+
+    Each version's folder records its place in the lineage
+    (:func:`portllm_edge.training.update.read_lineage`), so ``compare`` runs against it are
+    tracked per lineage in the history (``report``'s patch-health chart).
+
+    Returns:
+        The lineage, v1 first.
+
+    Raises:
+        ConfigError (no stage, bad settings) before any load; then as :func:`update`.
+    """
+    from portllm_edge.models import resolve_base
+    from portllm_edge.training.update import UpdateStage, simulate_update_chain
+
+    root = resolve_base(req.base)
+
+    def recorded_update(prev: Path, out: Path, stage: UpdateStage, seed: int) -> UpdateResult:
+        one = UpdateRequest(
+            str(prev), req.corpus, str(out), stage.steps, req.seq_len, req.batch_size, stage.learning_rate,
+            seed, force=True, version=out.name,
+        )  # fmt: skip
+        return update(one, progress=progress)
+
+    return simulate_update_chain(
+        root.path, [Path(c) for c in req.corpus], req.out, [UpdateStage(s, lr) for s, lr in req.stages],
+        seq_len=req.seq_len, batch_size=req.batch_size, seed=req.seed, force=req.force, reuse=req.reuse,
+        update_fn=recorded_update,
+    )  # fmt: skip

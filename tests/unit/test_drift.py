@@ -133,3 +133,27 @@ def test_drift_refuses_an_old_base_of_another_architecture(tiny_pairs, tiny_adap
     with pytest.raises(CompatibilityError) as err:
         compute_drift(tiny_adapters["llama"], tiny_pairs["qwen2"].old, tiny_pairs["llama"].new)
     assert "model_type 'qwen2'" in err.value.message and "--old" in (err.value.hint or "")
+
+
+def test_projected_drift_is_the_drift_inside_the_patch_row_and_column_spaces(tiny_pairs, tiny_adapters):
+    import torch
+    from safetensors.torch import load_file
+
+    pair = tiny_pairs["llama"]
+    rep = compute_drift(tiny_adapters["llama"], pair.old, pair.new)
+    old, new = load_file(pair.old / "model.safetensors"), load_file(pair.new / "model.safetensors")
+    lora = load_file(tiny_adapters["llama"] / "adapter_model.safetensors")
+    for m in rep.modules:
+        a = lora[f"base_model.model.{m.module}.lora_A.weight"].double()  # [r, in]
+        b = lora[f"base_model.model.{m.module}.lora_B.weight"].double()  # [out, r]
+        w_old, w_new = old[m.module + ".weight"].double(), new[m.module + ".weight"].double()
+        u_b, _, _ = torch.linalg.svd(b, full_matrices=False)  # orthonormal basis of B's columns
+        _, _, v_a = torch.linalg.svd(a, full_matrices=False)  # orthonormal basis of A's rows
+        expected = float((u_b.T @ (w_new - w_old) @ v_a.T).norm() / w_old.norm())
+        assert m.projected_drift == pytest.approx(expected, rel=1e-6)
+        # an r-dimensional corner of the update: smaller than the whole drift, and not zero
+        assert 0 < m.projected_drift < m.base_drift
+    assert rep.median_projected_ratio == pytest.approx(
+        sorted(m.projected_drift / m.patch_size for m in rep.modules)[1:3][0] / 2
+        + sorted(m.projected_drift / m.patch_size for m in rep.modules)[1:3][1] / 2
+    )

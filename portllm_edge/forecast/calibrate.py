@@ -1,0 +1,286 @@
+"""Calibrate a data-free feature against measured recovered gains; forecast with the stored calibration.
+
+Why this module exists: a feature of the weights is only a forecast once it has been
+fitted to measured outcomes and its error measured on outcomes it was not fitted on.
+Given points (one per version × task: the feature values and the measured recovered gain
+with its paired bootstrap interval, from ``benchmarks/successive_updates.py``), this module
+
+* scores every candidate: the Spearman rank correlation with the measured gain, and the
+  mean absolute error of a straight-line fit under leave-one-task-out (fit on the other
+  tasks, predict the left-out one);
+* fits the best candidate on all points and stores the fit in ``calibration.json`` beside
+  this file, with its provenance: the line, the calibrated feature range, and the interval
+  half-width (the 90th percentile of the absolute leave-one-task-out errors);
+* turns a new feature value into a :class:`Forecast`, saying when the value lies outside the
+  calibrated range (an extrapolation).
+
+It must not import torch (numpy does the arithmetic).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
+CANDIDATES: dict[str, str] = {
+    "projected_ratio": "log10",
+    "effect_cosine": "identity",
+    "effect_kept": "identity",
+    "drift_ratio": "log10",
+}
+"""Candidate feature -> the transform the straight line is fitted on (ratios span decades)."""
+INTERVAL_QUANTILE = 0.9
+
+
+def _transform(name: str, x: float) -> float:
+    return math.log10(max(x, 1e-12)) if CANDIDATES[name] == "log10" else x
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rank correlation (average ranks for ties); ``nan`` for fewer than 3 points or a constant input."""
+    import numpy as np
+
+    if len(x) != len(y) or len(x) < 3:
+        return math.nan
+
+    def ranks(v: Sequence[float]) -> Any:
+        a = np.asarray(v, dtype=np.float64)
+        order = a.argsort(kind="mergesort")
+        r = np.empty(len(a))
+        r[order] = np.arange(len(a), dtype=np.float64)
+        for value in np.unique(a):  # ties share their mean rank
+            tied = a == value
+            r[tied] = r[tied].mean()
+        return r
+
+    rx, ry = ranks(x), ranks(y)
+    if rx.std() == 0 or ry.std() == 0:
+        return math.nan
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def fit_line(t: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
+    """Least-squares ``y ≈ a + b·t``; returns ``(a, b)`` (``b = 0`` for a constant ``t``)."""
+    import numpy as np
+
+    ta, ya = np.asarray(t, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if ta.std() == 0:
+        return float(ya.mean()), 0.0
+    b, a = np.polyfit(ta, ya, 1)
+    return float(a), float(b)
+
+
+def _usable(points: Sequence[Mapping[str, Any]], name: str) -> list[Mapping[str, Any]]:
+    return [
+        p
+        for p in points
+        if p.get("recovered_gain") is not None
+        and (p.get("features") or {}).get(name) is not None
+        and math.isfinite(float(p["features"][name]))
+    ]
+
+
+def loto_errors(points: Sequence[Mapping[str, Any]], name: str) -> list[float]:
+    """Signed errors (predicted − measured) of each point, predicted by a line fitted on the other tasks."""
+    pts = _usable(points, name)
+    errors = []
+    for task in sorted({p["task"] for p in pts}):
+        train = [p for p in pts if p["task"] != task]
+        if len(train) < 2:
+            continue
+        a, b = fit_line(
+            [_transform(name, p["features"][name]) for p in train], [p["recovered_gain"] for p in train]
+        )
+        errors += [
+            a + b * _transform(name, p["features"][name]) - p["recovered_gain"]
+            for p in pts
+            if p["task"] == task
+        ]
+    return errors
+
+
+def score_candidates(points: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """``{candidate: {"spearman", "loto_mae", "n"}}`` against the measured recovered gain.
+
+    Args:
+        points: dicts with ``task``, ``recovered_gain`` (a fraction) and ``features`` (a
+            :class:`~portllm_edge.forecast.features.ForecastFeatures` dict).
+    """
+    out = {}
+    for name in CANDIDATES:
+        pts = _usable(points, name)
+        errors = loto_errors(points, name)
+        out[name] = {
+            "spearman": spearman([p["features"][name] for p in pts], [p["recovered_gain"] for p in pts]),
+            "loto_mae": sum(abs(e) for e in errors) / len(errors) if errors else math.nan,
+            "n": len(pts),
+        }
+    return out
+
+
+def best_candidate(scores: Mapping[str, Mapping[str, float]]) -> str:
+    """The candidate with the lowest leave-one-task-out MAE (ties: the larger |Spearman|)."""
+    ok = {k: v for k, v in scores.items() if math.isfinite(v["loto_mae"])}
+    if not ok:
+        raise ValueError("no candidate has a finite leave-one-task-out error; need points of 2+ tasks")
+    return min(ok, key=lambda k: (ok[k]["loto_mae"], -abs(ok[k]["spearman"] or 0.0)))
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A fitted forecast: ``recovered gain ≈ intercept + slope · transform(feature)``.
+
+    Attributes:
+        feature: the candidate used (a :class:`~portllm_edge.forecast.features.ForecastFeatures` field).
+        transform: ``log10`` or ``identity``.
+        intercept, slope: the line.
+        half_width: the interval's half-width (90th percentile of |leave-one-task-out error|), a fraction.
+        feature_min, feature_max: the calibrated range of the feature.
+        scores: every candidate's Spearman and leave-one-task-out MAE.
+        provenance: how the points were made (benchmark, base, corpus, tasks, sizes).
+        points: the calibration points (version, task, measured gain, features).
+    """
+
+    feature: str
+    transform: str
+    intercept: float
+    slope: float
+    half_width: float
+    feature_min: float
+    feature_max: float
+    scores: dict[str, dict[str, float]]
+    provenance: dict[str, Any]
+    points: list[dict[str, Any]]
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> Calibration:
+        """Read ``calibration.json`` (default: the one shipped in the package).
+
+        Raises:
+            ConfigError: the file is missing or lacks a field.
+        """
+        from portllm_edge.errors import ConfigError
+
+        src = Path(path) if path is not None else CALIBRATION_FILE
+        try:
+            data = json.loads(src.read_text(encoding="utf-8"))
+            return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(
+                f"{src}: not a readable forecast calibration ({exc}).",
+                hint="reinstall portllm-edge, or run benchmarks/successive_updates.py calibrate",
+            ) from exc
+
+
+def fit(
+    points: Sequence[Mapping[str, Any]], provenance: Mapping[str, Any], feature: str | None = None
+) -> Calibration:
+    """Fit the best (or the named) candidate on every point; the interval from its leave-one-task-out errors.
+
+    Raises:
+        ValueError: fewer than 2 tasks with usable points.
+    """
+    import numpy as np
+
+    scores = score_candidates(points)
+    name = feature or best_candidate(scores)
+    pts = _usable(points, name)
+    a, b = fit_line([_transform(name, p["features"][name]) for p in pts], [p["recovered_gain"] for p in pts])
+    errors = np.abs(np.asarray(loto_errors(points, name)))
+    values = [float(p["features"][name]) for p in pts]
+    return Calibration(
+        feature=name,
+        transform=CANDIDATES[name],
+        intercept=a,
+        slope=b,
+        half_width=float(np.quantile(errors, INTERVAL_QUANTILE)),
+        feature_min=min(values),
+        feature_max=max(values),
+        scores=scores,
+        provenance=dict(provenance),
+        points=[dict(p) for p in points],
+    )
+
+
+def fit_and_write(
+    points: Sequence[Mapping[str, Any]], provenance: Mapping[str, Any], path: str | Path | None = None
+) -> Path:
+    """:func:`fit` and write the result as JSON (default: the package's ``calibration.json``); returns the path."""
+    from portllm_edge.fsutil import atomic_write_json
+
+    out = Path(path) if path is not None else CALIBRATION_FILE
+    atomic_write_json(out, asdict(fit(points, provenance)))
+    return out
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """A predicted recovered gain with its interval.
+
+    Attributes:
+        predicted: the predicted share of the patch's gain kept by the port (1.0 = all of it).
+        low, high: the interval (``predicted ∓ half_width``; 90 % of the calibration's
+            leave-one-task-out errors were smaller).
+        feature: the feature used; value: its value for this patch and these bases.
+        extrapolating: ``value`` lies outside the calibrated range.
+        calibrated_range: ``(min, max)`` of the feature over the calibration points.
+    """
+
+    predicted: float
+    low: float
+    high: float
+    feature: str
+    value: float
+    extrapolating: bool
+    calibrated_range: tuple[float, float]
+
+    def summary(self) -> str:
+        """One line for the terminal, with the extrapolation warning when it applies."""
+        lo, hi = self.calibrated_range
+        line = (
+            f"forecast recovered gain {self.predicted:.0%} (interval {self.low:.0%} to {self.high:.0%}; "
+            f"{self.feature} = {self.value:.3g}, calibrated on {lo:.3g} to {hi:.3g})"
+        )
+        if self.extrapolating:
+            line += (
+                f"; EXTRAPOLATING: {self.feature} lies outside the calibrated range, so the interval is "
+                "not backed by measurements -- evaluate the port on task data if you can"
+            )
+        return line
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+def forecast_from(features: Mapping[str, Any], calibration: Calibration | None = None) -> Forecast:
+    """Apply a calibration to a feature dict (:meth:`ForecastFeatures.to_dict`).
+
+    Raises:
+        ConfigError: the calibration's feature is missing or not finite in ``features``.
+    """
+    from portllm_edge.errors import ConfigError
+
+    cal = calibration or Calibration.load()
+    value = features.get(cal.feature)
+    if value is None or not math.isfinite(float(value)):
+        raise ConfigError(
+            f"the forecast needs the feature `{cal.feature}`, which is {value!r} here.",
+            hint="an all-zero patch, or effects not computed: pass effects=True",
+        )
+    t = math.log10(max(float(value), 1e-12)) if cal.transform == "log10" else float(value)
+    pred = cal.intercept + cal.slope * t
+    return Forecast(
+        predicted=pred,
+        low=pred - cal.half_width,
+        high=pred + cal.half_width,
+        feature=cal.feature,
+        value=float(value),
+        extrapolating=not (cal.feature_min <= float(value) <= cal.feature_max),
+        calibrated_range=(cal.feature_min, cal.feature_max),
+    )

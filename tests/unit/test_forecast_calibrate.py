@@ -1,0 +1,100 @@
+"""Forecast calibration: Spearman, leave-one-task-out errors, the fitted line, extrapolation, the shipped file."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from portllm_edge.errors import ConfigError
+from portllm_edge.forecast.calibrate import (
+    Calibration,
+    best_candidate,
+    fit,
+    fit_and_write,
+    forecast_from,
+    loto_errors,
+    score_candidates,
+    spearman,
+)
+
+
+def test_spearman_known_values():
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # one swapped pair of four: 1 - 6·2 / (4·15) = 0.8
+    assert spearman([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)
+    # ties get their mean rank (scipy.stats.spearmanr gives 0.9486832980505138 here)
+    assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9486832980505138)
+    assert math.isnan(spearman([1, 1, 1], [1, 2, 3]))
+
+
+def _points(noise: dict[str, float]) -> list[dict]:
+    """Three tasks × four versions: gain = 1 − 0.5·log10(projected_ratio) exactly; drift_ratio noisy."""
+    out = []
+    for task, offset in noise.items():
+        for k, ratio in enumerate([0.1, 1.0, 10.0, 100.0]):
+            out.append(
+                {
+                    "task": task,
+                    "version": f"v{k + 2}",
+                    "recovered_gain": 1 - 0.5 * math.log10(ratio),
+                    "features": {
+                        "projected_ratio": ratio,
+                        "drift_ratio": ratio * (1 + offset) if k % 2 else ratio / (1 + offset),
+                        "effect_cosine": None,
+                        "effect_kept": None,
+                    },
+                }
+            )
+    return out
+
+
+def test_an_exact_feature_has_zero_loto_error_and_is_chosen():
+    points = _points({"a": 5.0, "b": 20.0, "c": 50.0})
+    scores = score_candidates(points)
+    assert scores["projected_ratio"]["spearman"] == pytest.approx(-1.0)
+    assert scores["projected_ratio"]["loto_mae"] == pytest.approx(0.0, abs=1e-9)
+    assert scores["drift_ratio"]["loto_mae"] > 0.05
+    assert scores["effect_cosine"]["n"] == 0 and math.isnan(scores["effect_cosine"]["loto_mae"])
+    assert best_candidate(scores) == "projected_ratio"
+    cal = fit(points, {"benchmark": "test"})
+    assert (cal.feature, cal.transform) == ("projected_ratio", "log10")
+    assert (cal.intercept, cal.slope) == pytest.approx((1.0, -0.5))
+    assert (cal.feature_min, cal.feature_max) == (0.1, 100.0)
+
+
+def test_loto_errors_predict_each_task_from_the_others_only():
+    points = _points({"a": 0.0, "b": 0.0, "c": 0.0})
+    points[0]["recovered_gain"] += 0.3  # one outlier in task a, version v2
+    errors = loto_errors(points, "projected_ratio")
+    # task a is predicted from b and c (exact): its own outlier shows as −0.3, its other points exactly
+    assert errors[:4] == pytest.approx([-0.3, 0.0, 0.0, 0.0], abs=1e-9)
+    # tasks b and c are predicted with a's outlier in the fit: small non-zero errors
+    assert all(abs(e) > 1e-6 for e in errors[4:])
+
+
+def test_forecast_interval_and_extrapolation(tmp_path):
+    points = _points({"a": 5.0, "b": 20.0, "c": 50.0})
+    points[5]["recovered_gain"] += 0.2
+    path = fit_and_write(points, {"benchmark": "test"}, tmp_path / "cal.json")
+    cal = Calibration.load(path)
+    assert cal.half_width > 0
+    inside = forecast_from({"projected_ratio": 1.0}, cal)
+    assert inside.predicted == pytest.approx(cal.intercept)
+    assert (inside.low, inside.high) == pytest.approx(
+        (cal.intercept - cal.half_width, cal.intercept + cal.half_width)
+    )
+    assert not inside.extrapolating and "EXTRAPOLATING" not in inside.summary()
+    outside = forecast_from({"projected_ratio": 1000.0}, cal)
+    assert outside.extrapolating and "EXTRAPOLATING" in outside.summary()
+    with pytest.raises(ConfigError, match="projected_ratio"):
+        forecast_from({"projected_ratio": None}, cal)
+
+
+def test_unreadable_calibration_names_the_file(tmp_path):
+    bad = tmp_path / "cal.json"
+    bad.write_text(json.dumps({"feature": "drift_ratio"}))
+    with pytest.raises(ConfigError, match=r"cal\.json"):
+        Calibration.load(bad)
