@@ -32,12 +32,29 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+def _as_created_by_open(fd_or_path: int | str | os.PathLike[str]) -> None:
+    """Give a ``mkstemp`` file (0600) the mode ``open()`` would: ``0o666 & ~umask`` (0644 usually).
+
+    Reports, manifests and exports are files people share and serve; only a temporary is private.
+    """
+    mask = os.umask(0)
+    os.umask(mask)
+    if isinstance(fd_or_path, int):
+        os.fchmod(fd_or_path, 0o666 & ~mask)
+    else:
+        os.chmod(fd_or_path, 0o666 & ~mask)
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
+    """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, rename).
+
+    The file gets the mode a plain ``open()`` gives (``0o666 & ~umask``), not ``mkstemp``'s 0600.
+    """
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=dest.parent)
     try:
+        _as_created_by_open(fd)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -67,9 +84,7 @@ def atomic_file(dest: str | os.PathLike[str], *, overwrite: bool = False) -> Ite
     fd, name = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=final.suffix, dir=final.parent)
     os.close(fd)
     tmp = Path(name)
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; a served file must be readable like any other
+    _as_created_by_open(tmp)  # mkstemp makes 0600; a served file must be readable like any other
     try:
         yield tmp
         with open(tmp, "rb") as fh:

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from portllm_edge.evaluation.tasks import check_template as check_template
     from portllm_edge.evaluation.tasks import list_tasks as list_tasks
     from portllm_edge.evaluation.tasks import parse_verbalizers as parse_verbalizers
+    from portllm_edge.export import EXPORT_FORMATS as EXPORT_FORMATS
+    from portllm_edge.export import ExportResult
     from portllm_edge.hardware import HardwareReport as HardwareReport
     from portllm_edge.hardware import probe as probe
     from portllm_edge.hardware.sizes import format_size as format_size
@@ -65,6 +67,7 @@ _LAZY = {
     "format_size": ("portllm_edge.hardware.sizes", "format_size"),
     "paths": ("portllm_edge", "paths"),
     "check_template": ("portllm_edge.evaluation.tasks", "check_template"),
+    "EXPORT_FORMATS": ("portllm_edge.export", "EXPORT_FORMATS"),
     "list_tasks": ("portllm_edge.evaluation.tasks", "list_tasks"),
     "parse_verbalizers": ("portllm_edge.evaluation.tasks", "parse_verbalizers"),
     "HardwareReport": ("portllm_edge.hardware", "HardwareReport"),
@@ -100,6 +103,23 @@ def patch_store() -> PatchStore:
     from portllm_edge.patches import PatchStore
 
     return PatchStore()
+
+
+def export_for_serving(name: str, fmt: str, out: str | Path, *, force: bool = False) -> ExportResult:
+    """Export a stored patch as ``patch export NAME --format FMT --out OUT`` does (serving check first).
+
+    Args:
+        name: Store name.
+        fmt: ``peft``, ``vllm`` or ``gguf-lora`` (:data:`~portllm_edge.export.EXPORT_FORMATS`).
+        out: Destination folder (``peft``, ``vllm``; a ``.tar``/``.tgz`` for ``peft``) or ``.gguf`` file.
+        force: Replace ``out``.
+
+    Raises:
+        ExportError, StoreError: an unknown format, the runtime's blockers, a bad destination.
+    """
+    from portllm_edge.export import export_patch, resolve_target
+
+    return export_patch(resolve_target(name), fmt, Path(out).expanduser(), force=force)
 
 
 def store_model_names() -> list[str]:

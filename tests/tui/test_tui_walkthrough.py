@@ -100,3 +100,36 @@ def test_port_screen_shows_the_decision_for_the_chosen_base_and_keeps_a_user_cho
 
     run(body)
     run(chosen_first)
+
+
+def test_patches_export_offers_every_format_and_writes_the_chosen_one(stored_llama_patch, tmp_path) -> None:
+    from tui_helpers import notifications  # type: ignore[import-not-found]
+
+    async def body() -> None:
+        app = make_app(start_screen="patches")
+        async with app.run_test(size=(100, 30)) as pilot:
+            await settle(pilot)
+            await pilot.press("e")
+            await pilot.pause()
+            modal = app.screen
+            assert type(modal).__name__ == "ExportModal"
+            fmt = modal.query_one("#export-format")
+            assert [v for _label, v in fmt._options] == ["peft", "vllm", "gguf-lora"]
+            path = modal.query_one("#path")
+            assert path.value == "./llama-patch-peft"
+            fmt.value = "gguf-lora"
+            await pilot.pause()
+            assert path.value == "./llama-patch.gguf"  # a llama.cpp adapter is one file
+            fmt.value = "vllm"
+            await pilot.pause()
+            dest = tmp_path / "for-vllm"
+            path.value = str(dest)
+            await pilot.press("enter")
+            await settle(pilot)
+            cfg = json.loads((dest / "adapter_config.json").read_text())
+            assert cfg["peft_type"] == "LORA" and cfg["r"] == 4
+            assert not (dest / "manifest.json").exists()  # vLLM's folder, not the store's copy
+            done = [n for n in notifications(app) if n.title == "Exported"]
+            assert done and "as vllm" in done[-1].message and "vllm serve" in done[-1].message
+
+    run(body)

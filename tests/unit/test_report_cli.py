@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 from portllm_edge.cli import main
 from portllm_edge.history import record_run
@@ -55,9 +56,16 @@ def test_report_of_named_runs_without_budget(tmp_path, capsys):
         versions={},
         hardware={},
     )
-    assert main(["report", rid, "--out", str(tmp_path / "r"), "--no-budget"]) == 0
+    mask = os.umask(0o022)
+    try:
+        assert main(["report", rid, "--out", str(tmp_path / "r"), "--no-budget"]) == 0
+    finally:
+        os.umask(mask)
     doc = json.loads((tmp_path / "r" / "report.json").read_text())
     assert doc["accuracy"][0]["config"] == "a" and doc["budget"] == []
+    # Files people share get open()'s mode (0644 under the usual umask 022), not mkstemp's 0600.
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "r").iterdir()}
+    assert len(modes) >= 3 and set(modes.values()) == {0o644}, modes
     assert main(["report", "missing-id", "--out", str(tmp_path / "r2")]) == 2
     assert "no run with id 'missing-id'" in capsys.readouterr().err
     assert not (tmp_path / "r2").exists()

@@ -1,7 +1,10 @@
 """Patches: the local patch store as a table, a details pane, and verify / export / remove.
 
-Removing asks for confirmation. Verify (sha256 of every file), export and remove
-run in thread workers; their outcome is a notification and a refreshed table.
+Removing asks for confirmation. Export asks for a format -- ``peft`` (the adapter folder
+with its manifest), ``vllm`` (a folder for ``vllm serve --enable-lora``) or ``gguf-lora``
+(a llama.cpp LoRA ``.gguf``), as ``patch export --format`` -- and a destination. Verify
+(sha256 of every file), export and remove run in thread workers; their outcome is a
+notification and a refreshed table.
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical, VerticalScroll
-from textual.widgets import DataTable, Static
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, DataTable, Input, Label, Select, Static
 
-from ..common import BaseScreen, ConfirmModal, PathModal, fill_table, human, notify_error_from_thread
+from ..common import BaseScreen, ConfirmModal, fill_table, human, notify_error_from_thread
 from ..messages import PatchesLoaded
 
 PATCH_COLUMNS = ("name", "source base", "lineage", "task", "r", "size")
@@ -69,6 +73,67 @@ def render_details(manifest: Any, size: int | None) -> Group:
     return Group(head, Text(""), files, Text(""), lin)
 
 
+def export_destination(name: str, fmt: str) -> str:
+    """The destination the Export dialog offers: a folder, or a ``.gguf`` file for ``gguf-lora``."""
+    stem = f"./{name.replace('@', '-')}"
+    return f"{stem}.gguf" if fmt == "gguf-lora" else f"{stem}-{fmt}"
+
+
+class ExportModal(ModalScreen[tuple[str, str] | None]):
+    """Ask for the export format and destination; dismisses with ``(format, path)`` or ``None``."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, name: str, formats: tuple[str, ...]) -> None:
+        super().__init__()
+        self.patch = name
+        self.formats = formats
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog", classes="dialog"):
+            yield Label(
+                f"Export '{self.patch}' for serving: peft (adapter + manifest), vllm (a folder for "
+                "`vllm serve --enable-lora`) or gguf-lora (a llama.cpp LoRA .gguf)",
+                id="question",
+                markup=False,
+            )
+            yield Select(
+                [(f, f) for f in self.formats], value=self.formats[0], allow_blank=False, id="export-format"
+            )
+            yield Input(value=export_destination(self.patch, self.formats[0]), id="path")
+            with Horizontal(classes="buttons"):
+                yield Button("Export (enter)", variant="primary", id="ok")
+                yield Button("Cancel (esc)", id="cancel")
+
+    def on_mount(self) -> None:
+        self.query_one("#path", Input).focus()
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        path = self.query_one("#path", Input)
+        offered = {export_destination(self.patch, f) for f in self.formats}
+        if path.value in offered:  # the user has not typed a destination of their own
+            path.value = export_destination(self.patch, str(event.value))
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self._finish()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "ok":
+            self._finish()
+        else:
+            self.dismiss(None)
+
+    def _finish(self) -> None:
+        dest = self.query_one("#path", Input).value.strip()
+        if not dest:
+            self.notify("type a destination first, or press esc to cancel", severity="warning")
+            return
+        self.dismiss((str(self.query_one("#export-format", Select).value), dest))
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
 def _entry_size(path: Any) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
@@ -109,7 +174,7 @@ class PatchesScreen(BaseScreen):
     def palette_commands(self) -> list[tuple[str, str, Any]]:
         return [
             ("Verify patch", "Check every file's sha256 against the manifest", self.action_verify),
-            ("Export patch", "Copy the selected patch to a folder", self.action_export),
+            ("Export patch", "Export the selected patch as peft, vllm or gguf-lora", self.action_export),
             ("Remove patch", "Delete the selected patch (asks first)", self.action_remove),
             ("Refresh patches", "Re-read the patch store", self.action_refresh),
         ]
@@ -228,35 +293,29 @@ class PatchesScreen(BaseScreen):
         name = self._need_selection()
         if not name:
             return
+        from portllm_edge.workflow.queries import EXPORT_FORMATS
 
-        def done(dest: str | None) -> None:
-            if dest:
-                self.export(name, dest)
+        def done(answer: tuple[str, str] | None) -> None:
+            if answer:
+                self.export(name, *answer)
 
-        self.app.push_screen(
-            PathModal(
-                f"Export '{name}' to a new folder",
-                placeholder="/path/to/new-folder",
-                value=f"./{name.replace('@', '-')}-export",
-                ok_label="Export",
-            ),
-            done,
-        )
+        self.app.push_screen(ExportModal(name, tuple(EXPORT_FORMATS)), done)
 
     @work(thread=True, exclusive=True, group="patches-action")
-    def export(self, name: str, dest: str) -> None:
-        """Copy the patch (adapter + manifest) to ``dest``."""
-        from pathlib import Path
-
-        from portllm_edge.workflow.queries import PatchStore
+    def export(self, name: str, fmt: str, dest: str) -> None:
+        """Export the patch as ``fmt`` to ``dest`` (the serving check runs first), as ``patch export``."""
+        from portllm_edge.workflow.queries import export_for_serving
 
         try:
-            out = PatchStore().export(name, Path(dest))
+            res = export_for_serving(name, fmt, dest)
         except Exception as exc:
             notify_error_from_thread(self.app, exc)
             return
         self.app.call_from_thread(
-            self.notify, f"{name} exported to {out.resolve()}", title="Exported", markup=False
+            self.notify,
+            f"{name} exported as {fmt} to {res.out.resolve()}\nserve with: {res.serve_command}",
+            title="Exported",
+            markup=False,
         )
 
     def action_remove(self) -> None:
