@@ -42,29 +42,32 @@ def format_report(report: Any) -> str:
     return "\n".join(lines)
 
 
-def format_drift(drift: Any) -> str:
-    """The drift report as an aligned text table with a median row."""
-    header = ("module", "shape", "base drift", "patch size", "drift/patch", "portability")
+def _ratio(x: float) -> str:
+    return "inf" if math.isinf(x) else f"{x:.3g}"
+
+
+def format_drift(drift: Any, forecast: Any = None) -> str:
+    """The drift report as an aligned text table with a median row, then the calibrated forecast if given."""
+    header = ("module", "shape", "base drift", "patch size", "drift/patch", "projected/patch")
     rows = [
         (
             m.module,
             "x".join(str(s) for s in m.shape),
             _pct(m.base_drift),
             _pct(m.patch_size),
-            "inf" if math.isinf(m.ratio) else f"{m.ratio:.3g}",
-            m.indicator,
+            _ratio(m.ratio),
+            _ratio(m.projected_ratio),
         )
         for m in drift.modules
     ]
-    ratio = drift.median_ratio
     rows.append(
         (
             "median",
             "",
             _pct(drift.median_base_drift),
             _pct(drift.median_patch_size),
-            "inf" if math.isinf(ratio) else f"{ratio:.3g}",
-            drift.indicator,
+            _ratio(drift.median_ratio),
+            _ratio(drift.median_projected_ratio),
         )
     )
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
@@ -73,9 +76,11 @@ def format_drift(drift: Any) -> str:
     out.extend("  ".join(f"{v:<{widths[i]}}" for i, v in enumerate(r)).rstrip() for r in rows)
     out.extend(f"skipped {s}" for s in drift.skipped)
     out.append(
-        "portability: high = base drift ≤ patch size; medium = ≤ 10×; low = > 10× or drift > 50% "
-        "(PortLLM: patches port when the update between versions is small)"
+        "projected = the drift inside the patch's own row and column spaces, ‖U_Bᵀ(W_new−W_old)V_A‖; "
+        "ratios are to the patch's ‖ΔW‖"
     )
+    if forecast is not None:
+        out.append(forecast.summary())
     return "\n".join(out)
 
 
@@ -139,6 +144,7 @@ def check_cmd(
     if as_json:
         data = report.to_dict()
         data["drift"] = None if drift_report is None else drift_report.to_dict()
+        data["forecast"] = None if res.forecast is None else res.forecast.to_dict()
         data["old_base_source"] = res.resolved.old_base_source
         typer.echo(json.dumps(data, indent=2, default=str))
     else:
@@ -148,7 +154,12 @@ def check_cmd(
         typer.echo(format_report(report))
         if drift_report is not None:
             typer.echo("")
-            typer.echo(format_drift(drift_report))
+            typer.echo(format_drift(drift_report, res.forecast))
+            if res.forecast is None:
+                typer.echo(
+                    "forecast of the recovered gain: run `portllm-edge forecast` (it runs the patch over "
+                    "generic text; see docs/forecast.md)"
+                )
     if not report.ok:
         raise _fail_report(report)
 

@@ -11,24 +11,16 @@ time (never a whole tensor in memory):
 * base drift ``d = ‖W_new − W_old‖_F / ‖W_old‖_F``;
 * patch size ``p = ‖ΔW‖_F / ‖W_old‖_F`` with ΔW = scale·B·A, computed without
   forming ΔW: ``‖B A‖_F² = Σ (BᵀB) ∘ (A Aᵀ)`` (two r×r Gram matrices);
-* their ratio ``ρ = d / p``.
+* their ratio ``ρ = d / p``;
+* projected drift ``‖U_Bᵀ (W_new − W_old) V_A‖_F / ‖W_old‖_F``: the part of the
+  update inside the patch's own column space (U_B) and row space (V_A).
 
-Portability indicator (per module and overall, from the median ρ):
-
-* ``high``: ρ ≤ 1. The base moved no more than the patch's own update. Since
-  ‖(W_new + ΔW) − (W_old + ΔW)‖ = ‖W_new − W_old‖ always, the ported weights
-  differ from the fine-tuned old model's by exactly the base drift; ρ ≤ 1 says
-  that difference is at most as large as the update the patch makes. This is a
-  statement about weights only: how the outputs change is for an evaluation.
-* ``medium``: 1 < ρ ≤ 10. The base change is larger than the patch's update, by
-  less than a decade; evaluate the port before relying on it.
-* ``low``: ρ > 10, or d > 0.5 whatever ρ. The patch is a small perturbation on a
-  substantially different matrix (independently trained matrices of the same
-  shape are ≈ √2 apart in this measure; d > 0.5 means the weights were largely
-  retrained). Porting may still help, but expect to retrain.
-
-The thresholds are decades on ρ, not fitted values: they rank modules and flag
-outliers; the authoritative answer is an evaluation of the ported model.
+These are measurements, not a verdict. Whether the patch's gain survives is forecast by
+:mod:`portllm_edge.forecast`, a calibration of these ratios (and of the patch's effect on
+generic text) against recovered gains measured over successive updates
+(docs/forecast.md). The fixed high/medium/low thresholds at decades of ρ that this module
+used to print were never fitted to an outcome, and are gone: ‖(W_new + ΔW) − (W_old + ΔW)‖
+equals ‖W_new − W_old‖ for every patch, so ρ alone says nothing about outputs.
 
 What it must not do: hold more than a row block of each base tensor and one
 module's LoRA factors in memory, or import torch (numpy does the arithmetic).
@@ -42,35 +34,11 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from portllm_edge.errors import CompatibilityError
 from portllm_edge.patches.adapter_format import AdapterConfig, read_adapter_layout, resolve_module
 from portllm_edge.porting.adapter_io import read_base_index
-
-Indicator = Literal["high", "medium", "low"]
-HIGH_MAX_RATIO = 1.0
-"""ρ at or below which portability is ``high``."""
-MEDIUM_MAX_RATIO = 10.0
-"""ρ at or below which portability is ``medium`` (above: ``low``)."""
-LOW_MIN_DRIFT = 0.5
-"""Base drift above which portability is ``low`` whatever the ratio."""
-
-
-def portability(base_drift: float, patch_size: float) -> Indicator:
-    """Map a module's (or the median) base drift and patch size to high / medium / low (see module docstring)."""
-    return indicator_for(base_drift, math.inf if patch_size == 0 else base_drift / patch_size)
-
-
-def indicator_for(base_drift: float, ratio: float) -> Indicator:
-    """high / medium / low from a base drift and a drift-to-patch ratio (see module docstring)."""
-    if base_drift > LOW_MIN_DRIFT:
-        return "low"
-    if ratio <= HIGH_MAX_RATIO:
-        return "high"
-    if ratio <= MEDIUM_MAX_RATIO:
-        return "medium"
-    return "low"
 
 
 @dataclass(frozen=True)
@@ -83,7 +51,6 @@ class ModuleDrift:
         base_drift: ‖W_new − W_old‖_F / ‖W_old‖_F (unitless).
         patch_size: ‖ΔW‖_F / ‖W_old‖_F (unitless).
         ratio: base_drift / patch_size (``inf`` for an all-zero patch).
-        indicator: :func:`portability` of the two.
         projected_drift: ‖U_Bᵀ (W_new − W_old) V_A‖_F / ‖W_old‖_F, the base drift inside the patch's
             own column space (U_B, orthonormal basis of B's columns) and row space (V_A, of A's
             rows) -- the part of the update the patch's r×r block sees (unitless).
@@ -94,7 +61,6 @@ class ModuleDrift:
     base_drift: float
     patch_size: float
     ratio: float
-    indicator: Indicator
     projected_drift: float = 0.0
 
     @property
@@ -110,8 +76,8 @@ class ModuleDrift:
             "base_drift": self.base_drift,
             "patch_size": self.patch_size,
             "ratio": None if math.isinf(self.ratio) else self.ratio,
-            "indicator": self.indicator,
             "projected_drift": self.projected_drift,
+            "projected_ratio": None if math.isinf(self.projected_ratio) else self.projected_ratio,
         }
 
 
@@ -147,26 +113,15 @@ class DriftReport:
         """Median of :attr:`ModuleDrift.projected_ratio`."""
         return statistics.median(m.projected_ratio for m in self.modules) if self.modules else math.inf
 
-    @property
-    def indicator(self) -> Indicator:
-        """Overall portability: the indicator of the median drift and median ratio."""
-        if not self.modules:
-            return "low"
-        return indicator_for(self.median_base_drift, self.median_ratio)
-
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         ratio = self.median_ratio
+        projected = self.median_projected_ratio
         return {
-            "indicator": self.indicator,
             "median_base_drift": self.median_base_drift,
             "median_patch_size": self.median_patch_size,
             "median_ratio": None if math.isinf(ratio) else ratio,
-            "thresholds": {
-                "high_max_ratio": HIGH_MAX_RATIO,
-                "medium_max_ratio": MEDIUM_MAX_RATIO,
-                "low_min_drift": LOW_MIN_DRIFT,
-            },
+            "median_projected_ratio": None if math.isinf(projected) else projected,
             "modules": [m.to_dict() for m in self.modules],
             "skipped": self.skipped,
         }
@@ -301,7 +256,7 @@ def compute_drift(
             p = lora_delta_norm(a, b, config.scaling(module)) / norm_ref
             ratio = math.inf if p == 0 else d / p
             proj = float(np.linalg.norm(projected)) / norm_ref
-            rows.append(ModuleDrift(t_new, tuple(new_mods[t_new]), d, p, ratio, portability(d, p), proj))
+            rows.append(ModuleDrift(t_new, tuple(new_mods[t_new]), d, p, ratio, proj))
     finally:
         adapter.close()
         for r in readers.values():
@@ -310,13 +265,8 @@ def compute_drift(
 
 
 __all__ = [
-    "HIGH_MAX_RATIO",
-    "LOW_MIN_DRIFT",
-    "MEDIUM_MAX_RATIO",
     "DriftReport",
     "ModuleDrift",
     "compute_drift",
-    "indicator_for",
     "lora_delta_norm",
-    "portability",
 ]

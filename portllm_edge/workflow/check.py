@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from portllm_edge.workflow.types import Resolved
 
 if TYPE_CHECKING:
+    from portllm_edge.forecast import Forecast
     from portllm_edge.porting.drift import DriftReport
     from portllm_edge.porting.preflight import PreflightReport
 
@@ -27,11 +28,15 @@ class CheckOutcome:
         drift: per-module drift vs patch size (None without an old base, with ``drift=False``,
             when the target modules do not match, or when an old base found in the store
             belongs to a patch that does not fit).
+        forecast: the calibrated forecast of the recovered gain from the drift table
+            (:func:`portllm_edge.workflow.forecast.forecast_from_drift`), or None without a drift
+            table or when the calibrated feature needs forward passes (``portllm-edge forecast``).
     """
 
     resolved: Resolved
     preflight: PreflightReport
     drift: DriftReport | None = None
+    forecast: Forecast | None = None
 
 
 def check(patch: str, base: str, *, old: str | None = None, drift: bool = True) -> CheckOutcome:
@@ -59,4 +64,8 @@ def check(patch: str, base: str, *, old: str | None = None, drift: bool = True) 
         from portllm_edge.porting.drift import compute_drift
 
         table = compute_drift(r.patch.adapter_dir, old_dir, r.base.path)
-    return CheckOutcome(r, report, table)
+    if table is None:
+        return CheckOutcome(r, report, None)
+    from portllm_edge.workflow.forecast import forecast_from_drift
+
+    return CheckOutcome(r, report, table, forecast_from_drift(table))

@@ -36,7 +36,7 @@ def test_check_finds_the_old_base_in_the_store(tiny_pairs, tiny_adapters, tmp_pa
     assert code == 0, out.err
     text = out.out + out.err
     assert "old base: tiny-v1 (found in the store: fingerprint)" in text
-    assert "portability:" in text and "median" in text  # the drift table
+    assert "projected/patch" in text and "median" in text  # the drift table
     assert "not a local folder" not in text and "tokenizer is unknown" not in text
 
 

@@ -1,12 +1,10 @@
-"""Drift diagnostics: exact Frobenius ratios, streaming, indicator thresholds, CLI table."""
+"""Drift diagnostics: exact Frobenius ratios, projected drift, streaming, CLI table."""
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
-from portllm_edge.porting.drift import compute_drift, indicator_for, lora_delta_norm, portability
+from portllm_edge.porting.drift import compute_drift, lora_delta_norm
 
 
 def test_lora_delta_norm_equals_the_explicit_product():
@@ -16,25 +14,6 @@ def test_lora_delta_norm_equals_the_explicit_product():
     a, b = rng.normal(size=(4, 64)).astype(np.float32), rng.normal(size=(32, 4)).astype(np.float32)
     explicit = float(np.linalg.norm(2.0 * (b.astype(np.float64) @ a.astype(np.float64))))
     assert lora_delta_norm(a, b, 2.0) == pytest.approx(explicit, rel=1e-10)
-
-
-@pytest.mark.parametrize(
-    ("drift", "patch", "expected"),
-    [
-        (0.01, 0.02, "high"),
-        (0.02, 0.02, "high"),
-        (0.05, 0.01, "medium"),
-        (0.2, 0.01, "low"),
-        (0.6, 10.0, "low"),
-        (0.01, 0.0, "low"),
-    ],
-)
-def test_portability_thresholds(drift, patch, expected):
-    assert portability(drift, patch) == expected
-
-
-def test_indicator_for_infinite_ratio_is_low():
-    assert indicator_for(0.01, math.inf) == "low"
 
 
 def test_compute_drift_matches_torch_on_the_llama_pair(tiny_pairs, tiny_adapters):
@@ -62,18 +41,17 @@ def test_compute_drift_matches_torch_on_the_llama_pair(tiny_pairs, tiny_adapters
     assert m.patch_size == pytest.approx(float(delta.norm() / w_old.norm()), rel=1e-5)
     assert m.shape == (32, 64)
     assert 0.008 < rep.median_base_drift < 0.012  # the factory's ~1 % continued-pretraining noise
-    assert rep.indicator == "high"
     assert torch.isfinite(torch.tensor(rep.median_ratio))
 
 
-def test_compute_drift_is_low_for_a_retrained_base(tmp_path, tiny_pairs, tiny_adapters):
+def test_compute_drift_is_large_for_a_retrained_base(tmp_path, tiny_pairs, tiny_adapters):
     import factories
 
     retrained = tmp_path / "retrained"
     factories.build_model("llama", retrained, version="new", seed=123)  # fresh random weights, same shapes
     rep = compute_drift(tiny_adapters["llama"], tiny_pairs["llama"].old, retrained)
-    assert rep.median_base_drift > 1.0 and rep.indicator == "low"
-    assert {m.indicator for m in rep.modules} == {"low"}
+    assert rep.median_base_drift > 1.0  # independent random matrices: ≈ √2 apart
+    assert all(1.3 < m.base_drift < 1.5 for m in rep.modules)
 
 
 def test_compute_drift_streams_row_blocks(tiny_pairs, tiny_adapters, monkeypatch):
@@ -109,7 +87,7 @@ def test_cli_check_with_old_prints_the_drift_table(tiny_pairs, tiny_adapters, ca
     assert code == 0
     assert "PASS  architecture" in out and "result: compatible" in out
     assert "model.layers.1.self_attn.v_proj  32x64" in out
-    assert out.count("high") >= 5 and "median" in out
+    assert "projected/patch" in out and "median" in out and "portability" not in out
 
 
 def test_cli_drift_json(tiny_pairs, tiny_adapters, capsys):
@@ -122,8 +100,11 @@ def test_cli_drift_json(tiny_pairs, tiny_adapters, capsys):
         ["drift", str(tiny_adapters["gemma2"]), "--base", str(pair.new), "--old", str(pair.old), "--json"]
     )
     data = json.loads(capsys.readouterr().out)
-    assert code == 0 and data["indicator"] == "high" and len(data["modules"]) == 4
-    assert data["thresholds"] == {"high_max_ratio": 1.0, "medium_max_ratio": 10.0, "low_min_drift": 0.5}
+    assert code == 0 and len(data["modules"]) == 4 and "indicator" not in data and "thresholds" not in data
+    assert data["median_projected_ratio"] == pytest.approx(
+        sorted(m["projected_ratio"] for m in data["modules"])[1:3][0] / 2
+        + sorted(m["projected_ratio"] for m in data["modules"])[1:3][1] / 2
+    )
 
 
 def test_drift_refuses_an_old_base_of_another_architecture(tiny_pairs, tiny_adapters):
