@@ -119,7 +119,7 @@ def show_cmd(
 def report_cmd(
     run_ids: Annotated[
         Optional[list[str]],
-        typer.Argument(help="Runs to include (default: the latest compare/eval/bench/port runs)."),
+        typer.Argument(help="Runs to include (default: the latest compare/eval/bench/port/train runs)."),
     ] = None,
     out: Annotated[
         Path, typer.Option("--out", help="Folder for report.md, report.json and the PNG charts.")
@@ -145,7 +145,7 @@ def report_cmd(
     from portllm_edge import paths
     from portllm_edge.errors import ConfigError
     from portllm_edge.history import get_run, list_runs
-    from portllm_edge.reports import REPORT_KINDS, report_runs
+    from portllm_edge.reports import REPORT_KINDS, report_runs, select_report_runs
 
     for flag, value in (("--last", last), ("--context", context)):
         if value < 1:
@@ -156,11 +156,11 @@ def report_cmd(
         catalog = load_catalog()
         for name in hardware:
             catalog.hardware_profile(name)  # unknown name: ConfigError with a did-you-mean hint
+    left_out: list[str] = []
     if run_ids:
         runs = [get_run(r) for r in run_ids]
     else:
-        runs = [r for r in list_runs(limit=last) if r.kind in REPORT_KINDS]
-        runs.reverse()  # oldest first reads naturally in a report
+        runs, left_out = select_report_runs(list_runs(limit=last))
         if not runs:
             raise ConfigError(
                 f"no {'/'.join(REPORT_KINDS)} runs in the run history {paths.runs_db()}; nothing to report",
@@ -183,7 +183,10 @@ def report_cmd(
         machine=machine,
         context=context,
         title=title,
+        left_out=left_out,
     )
+    for line in left_out:
+        typer.echo(f"note: {line}")
     for warning in written.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     paths_written = written.paths

@@ -12,7 +12,7 @@ Public API (pure functions over run records; matplotlib and the planner load laz
 
 from __future__ import annotations
 
-from portllm_edge.reports.assemble import REPORT_KINDS, WrittenReport, report_runs
+from portllm_edge.reports.assemble import REPORT_KINDS, WrittenReport, report_runs, select_report_runs
 from portllm_edge.reports.budget import budget_rows, with_planner_estimates
 from portllm_edge.reports.model import (
     BREAKDOWN_KEYS,
@@ -51,6 +51,7 @@ __all__ = [
     "render_json",
     "render_markdown",
     "report_runs",
+    "select_report_runs",
     "task_label",
     "with_planner_estimates",
     "write_report",

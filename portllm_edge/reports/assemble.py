@@ -19,8 +19,41 @@ from typing import Any
 from portllm_edge.errors import PortllmError
 from portllm_edge.reports.model import Report
 
-REPORT_KINDS = ("compare", "eval", "bench", "port")
+REPORT_KINDS = ("compare", "eval", "bench", "port", "train")
 """Run kinds a report is built from by default (the CLI's ``report`` and the app's Runs screen)."""
+
+LEFT_OUT_WHY = {
+    "update": "it makes a new base version and scores no patch (its weight drift: `portllm-edge runs show ID`)",
+    "fleet": "each patch it ported is its own `port` run, which the report includes",
+}
+"""Why a default report leaves out a run of a kind not in :data:`REPORT_KINDS`."""
+
+
+def select_report_runs(runs: Sequence[Any]) -> tuple[list[Any], list[str]]:
+    """The runs a default report is built from, oldest first, and one line per kind it leaves out.
+
+    Args:
+        runs: Run records, newest first (as :func:`portllm_edge.history.list_runs` returns them).
+
+    Returns:
+        ``(runs of REPORT_KINDS, oldest first; ["2 update runs left out (ids): why", ...])``. The
+        lines go into the report's notes and the clients' output, so no run is dropped silently.
+    """
+    chosen = [r for r in runs if _kind(r) in REPORT_KINDS]
+    chosen.reverse()  # oldest first reads naturally in a report
+    left: dict[str, list[str]] = {}
+    for r in runs:
+        if _kind(r) not in REPORT_KINDS:
+            left.setdefault(_kind(r), []).append(str(r.id if hasattr(r, "id") else r.get("id")))
+    lines = []
+    for kind, ids in left.items():
+        why = LEFT_OUT_WHY.get(kind, "a report charts accuracy and measured memory, which it does not record")
+        lines.append(f"{len(ids)} {kind} run{'s' if len(ids) > 1 else ''} left out ({', '.join(ids)}): {why}")
+    return chosen, lines
+
+
+def _kind(run: Any) -> str:
+    return str(run.kind if hasattr(run, "kind") else run.get("kind"))
 
 
 @dataclass(frozen=True)
@@ -60,6 +93,7 @@ def report_runs(
     machine: Any = None,
     context: int = 2048,
     title: str = "portllm-edge report",
+    left_out: Sequence[str] = (),
 ) -> WrittenReport:
     """Build the report of ``runs`` (oldest first) and write it into ``out``.
 
@@ -74,6 +108,8 @@ def report_runs(
             the budget section and chart. ``None``: profiles only.
         context: Tokens per sequence of the budget estimates.
         title: Heading.
+        left_out: Lines naming the runs the caller left out and why (:func:`select_report_runs`);
+            they open the report's notes.
 
     Returns:
         The report, the files written and the warnings.
@@ -112,4 +148,8 @@ def report_runs(
             warnings.append(f"no planner estimates for run {rid} ({exc.message})")
             records.append(run)
     report = build_report(records, budget=rows, budget_model=model_used, title=title)
+    if left_out:
+        from dataclasses import replace
+
+        report = replace(report, notes=(*left_out, *report.notes))
     return WrittenReport(report, write_report(report, out), warnings)

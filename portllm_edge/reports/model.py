@@ -528,6 +528,19 @@ def describe_run(kind: str, inputs: Mapping[str, Any], results: Mapping[str, Any
         if rows:
             inner = ", ".join(f"{r.config} {r.accuracy:.3f}" for r in rows[:4])
             return f"{rows[0].task}: {inner}"
+    if kind == "train" and isinstance(results.get("heldout_after"), Mapping):
+        before, after = results.get("heldout_before") or {}, results["heldout_after"]
+        b, a, loss = (
+            _num(before.get("accuracy")),
+            _num(after.get("accuracy")),
+            _num(results.get("final_loss")),
+        )
+        text = (
+            f"patch {results.get('name') or inputs.get('name') or '?'} on {results.get('base_id') or '?'}: "
+        )
+        text += f"held-out accuracy {b:.3f} → {a:.3f}" if b is not None and a is not None else "trained"
+        text += f" (n={after.get('n')}, training slice)" if after.get("n") else ""
+        return text + (f", final loss {loss:.4f}" if loss is not None else "")
     if kind in ("bench", "port", "train"):
         parts = []
         rs = ratios_of(results)
@@ -685,6 +698,13 @@ def build_report(
                     f"run {rid}: its peak was read in its own process (everything that process did "
                     "before counts), not in an isolated worker; left out of the memory tables and charts"
                 )
+    trains = [s.id for s in summaries if s.kind == "train"]
+    if trains:
+        notes.append(
+            f"{len(trains)} train run{'s' if len(trains) > 1 else ''} ({', '.join(trains)}) listed with "
+            f"{'their' if len(trains) > 1 else 'its'} held-out check, which scores a slice of the training "
+            "data, not a dev set: not in the accuracy table or charts"
+        )
     order: dict[str, int] = {}
     for row in acc:
         order.setdefault(row.task, len(order))

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from portllm_edge.reports import describe_run as describe_run
     from portllm_edge.reports import latest_savings as latest_savings
     from portllm_edge.reports import report_runs as report_runs
+    from portllm_edge.reports import select_report_runs as select_report_runs
     from portllm_edge.reports import task_label as task_label
     from portllm_edge.reports import write_report as write_report
 
@@ -83,6 +84,7 @@ _LAZY = {
     "Report": ("portllm_edge.reports", "Report"),
     "latest_savings": ("portllm_edge.reports", "latest_savings"),
     "report_runs": ("portllm_edge.reports", "report_runs"),
+    "select_report_runs": ("portllm_edge.reports", "select_report_runs"),
     "task_label": ("portllm_edge.reports", "task_label"),
 }
 """Names passed through unchanged from the module that owns them, imported on first use."""

@@ -25,12 +25,28 @@ def test_report_from_history(tiny_pairs, tmp_path, capsys):
         versions={},
         hardware={},
     )
-    record_run("train", {}, {}, versions={}, hardware={})  # not a report kind: left out by default
+    train = record_run(
+        "train",
+        {"name": "p1"},
+        {
+            "name": "p1",
+            "base_id": "llama-old",
+            "final_loss": 0.0034,
+            "heldout_before": {"accuracy": 0.656, "n": 64},
+            "heldout_after": {"accuracy": 0.984, "n": 64},
+        },
+        versions={},
+        hardware={},
+    )
+    upd = record_run("update", {"base": base}, {}, versions={}, hardware={})  # no figures of a patch
     out_dir = tmp_path / "rep"
     rc = main(["report", "--out", str(out_dir), "--hardware", "rtx-4060-8gb", "--hardware", "cpu-16gb"])
     captured = capsys.readouterr()
     assert rc == 0, captured.err
-    assert "report of 2 runs" in captured.out
+    assert "report of 3 runs" in captured.out
+    # The run left out is named, with the reason, in the output and in the report.
+    left = f"1 update run left out ({upd}): it makes a new base version and scores no patch"
+    assert f"note: {left}" in captured.out
     assert sorted(p.name for p in out_dir.iterdir()) == [
         "accuracy.png",
         "estimate_vs_measured.png",
@@ -40,11 +56,17 @@ def test_report_from_history(tiny_pairs, tmp_path, capsys):
         "report.md",
     ]
     md = (out_dir / "report.md").read_text()
+    assert left in md
+    assert f"| {train} | train | ok |" in md
+    assert (
+        "patch p1 on llama-old: held-out accuracy 0.656 → 0.984 (n=64, training slice), final loss 0.0034"
+        in md
+    )
     assert "| llama-new (nf4) | 50.0% | 24.0% – 76.0% | 10 |" in md
     assert "**LoRA fine-tune peak / port peak: 1.80×** (metric: peak_rss)" in md
     assert f"## Memory budget for `{base}`" in md and "NVIDIA GeForce RTX 4060 8GB" in md
     doc = json.loads((out_dir / "report.json").read_text())
-    assert [r["id"] for r in doc["runs"]] == [ev, bench]
+    assert [r["id"] for r in doc["runs"]] == [ev, bench, train]
     assert [b["profile"] for b in doc["budget"]] == ["rtx-4060-8gb", "cpu-16gb"]
 
 

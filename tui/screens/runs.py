@@ -267,10 +267,10 @@ class RunsScreen(BaseScreen):
 
         def done(dest: str | None) -> None:
             if dest:
-                from portllm_edge.workflow.queries import REPORT_KINDS
+                from portllm_edge.workflow.queries import select_report_runs
 
-                ids = [i for i in reversed(self.order) if self.runs[i].kind in REPORT_KINDS]
-                self.write_report(ids, dest)
+                runs, left_out = select_report_runs([self.runs[i] for i in self.order])
+                self.write_report([r.id for r in runs], dest, left_out)
 
         self.app.push_screen(
             PathModal("Write a report of the listed runs to this folder", value=default, ok_label="Write"),
@@ -278,7 +278,7 @@ class RunsScreen(BaseScreen):
         )
 
     @work(thread=True, exclusive=True, group="runs-report")
-    def write_report(self, run_ids: list[str], dest: str) -> None:
+    def write_report(self, run_ids: list[str], dest: str, left_out: list[str] | None = None) -> None:
         """Write the report through :func:`portllm_edge.reports.report_runs`, as the CLI's ``report`` does.
 
         The same files as the CLI (planner estimates, the budget section with this machine's row
@@ -292,14 +292,14 @@ class RunsScreen(BaseScreen):
                 machine = self.papp.deps.budget()
             except Exception:  # the budget section then lists the catalogue's profiles only
                 machine = None
-            written = report_runs(runs, dest, machine=machine)
+            written = report_runs(runs, dest, machine=machine, left_out=left_out or ())
         except Exception as exc:
             notify_error_from_thread(self.app, exc)
             return
         self.app.call_from_thread(
             self.notify,
             f"{len(runs)} runs, {len(written.paths)} files in {dest}"
-            + "".join(f"\n{w}" for w in written.warnings),
+            + "".join(f"\n{w}" for w in (*(left_out or ()), *written.warnings)),
             title="Report written",
             markup=False,
         )
