@@ -54,13 +54,13 @@ def forecast(patch: str, base: str, *, old: str | None = None) -> ForecastOutcom
     from portllm_edge.workflow.resolve import resolve
 
     start = time.perf_counter()
-    cal = Calibration.load()
     r = resolve(patch, base, old=old, validate=False)
     if r.old_base is None:
         raise ConfigError(
             "the old base is not known: the patch records no base that is in the model store.",
             hint="pass --old with the base the patch was trained on",
         )
+    cal = Calibration.load()
     feats = candidate_features(
         r.patch.adapter_dir, r.old_base.path, r.base.path, effects=cal.feature in EFFECT_FEATURES
     )
