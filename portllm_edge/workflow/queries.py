@@ -15,6 +15,7 @@ from portllm_edge.errors import PortllmError as PortllmError
 
 if TYPE_CHECKING:
     from portllm_edge import paths as paths
+    from portllm_edge.evaluation.paired import PortStatistics as PortStatistics
     from portllm_edge.evaluation.tasks import check_template as check_template
     from portllm_edge.evaluation.tasks import list_tasks as list_tasks
     from portllm_edge.evaluation.tasks import parse_verbalizers as parse_verbalizers
@@ -86,6 +87,7 @@ _LAZY = {
     "report_runs": ("portllm_edge.reports", "report_runs"),
     "select_report_runs": ("portllm_edge.reports", "select_report_runs"),
     "task_label": ("portllm_edge.reports", "task_label"),
+    "PortStatistics": ("portllm_edge.evaluation.paired", "PortStatistics"),
 }
 """Names passed through unchanged from the module that owns them, imported on first use."""
 

@@ -266,3 +266,31 @@ def test_runs_screen_details_chart_and_report(tmp_path: Path) -> None:
             assert any(n.title == "Report written" for n in notifications(app))
 
     run(body)
+
+
+def test_runs_screen_shows_a_compare_runs_paired_statistics() -> None:
+    from portllm_edge.evaluation.paired import port_statistics
+    from portllm_edge.history import record_run
+
+    zero = [False] * 10 + [True] * 10
+    old = [True] * 18 + [False] * 2
+    ported = [True] * 15 + [False] * 5
+    stats = port_statistics(zero, old, ported, resamples=500)
+    run_id = record_run(
+        "compare",
+        {"patch": "p1", "old": "v1", "new": "v2"},
+        {"task": "sst2", "rows": [], "recovered_gain": 0.625, "paired": stats.to_dict()},
+    )
+
+    async def body() -> None:
+        app = make_app(start_screen="runs")
+        async with app.run_test(size=(140, 40)) as pilot:
+            await settle(pilot)
+            assert app.screen.order == [run_id]
+            details = plain(app.screen.query_one("#run-details"))
+            g = stats.recovered_gain
+            assert g is not None and g.estimate == 0.625  # (15 − 10) / (18 − 10)
+            assert f"recovered gain 62.5% (95% paired bootstrap CI {g.low:.1%} to {g.high:.1%})" in details
+            assert "McNemar" in details
+
+    run(body)

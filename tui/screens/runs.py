@@ -96,6 +96,19 @@ def render_chart(run: Any, width: int) -> Text:
     return text
 
 
+def paired_lines(results: dict[str, Any]) -> list[str]:
+    """A compare run's paired statistics (recovered gain interval, McNemar, paired differences), or none."""
+    from portllm_edge.workflow.queries import PortStatistics
+
+    raw = results.get("paired")
+    if not isinstance(raw, dict):
+        return []
+    try:
+        return PortStatistics.from_dict(raw).lines()
+    except (KeyError, TypeError):
+        return []
+
+
 def render_run(run: Any) -> Group:
     """A run's details: id, status, time, inputs, the key results, versions."""
     from portllm_edge.workflow.queries import describe_run
@@ -129,6 +142,8 @@ def render_run(run: Any) -> Group:
     if isinstance(results.get("evaluation"), dict):
         e = results["evaluation"]
         table.add_row("evaluation", f"{e.get('task')}: accuracy {e.get('accuracy')} (n={e.get('n')})")
+    for line in paired_lines(results):
+        table.add_row("paired", line)
     versions = ", ".join(f"{k} {v}" for k, v in (run.versions or {}).items() if v)
     if versions:
         table.add_row("versions", versions)
