@@ -8,7 +8,14 @@ import io
 import json
 from contextlib import redirect_stdout
 
+import pytest
+from demo_state import build_demo_state  # type: ignore[import-not-found]
 from tui_helpers import make_app, plain, run, settle  # type: ignore[import-not-found]
+
+
+@pytest.fixture
+def demo_home(tiny_adapters, monkeypatch) -> None:
+    build_demo_state(tiny_adapters["llama"], monkeypatch)
 
 
 def _pick_json(*args: str) -> list[tuple[str, str]]:
@@ -131,5 +138,23 @@ def test_patches_export_offers_every_format_and_writes_the_chosen_one(stored_lla
             assert not (dest / "manifest.json").exists()  # vLLM's folder, not the store's copy
             done = [n for n in notifications(app) if n.title == "Exported"]
             assert done and "as vllm" in done[-1].message and "vllm serve" in done[-1].message
+
+    run(body)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (100, 30), (120, 40)])
+def test_dashboard_recent_runs_never_scroll_sideways(demo_home, size) -> None:
+    """A sideways scrollbar under Recent runs drew its partial thumb as a stray ``▌``."""
+
+    async def body() -> None:
+        app = make_app()
+        async with app.run_test(size=size) as pilot:
+            await settle(pilot)
+            table = app.screen.query_one("#recent")
+            assert table.row_count >= 3
+            assert table.max_scroll_x == 0 and not table.show_horizontal_scrollbar
+            what = [str(table.get_row_at(r)[3]) for r in range(table.row_count)]
+            assert any(w.startswith("ratio ") for w in what)  # the bench run's line is there
+            assert not any(ch in app.export_screenshot() for ch in "▌▋▊▉▍▎")
 
     run(body)

@@ -114,6 +114,7 @@ class DashboardScreen(BaseScreen):
         self._timer: Timer | None = None
         self.report: Any = None
         self.budget: Any = None
+        self._recent_lines: list[tuple[str, list[Any]]] = []
 
     def compose_body(self) -> ComposeResult:
         with Vertical(id="dash"):
@@ -188,6 +189,30 @@ class DashboardScreen(BaseScreen):
         self.post_message(RunsLoaded(runs[:10]))
         self.post_message(SavingsLoaded(savings))
 
+    def _fill_recent(self) -> None:
+        """Fill Recent runs with the "what" column cut ("…") to the width left by the others.
+
+        The table then never scrolls sideways: a horizontal scrollbar's partial thumb cell
+        showed as a stray block glyph (``▌``) under the table.
+        """
+        table = self.query_one("#recent", DataTable)
+        if not self._recent_lines:
+            return
+        from ..common import cell_width
+
+        others = [
+            max(cell_width(label), *(cell_width(cells[i]) for _key, cells in self._recent_lines))
+            for i, label in enumerate(RECENT_COLUMNS[:-1])
+        ]
+        pad = 2 * table.cell_padding
+        # the content width without a vertical scrollbar, which more rows than fit will add
+        bar = table.styles.scrollbar_size_vertical if not table.show_vertical_scrollbar else 0
+        room = table.scrollable_content_region.width - bar - sum(w + pad for w in others) - pad
+        fill_table(table, RECENT_COLUMNS, self._recent_lines, max_widths={"what": max(12, min(room, 70))})
+
+    def on_resize(self) -> None:
+        self._fill_recent()
+
     def on_savings_loaded(self, message: SavingsLoaded) -> None:
         self.query_one("#savings", Static).update(render_savings(message.savings))
 
@@ -199,7 +224,6 @@ class DashboardScreen(BaseScreen):
     def on_runs_loaded(self, message: RunsLoaded) -> None:
         from portllm_edge.workflow.queries import describe_run
 
-        table = self.query_one("#recent", DataTable)
         lines: list[tuple[str, list[Any]]] = []
         for run in message.runs:
             try:
@@ -209,7 +233,9 @@ class DashboardScreen(BaseScreen):
             lines.append((run.id, [run.id, run.kind, run.status, what]))
         if not message.runs:
             lines.append(("-", ["no runs yet", "", "", "port a patch (key 4) and it shows here"]))
-        fill_table(table, RECENT_COLUMNS, lines, max_widths={"what": 70})
+        self._recent_lines = lines
+        self._fill_recent()
+        table = self.query_one("#recent", DataTable)
         if not message.runs:
             table.border_subtitle = "no runs yet"
         else:
