@@ -131,12 +131,16 @@ def attach_patch(
 
     Raises:
         PatchError: the adapter folder is incomplete.
-        PortingError: a tensor matched no module, the output did not change, or it is NaN/Inf.
+        PortingError: a tensor matched no module, the output did not change, or it is NaN/Inf;
+            or a 4-bit base whose weights a CPU forward pass already repacked (bitsandbytes'
+            AVX512-BF16 layout, :mod:`portllm_edge.porting.quant`: its outputs are not the NF4
+            math's; :func:`~portllm_edge.porting.load.load_base_model` never lets that happen).
     """
     from peft import PeftModel
 
     adapter_dir = Path(adapter_dir)
     weights = _weights_file(adapter_dir)
+    _refuse_repacked(base_model)
     start = time.perf_counter()
     base_logits = probe_logits(base_model, tokenizer)
     with _quiet_peft():
@@ -171,21 +175,11 @@ class PatchSwapper:
         tokenizer: its tokenizer.
 
     Raises:
-        PortingError: a 4-bit base that a forward pass already repacked (load it with
-            ``load_base_model(..., cpu_repack=False)``).
+        PortingError: a 4-bit base that a forward pass already repacked (see :func:`attach_patch`).
     """
 
     def __init__(self, base_model: Any, tokenizer: Any) -> None:
-        from portllm_edge.porting.quant import disable_cpu_repacking, repacked_modules
-
-        packed = repacked_modules(base_model)
-        if packed:
-            raise PortingError(
-                f"{len(packed)} 4-bit layers of the base were repacked by a CPU forward pass "
-                f"(first: {packed[0]}); swapping patches on them changes the output.",
-                hint="load the base with load_base_model(..., cpu_repack=False) before the first forward pass",
-            )
-        disable_cpu_repacking(base_model)
+        _refuse_repacked(base_model)
         self.model = base_model
         self.tokenizer = tokenizer
         self.base_logits = probe_logits(base_model, tokenizer)
@@ -227,6 +221,20 @@ class PatchSwapper:
             self.model, self.tokenizer, weights, name, self.base_logits, start, min_relative_change
         )
         return PortedModel(model=self.model, tokenizer=self.tokenizer, report=report)
+
+
+def _refuse_repacked(base_model: Any) -> None:
+    """Raise on a 4-bit base already repacked by bitsandbytes on CPU; else switch repacking off."""
+    from portllm_edge.porting.quant import disable_cpu_repacking, repacked_modules
+
+    packed = repacked_modules(base_model)
+    if packed:
+        raise PortingError(
+            f"{len(packed)} 4-bit layers of the base were repacked by a CPU forward pass "
+            f"(first: {packed[0]}); their outputs differ from the NF4 weights'.",
+            hint="load the base with portllm_edge.porting.load.load_base_model, which keeps the NF4 layout",
+        )
+    disable_cpu_repacking(base_model)
 
 
 def _weights_file(adapter_dir: Path) -> Path:

@@ -342,7 +342,7 @@ class _OneLoad:
 
             start = time.perf_counter()
             # no CPU repacking of 4-bit weights: patches are swapped on them (see PatchSwapper)
-            self.loaded = load_base_model(self.base, self.precision, device=self.device, cpu_repack=False)
+            self.loaded = load_base_model(self.base, self.precision, device=self.device)
             self.swapper = PatchSwapper(self.loaded.model, self.loaded.tokenizer)
             self.seconds = time.perf_counter() - start
         return self.loaded, self.swapper

@@ -47,7 +47,7 @@ def llama_adapters(tiny_pairs, tmp_path_factory):
 def test_swapper_outputs_equal_a_fresh_attach(tiny_pairs, llama_adapters, precision):
     """Swapping patches on one loaded base gives, for each, the logits of that patch attached alone (peft)."""
     new = str(tiny_pairs["llama"].new)
-    loaded = load_base_model(new, precision, cpu_repack=False)
+    loaded = load_base_model(new, precision)
     swapper = PatchSwapper(loaded.model, loaded.tokenizer)
     swapped = {}
     for key in ("a", "b", "c", "a"):  # b targets k/o too: after it, c and a must not keep b's k/o deltas
@@ -56,7 +56,7 @@ def test_swapper_outputs_equal_a_fresh_attach(tiny_pairs, llama_adapters, precis
         swapped[key] = probe_logits(res.model, loaded.tokenizer)
         assert len(swapper.model.peft_config) == 1
     for key, adapter in llama_adapters.items():
-        fresh = load_base_model(new, precision, cpu_repack=False)
+        fresh = load_base_model(new, precision)
         expected = probe_logits(attach_patch(fresh.model, fresh.tokenizer, adapter).model, fresh.tokenizer)
         assert (swapped[key] - expected).abs().max().item() < 1e-5, key
 
