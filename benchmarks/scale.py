@@ -18,16 +18,16 @@ and a Q8_0 GGUF of it; then each job in its own Python process:
   ``--steps`` steps of ``--batch`` × ``--seq`` tokens; ``qlora``: the same on the NF4 base after
   peft's ``prepare_model_for_kbit_training``.
 
-Memory: the parent samples the child's anonymous RSS (``RssAnon`` of the child and its
-children, every 50 ms) and keeps the peak: the headline figure. It also keeps the peak of
-``RssAnon + RssFile`` (resident pages of mapped files included): bf16 loads and loads of the
-quantized copy keep their weights in mmapped safetensors pages, which are file-backed, so
-the anonymous figure leaves those weights out while they are in use. On ``--device cuda`` the
-child reports ``torch.cuda.max_memory_reserved()``. VmHWM (which counts mmapped weight
-pages) is shown only in the JSON, labelled ``vmhwm_bytes``.
+Memory: the parent samples the child (and its children) with the product's one rule,
+:class:`portllm_edge.measure.memory.PeakSampler`: headline = peak of RssAnon + resident
+pages of mapped weight files. A bf16 load computes from its mmapped safetensors pages,
+so those count; a quantizing load reads its bf16 source with ``pread`` and frees it, so
+that page cache is not the job's. The anonymous part's own peak and the mapped weights
+at the peak are printed beside it. On ``--device cuda`` the child reports
+``torch.cuda.max_memory_reserved()``. VmHWM is shown only in the JSON, labelled ``vmhwm_bytes``.
 
 Floor of a job = runtime baseline (measured) + the bytes its weights must occupy at that
-precision + trainable state + KV/activations for the stated batch (the planner's activation
+precision, each weight counted once wherever it lives (anonymous or mapped file pages) + trainable state + KV/activations for the stated batch (the planner's activation
 term). For import and merge the column holds the issue's bound instead: baseline + 4 × the
 largest tensor in fp32. "est ÷ meas" is the planner's estimate ÷ measured, both job-only
 (runtime/baseline subtracted).
@@ -41,7 +41,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -52,6 +51,8 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO))
 
 import synthetic  # noqa: E402
+
+from portllm_edge.measure.memory import HEADLINE_METRIC  # noqa: E402
 
 R = 16
 TARGETS = ("q_proj", "v_proj")
@@ -181,65 +182,34 @@ def child_main(job: str, params: str) -> None:
 # ----------------------------------------------------------------------------- parent side
 
 
-def _rss_bytes(pid: int) -> tuple[int, int]:
-    """(RssAnon, RssFile) of ``pid`` and its descendants, bytes (0 for processes that are gone)."""
-    import psutil
-
-    anon = file = 0
-    try:
-        procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
-    except psutil.Error:
-        return 0, 0
-    for proc in procs:
-        try:
-            with open(f"/proc/{proc.pid}/status") as fh:
-                for line in fh:
-                    if line.startswith("RssAnon:"):
-                        anon += int(line.split()[1]) * 1024
-                    elif line.startswith("RssFile:"):
-                        file += int(line.split()[1]) * 1024
-        except OSError:
-            continue
-    return anon, file
-
-
 def measure(job: str, params: dict[str, Any], env: dict[str, str], timeout: float) -> dict[str, Any]:
-    """Run ``job`` in a child process, sampling its anonymous RSS every 50 ms."""
+    """Run ``job`` in a child process; sample its memory with the product's one rule.
+
+    :class:`portllm_edge.measure.memory.PeakSampler` on the child and its descendants:
+    headline = RssAnon + resident pages of mapped weight files (every 5 ms / 200 ms).
+    """
+    from portllm_edge.measure.memory import PeakSampler
+
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", job, json.dumps(params)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    peak = peak_total = 0
-    stop = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak, peak_total
-        while not stop.is_set():
-            anon, file = _rss_bytes(proc.pid)
-            peak, peak_total = max(peak, anon), max(peak_total, anon + file)
-            stop.wait(0.05)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
     wall = time.perf_counter()
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        stdout, stderr = proc.communicate()
-    stop.set()
-    sampler.join()
+    with PeakSampler(proc.pid, interval_s=0.02) as sampled:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            stdout, stderr = proc.communicate()
     wall = time.perf_counter() - wall
-    for line in stdout.splitlines():
-        if line.startswith("SCALE_RESULT "):
-            result = json.loads(line[len("SCALE_RESULT ") :])
-            result["anon_peak_bytes"] = peak
-            result["rss_sampled_peak_bytes"] = peak_total
-            result["wall_seconds"] = wall
-            return result
-    return {
-        "error": (stderr or stdout).strip().splitlines()[-3:],
-        "anon_peak_bytes": peak,
+    memory = {
+        "peak_bytes_rule": sampled.peak,
+        "anon_peak_bytes": sampled.anon_peak,
+        "mapped_weight_bytes_at_peak": sampled.mapped_at_peak,
         "wall_seconds": wall,
     }
+    for line in stdout.splitlines():
+        if line.startswith("SCALE_RESULT "):
+            return {**json.loads(line[len("SCALE_RESULT ") :]), **memory}
+    return {"error": (stderr or stdout).strip().splitlines()[-3:], **memory}
 
 
 def floors_and_estimates(shape: synthetic.Shape, args: argparse.Namespace, baseline: int) -> dict[str, Any]:
@@ -316,14 +286,14 @@ def run_size(size: str, args: argparse.Namespace, env: dict[str, str], baseline:
     for job in jobs:
         params = {**common, "gguf": str(gguf), "merged": str(work / "merged")}
         res = measure(job, params, env, args.timeout)
-        peak = res.get("cuda_max_reserved_bytes") or res["anon_peak_bytes"]
+        peak = res.get("cuda_max_reserved_bytes") or res["peak_bytes_rule"]
         floor, est, runtime = floors[job]
         row = {
             "size": size,
             "label": shape.label,
             "params": shape.params(),
             "job": job,
-            "metric": "cuda_max_reserved" if "cuda_max_reserved_bytes" in res else "anon_rss_peak",
+            "metric": "cuda_max_reserved" if "cuda_max_reserved_bytes" in res else HEADLINE_METRIC,
             "peak_bytes": peak,
             "floor_bytes": floor,
             "estimate_bytes": est,
@@ -352,7 +322,7 @@ def _row_text(r: dict[str, Any]) -> str:
     sec = "n/a" if r.get("seconds") is None else f"{r['seconds']:.0f}"
     return (
         f"| {r['label']} ({r['params'] / 1e9:.2f}B) | {r['job']} | {r['peak_bytes'] / MiB:.0f} MiB | "
-        f"{r.get('rss_sampled_peak_bytes', 0) / MiB:.0f} MiB | "
+        f"{r.get('anon_peak_bytes', 0) / MiB:.0f} MiB | {r.get('mapped_weight_bytes_at_peak', 0) / MiB:.0f} MiB | "
         f"{r['floor_bytes'] / MiB:.0f} MiB | {r['peak_bytes'] / r['floor_bytes']:.2f} | {est} | {sec} |"
     )
 
@@ -389,18 +359,19 @@ def main(argv: list[str] | None = None) -> int:
     }
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
     base_run = measure("baseline", {}, env, 300)
-    baseline = base_run["anon_peak_bytes"]
+    baseline = base_run["peak_bytes_rule"]
     print(
-        f"runtime baseline (torch+transformers+peft+bitsandbytes imported): {baseline / MiB:.0f} MiB anonymous"
+        f"runtime baseline (torch+transformers+peft+bitsandbytes imported): {baseline / MiB:.0f} MiB"
+        f" (rule: {HEADLINE_METRIC})"
     )
     print(
         f"device {args.device}; eval/train batch {args.batch} × {args.seq} tokens; {args.steps} AdamW steps; LoRA r={R} on q,v"
     )
     print(
-        "| shape | job | anonymous peak | RSS peak incl. mapped files (sampled) | floor (import/merge: bound) "
-        "| anon ÷ floor | est ÷ meas (job) | s |"
+        "| shape | job | peak (anon + mapped weights) | anon part's own peak | mapped weights at peak "
+        "| floor (import/merge: bound) | peak ÷ floor | est ÷ meas (job) | s |"
     )
-    print("|---|---|---|---|---|---|---|---|", flush=True)
+    print("|---|---|---|---|---|---|---|---|---|", flush=True)
     rows: list[dict[str, Any]] = []
     for size in args.sizes.split(","):
         rows += run_size(size, args, env, baseline)
@@ -410,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     for size in args.sizes.split(","):
         ft, port, rep = by.get((size, "finetune")), by.get((size, "port")), by.get((size, "repeat_port"))
         if ft and port:
-            print(f"[{size}] fine-tune ÷ port (anonymous peak): {ft['peak_bytes'] / port['peak_bytes']:.2f}")
+            print(f"[{size}] fine-tune ÷ port (peak, one rule): {ft['peak_bytes'] / port['peak_bytes']:.2f}")
         if port and rep:
             print(
                 f"[{size}] port {port['seconds']:.0f} s first, {rep['seconds']:.0f} s repeat (quantized copy)"

@@ -2,14 +2,15 @@
 
 Metrics (the record always names the one it used):
 
-* CPU: ``peak_anon_rss`` = the worker's peak anonymous resident memory (``RssAnon``:
-  heap and tensors, not the page cache of mmap'd safetensors), sampled every 5 ms by a
-  thread in the worker; a lower bound of the true peak, tight for allocations that live
-  longer than a few milliseconds. ``baseline_bytes`` is the anonymous RSS after
+* CPU: ``peak_anon_plus_mapped_weights`` = the worker's peak of anonymous resident memory
+  (``RssAnon``: heap, tensors) plus the resident pages of mapped weight files (a bf16 model
+  computing from its mmapped safetensors), sampled by a thread in the worker: the one
+  rule, :mod:`portllm_edge.measure.memory`. ``baseline_bytes`` is that figure after
   ``import torch, transformers, peft`` and before the job, so ``peak - baseline`` is what
   the job itself added; ``steady_bytes`` is the RSS right after the job (psutil).
-  ``details["vmhwm_bytes"]`` is the whole-process high-water mark (Linux ``VmHWM``,
-  file-backed pages included), labelled as such wherever it is shown.
+  ``details["peak_anon_rss_bytes"]`` is the anonymous part's own peak and
+  ``details["vmhwm_bytes"]`` the whole-process high-water mark (Linux ``VmHWM``, shared
+  libraries and read-once file pages included), each labelled as such wherever shown.
 * CUDA: ``torch.cuda.max_memory_reserved()`` plus the CUDA context (device memory in
   use right after ``torch.cuda.init()``, from ``torch.cuda.mem_get_info``), together
   with NVML's figure for the process where NVML is available.
@@ -44,9 +45,10 @@ class MeasureResult:
     Attributes:
         job: "port" or "lora_finetune".
         device: "cpu" or "cuda".
-        metric: "peak_anon_rss" (CPU) or "cuda_max_reserved_plus_context" (CUDA).
+        metric: "peak_anon_plus_mapped_weights" (CPU, :mod:`portllm_edge.measure.memory`) or
+            "cuda_max_reserved_plus_context" (CUDA).
         peak_bytes: the headline peak, bytes (per ``metric``).
-        baseline_bytes: anonymous RSS after imports, before the job, bytes (CPU).
+        baseline_bytes: the CPU headline's figure after imports, before the job, bytes (CPU).
         steady_bytes: RSS after the job, bytes (CPU).
         cuda_context_bytes: device memory used by the CUDA context, bytes (CUDA only).
         nvml_process_bytes: NVML's used-memory figure for the worker process (CUDA, when available).

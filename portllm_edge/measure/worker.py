@@ -25,59 +25,13 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from portllm_edge.measure.isolated import PHASE_PREFIX, peak_rss_bytes
+from portllm_edge.measure.memory import HEADLINE_METRIC, PeakSampler, read_memory
 
 
 def _rss() -> int:
     import psutil
 
     return int(psutil.Process().memory_info().rss)
-
-
-class _AnonSampler:
-    """Samples anonymous RSS (``RssAnon``: heap, tensors; not file-backed mmap pages) every 5 ms.
-
-    Linux has no high-water mark for anonymous memory alone, so a daemon thread polls
-    ``/proc/self/status``; the maximum seen is a lower bound of the true peak, tight at
-    this rate for allocations that live longer than a few milliseconds.
-    """
-
-    def __init__(self, interval_s: float = 0.005) -> None:
-        import threading
-
-        self.peak = 0
-        self._stop = threading.Event()
-        self._interval = interval_s
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    @staticmethod
-    def read() -> int | None:
-        try:
-            with open("/proc/self/status", encoding="ascii") as fh:
-                for line in fh:
-                    if line.startswith("RssAnon:"):
-                        return int(line.split()[1]) * 1024
-        except OSError:
-            return None
-        return None
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            value = self.read()
-            if value is None:
-                return
-            self.peak = max(self.peak, value)
-            self._stop.wait(self._interval)
-
-    def __enter__(self) -> _AnonSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        value = self.read()
-        if value is not None:
-            self.peak = max(self.peak, value)
 
 
 def _nvml_process_bytes() -> int | None:
@@ -245,19 +199,21 @@ def main(argv: list[str]) -> int:
             free, total = torch.cuda.mem_get_info()
             context = int(total - free)
             torch.cuda.reset_peak_memory_stats()
-        baseline = _AnonSampler.read()
+        before = read_memory(children=False)
+        baseline = None if before is None else before.anon_bytes + (before.mapped_weight_bytes or 0)
         phases: dict[str, float] = {}
         start = time.perf_counter()
-        with _AnonSampler() as anon:
+        with PeakSampler() as sampled:
             details = JOBS[job](params, phases, announce_to_parent)
         wall = time.perf_counter() - start
-        details["peak_anon_rss_bytes"] = anon.peak or None
+        details["peak_anon_rss_bytes"] = sampled.anon_peak or None
+        details["mapped_weight_bytes_at_peak"] = sampled.mapped_at_peak if sampled.peak else None
         details["vmhwm_bytes"] = peak_rss_bytes()
         if on_cuda:
             peak = int(torch.cuda.max_memory_reserved()) + int(context or 0)
             metric = "cuda_max_reserved_plus_context"
-        elif anon.peak:
-            peak, metric = anon.peak, "peak_anon_rss"
+        elif sampled.peak:
+            peak, metric = sampled.peak, HEADLINE_METRIC
         else:  # no /proc (not Linux): the whole-process high-water mark, labelled as such
             peak, metric = peak_rss_bytes(), "peak_rss"
         result = {

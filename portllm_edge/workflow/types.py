@@ -124,7 +124,8 @@ class Memory:
     """A peak measured in a worker process of its own (never the caller's process).
 
     Attributes:
-        metric: ``peak_anon_rss`` (CPU: the worker's sampled ``RssAnon`` peak) or
+        metric: ``peak_anon_plus_mapped_weights`` (CPU: the worker's sampled ``RssAnon`` plus
+            resident mapped weight-file pages, :mod:`portllm_edge.measure.memory`) or
             ``cuda_max_reserved_plus_context`` (CUDA); ``peak_rss`` (``VmHWM``) only off Linux.
         peak_bytes: the peak, bytes.
         baseline_bytes: the worker's memory after its imports, before the job, bytes (CPU).

@@ -72,7 +72,9 @@ def test_bench_measures_both_in_subprocesses(tiny_pairs, tiny_adapters, shared_d
     # the baseline fine-tunes in bf16 where the CPU computes in it natively (AVX512-BF16/AMX), else fp32
     assert names == [f"lora_{default_finetune_dtype('cpu')}", "port_nf4"]
     for c in res.configs:
-        assert c.metric == "peak_anon_rss"  # the headline: sampled anonymous RSS of the worker
+        assert (
+            c.metric == "peak_anon_plus_mapped_weights"
+        )  # the headline: RssAnon + mapped weight pages of the worker
         assert c.peak_median_bytes > 100 * 2**20  # a whole Python + torch process
         assert c.peak_spread_bytes == 0.0  # one repeat
         run = c.runs[0]

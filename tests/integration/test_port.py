@@ -140,23 +140,23 @@ def test_existing_ported_name_needs_overwrite_or_name(tiny_pairs, tiny_adapters)
 
 
 def test_port_memory_is_the_workers_not_the_callers(tiny_pairs, tiny_adapters):
-    """The CLI/app/demo path: load+attach run in a worker; its RssAnon peak is reported, not this process's."""
-    from portllm_edge.measure.worker import _AnonSampler
+    """The CLI/app/demo path: load+attach run in a worker; its peak is reported, not this process's."""
+    from portllm_edge.measure.memory import HEADLINE_METRIC, read_anon
 
     PatchStore().import_dir(tiny_adapters["llama"], name="p")
     ballast = bytearray(512 * 2**20)  # this process now holds 512 MiB more than any tiny port needs
     ballast[::4096] = b"x" * len(ballast[::4096])
     phases: list[str] = []
     res = port("p", str(tiny_pairs["llama"].new), precision="fp32", on_phase=phases.append)
-    mine = _AnonSampler.read()
-    assert res.memory is not None and res.memory.metric == "peak_anon_rss"
+    mine = read_anon()
+    assert mine is not None and res.memory is not None and res.memory.metric == HEADLINE_METRIC
     assert 0 < res.memory.peak_bytes < mine - 400 * 2**20
     assert phases[:3] == ["check", "load", "attach"] and "save" in phases
     assert res.saving is not None and res.saving.baseline_source == "estimate"
     assert res.saving.port_peak_bytes == res.memory.peak_bytes
     record = get_run(res.run_id)
     assert (
-        record.results["peak_bytes"] == res.memory.peak_bytes and record.results["metric"] == "peak_anon_rss"
+        record.results["peak_bytes"] == res.memory.peak_bytes and record.results["metric"] == HEADLINE_METRIC
     )
     del ballast
 

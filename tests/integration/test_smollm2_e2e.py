@@ -82,7 +82,7 @@ def test_sst2_patch_ports_from_v1_to_v2_in_nf4(smollm2_gguf, shared_data):
     assert lineage[-1] == "port" and "train" in lineage
     # memory: porting at NF4 needs less than LoRA fine-tuning the same base, each in its own worker
     ft, pt = res.bench.config("lora_"), res.bench.config("port_")
-    assert ft is not None and pt is not None and ft.metric == pt.metric == "peak_anon_rss"
+    assert ft is not None and pt is not None and ft.metric == pt.metric == "peak_anon_plus_mapped_weights"
     assert pt.peak_median_bytes < ft.peak_median_bytes and res.bench.ratio > 1.0
     # the port of step 6 was measured in its own worker and compared with the measured fine-tune
     assert port.memory is not None and port.saving is not None

@@ -113,3 +113,12 @@ def test_attach_refuses_a_repacked_base(tiny_pairs, tiny_adapters):
     _forward(loaded)
     with pytest.raises(PortingError, match="repacked by a CPU forward pass"):
         attach_patch(loaded.model, loaded.tokenizer, tiny_adapters["llama"])
+
+
+def test_freed_buffers_go_back_to_the_os_on_glibc():
+    import platform
+
+    from portllm_edge.porting.load import return_freed_buffers_to_os
+
+    expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert return_freed_buffers_to_os() is expected
