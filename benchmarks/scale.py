@@ -230,7 +230,7 @@ def floors_and_estimates(shape: synthetic.Shape, args: argparse.Namespace, basel
     ft = estimate_lora_finetune_peak(arch, "bf16", R, TARGETS, args.seq, args.batch, device=kind)  # type: ignore[arg-type]
     ql = estimate_lora_finetune_peak(arch, "nf4", R, TARGETS, args.seq, args.batch, device=kind)  # type: ignore[arg-type]
     spec = ModelSpec(shape.label, "config", arch.model_type, arch)
-    port_est = port_peak_bytes(spec, nf4, r=R)
+    port_est = port_peak_bytes(spec, nf4, r=R, target_modules=TARGETS)  # the measured job's patch
     runtime = nf4.term("runtime") + nf4.term("libraries")
     rt_train = ft.term("runtime") + ft.term("libraries")
     return {

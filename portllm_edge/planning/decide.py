@@ -9,7 +9,7 @@ Rule (readable, in order):
        bitsandbytes has kernels for it, and the 16/32-bit types (fp16 only on CUDA, bf16 on
        a CPU only where it computes in bf16 natively).
     2. Keep those whose estimated peak fits the budget: for ``port``, inference plus the
-       patch and the merge transient (:func:`portllm_edge.planning.pick.port_peak_bytes`);
+       patch (:func:`portllm_edge.planning.pick.port_peak_bytes`);
        for ``inference``, the inference estimate.
     3. Take the highest-quality one (:func:`portllm_edge.planning.plan.precision_preference`:
        16-bit > int8 > nf4; the native half type over fp32).
@@ -108,7 +108,7 @@ def decide_precision(
             :class:`~portllm_edge.planning.plan.ModelSpec`; ``None`` when there is nothing to size.
         device: ``cpu``, ``cuda`` or ``cuda:N``; default the budget's device (the probed GPU with
             the most free memory, else host RAM), which is also where the load goes.
-        job: ``port`` (load + patch + merge transient) or ``inference``.
+        job: ``port`` (load + patch + evaluation) or ``inference``.
         budget: A ready budget (wins over ``device`` and ``hardware_profile``).
         hardware_profile: Decide for this profile instead of probing.
         context: Inference context in tokens.
