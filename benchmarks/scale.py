@@ -265,7 +265,7 @@ def run_size(size: str, args: argparse.Namespace, env: dict[str, str], baseline:
     if not (base / "config.json").is_file():
         synthetic.write_base(shape, base)
     gguf = work / f"{size}.Q8_0.gguf"
-    jobs = args.jobs.split(",")
+    jobs = jobs_for(size, args)
     if "import" in jobs and not gguf.is_file():
         synthetic.write_gguf(shape, base, gguf)
     adapter = synthetic_adapter(shape, work)
@@ -308,6 +308,15 @@ def run_size(size: str, args: argparse.Namespace, env: dict[str, str], baseline:
     return rows
 
 
+def jobs_for(size: str, args: argparse.Namespace) -> list[str]:
+    """The jobs run at ``size``: ``--jobs``, or the list ``--jobs-for SIZE=JOBS`` gives that size."""
+    for entry in args.jobs_for or ():
+        key, _, jobs = entry.partition("=")
+        if key == size:
+            return jobs.split(",")
+    return str(args.jobs).split(",")
+
+
 def synthetic_adapter(shape: synthetic.Shape, work: Path) -> Path:
     adapter = work / "adapter"
     if not (adapter / "adapter_config.json").is_file():
@@ -332,6 +341,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--child", nargs=2, metavar=("JOB", "PARAMS"), help=argparse.SUPPRESS)
     ap.add_argument("--sizes", default="0.5b,1.1b", help="comma list of " + ",".join(synthetic.SHAPES))
     ap.add_argument("--jobs", default="import,port,repeat_port,merge,finetune,qlora")
+    ap.add_argument(
+        "--jobs-for",
+        action="append",
+        metavar="SIZE=JOBS",
+        help="other jobs for one size, e.g. 7b=import,port,repeat_port,merge (repeatable)",
+    )
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--seq", type=int, default=128)
