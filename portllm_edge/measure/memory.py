@@ -33,6 +33,8 @@ WEIGHT_FILE_SUFFIXES = (".safetensors", ".gguf", ".bin", ".pt", ".pth")
 """Files whose mapped resident pages count as the job's memory (checkpoint formats)."""
 HEADLINE_METRIC = "peak_anon_plus_mapped_weights"
 """The name a CPU measurement's headline carries in records (see the module docstring)."""
+HEADLINE_LABEL = "anonymous memory + resident pages of mapped weight files"
+"""How a printed CPU figure says what it counts."""
 
 
 @dataclass(frozen=True)
@@ -165,6 +167,7 @@ class PeakSampler:
 
 
 __all__ = [
+    "HEADLINE_LABEL",
     "HEADLINE_METRIC",
     "WEIGHT_FILE_SUFFIXES",
     "MemoryReading",
