@@ -128,9 +128,11 @@ def bench_cmd(
     t = Table(title=f"bench — {res.base}, {task}, seq {seq_len}, batch {batch_size}")
     for col in ("configuration", "peak (median)", "spread", "wall (s)", "tokens/s"):
         t.add_column(col, justify="left" if col == "configuration" else "right")
+    from portllm_edge.reports import job_label
+
     for c in res.configs:
         t.add_row(
-            c.name,
+            job_label(c.name, evaluated=c.name.startswith("port_")),
             human_bytes(c.peak_median_bytes),
             human_bytes(c.peak_spread_bytes),
             f"{c.wall_median_seconds:.1f}",

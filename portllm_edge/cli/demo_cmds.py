@@ -46,13 +46,14 @@ def print_experiment(res: Any) -> None:
     if gain is not None:
         out.print(f"the ported patch recovers {gain:.0%} of the patch's gain over v2 zero-shot")
     from portllm_edge.measure.memory import HEADLINE_LABEL, HEADLINE_METRIC
+    from portllm_edge.reports import job_label
 
     label = f"; {HEADLINE_LABEL}" if res.bench.ratio_metric == HEADLINE_METRIC else ""
     ft, pt = res.bench.config("lora_"), res.bench.config("port_")
     out.print(
         f"peak memory, each job in its own worker process ({res.bench.ratio_metric}{label}):\n"
-        f"  LoRA fine-tune of v2 ({ft.name}): {human_bytes(ft.peak_median_bytes)} ({ft.wall_median_seconds:.1f} s)\n"
-        f"  port ({pt.name}: load + attach + evaluate a batch): {human_bytes(pt.peak_median_bytes)} "
+        f"  {job_label(ft.name)} of v2: {human_bytes(ft.peak_median_bytes)} ({ft.wall_median_seconds:.1f} s)\n"
+        f"  {job_label(pt.name, evaluated=True)} (load + attach + score a batch): {human_bytes(pt.peak_median_bytes)} "
         f"({pt.wall_median_seconds:.1f} s)\n"
         f"  fine-tune / port = {res.bench.ratio:.2f}x (run {res.bench.run_id})"
     )

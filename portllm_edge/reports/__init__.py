@@ -26,6 +26,7 @@ from portllm_edge.reports.model import (
     Report,
     build_report,
     describe_run,
+    job_label,
     latest_savings,
     task_label,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "budget_rows",
     "build_report",
     "describe_run",
+    "job_label",
     "latest_savings",
     "render_charts",
     "render_json",

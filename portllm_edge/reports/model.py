@@ -388,7 +388,33 @@ def _estimate_total(d: Mapping[str, Any]) -> int | None:
     return _int(est)
 
 
-def _phase(label: str, d: Mapping[str, Any], run_id: str | None) -> MemoryPhase | None:
+_JOB_NAMES = {"lora": "LoRA fine-tune", "qlora": "QLoRA fine-tune", "port": "port"}
+
+
+def job_label(name: str, precision: str | None = None, *, evaluated: bool = False) -> str:
+    """The one display label of a measured job: ``LoRA fine-tune (bf16)``, ``port (nf4)``, ``port + eval (bf16)``.
+
+    Args:
+        name: A bench configuration name (``lora_bf16``, ``qlora_nf4``, ``port_bf16``: the record's
+            key, unchanged) or a run kind (``port``).
+        precision: The job's precision or dtype, when the name does not carry it.
+        evaluated: The measured port job also scored evaluation examples (a ``bench`` port
+            always does; a ``port`` run when it was asked to). Its peak then holds the scoring
+            forward passes: ``port + eval`` is not the same job as ``port``.
+    """
+    head, _, suffix = name.partition("_")
+    what = _JOB_NAMES.get(head)
+    if what is None:
+        return f"{name} ({precision})" if precision and f"({precision})" not in name else name
+    if head == "port" and evaluated:
+        what += " + eval"
+    prec = precision or (suffix if suffix in ("nf4", "fp4", "int8", "bf16", "fp16", "fp32") else None)
+    return f"{what} ({prec})" if prec else what
+
+
+def _phase(
+    label: str, d: Mapping[str, Any], run_id: str | None, evaluated: bool = False, precision: Any = None
+) -> MemoryPhase | None:
     peak = _int(d.get("peak_bytes", d.get("peak_median_bytes", d.get("median_peak_bytes"))))
     metric = d.get("metric")
     if peak is None:
@@ -399,9 +425,8 @@ def _phase(label: str, d: Mapping[str, Any], run_id: str | None) -> MemoryPhase 
         wall = sum(t for t in times if t is not None) if any(t is not None for t in times) else None
     details = d.get("details") if isinstance(d.get("details"), Mapping) else {}
     assert isinstance(details, Mapping)
-    prec = d.get("precision") or details.get("precision") or details.get("dtype")
-    if prec and f"({prec})" not in label:
-        label = f"{label} ({prec})"
+    prec = d.get("precision") or details.get("precision") or details.get("dtype") or precision
+    label = job_label(label, str(prec) if prec else None, evaluated=evaluated)
     breakdown, source = None, None
     if isinstance(d.get("breakdown"), Mapping):
         raw = d["breakdown"]
@@ -450,6 +475,8 @@ def memory_phases(kind: str, results: Mapping[str, Any], run_id: str | None = No
     """
     out: list[MemoryPhase] = []
     seen: set[int] = set()
+    # A bench's port_<precision> job always scores examples; a port run when its record has an evaluation.
+    port_evaluated = kind == "port" and isinstance(results.get("evaluation"), Mapping)
 
     def label_of(d: Mapping[str, Any], fallback: str) -> str:
         return next((str(d[k]) for k in _LABEL_KEYS if isinstance(d.get(k), str)), fallback)
@@ -458,7 +485,9 @@ def memory_phases(kind: str, results: Mapping[str, Any], run_id: str | None = No
         if depth > 3 or not isinstance(d, Mapping) or id(d) in seen:
             return
         seen.add(id(d))
-        phase = _phase(label_of(d, fallback), d, run_id)
+        label = label_of(d, fallback)
+        evaluated = (kind == "bench" and label.startswith("port_")) or port_evaluated
+        phase = _phase(label, d, run_id, evaluated, results.get("precision") if kind == "port" else None)
         if phase is not None:
             out.append(phase)
             return
@@ -500,7 +529,8 @@ def ratios_of(results: Mapping[str, Any], run_id: str | None = None) -> list[Rat
                 and first.get("name")
                 and last.get("name")
             ):
-                label = f"{first['name']} peak / {last['name']} peak"
+                port = str(last["name"])
+                label = f"{job_label(str(first['name']))} peak / {job_label(port, evaluated=port.startswith('port_'))} peak"
         out.append(
             Ratio(
                 str(label or "LoRA fine-tune peak / port peak"),
@@ -569,6 +599,8 @@ class MeasuredSaving:
         metric: The metric both used (``peak_anon_rss`` ...).
         run_id: The run that measured them (a ``bench`` run, or a ``port`` run whose baseline was measured).
         started_at: When that run started (ISO 8601).
+        port_label / finetune_label: What each job was (:func:`job_label`: ``port + eval (bf16)``,
+            ``LoRA fine-tune (bf16)``): a port that scored examples is not the same job as one that did not.
     """
 
     base: str
@@ -577,6 +609,8 @@ class MeasuredSaving:
     metric: str | None
     run_id: str
     started_at: str
+    port_label: str = "port"
+    finetune_label: str = "LoRA fine-tune"
 
     @property
     def saved_bytes(self) -> int:
@@ -611,7 +645,8 @@ def _measured_saving(run: Any) -> MeasuredSaving | None:
         ft_peak, port_peak = _int(ft.get("peak_median_bytes")), _int(port.get("peak_median_bytes"))
         if ft_peak is None or port_peak is None:
             return None
-        return MeasuredSaving(base, port_peak, ft_peak, port.get("metric"), rid, started)
+        labels = (job_label(str(port["name"]), evaluated=True), job_label(str(ft["name"])))
+        return MeasuredSaving(base, port_peak, ft_peak, port.get("metric"), rid, started, *labels)
     if kind == "port":
         saving = results.get("saving")
         if not isinstance(saving, Mapping) or saving.get("baseline_source") != "measured":
@@ -620,7 +655,14 @@ def _measured_saving(run: Any) -> MeasuredSaving | None:
         base = _base_name(results.get("base_id") or inputs.get("base"))
         if port_peak is None or ft_peak is None or base is None:
             return None
-        return MeasuredSaving(base, port_peak, ft_peak, saving.get("metric"), rid, started)
+        prec = results.get("precision") or inputs.get("precision")
+        port_label = job_label(
+            "port", str(prec) if prec else None, evaluated=isinstance(results.get("evaluation"), Mapping)
+        )
+        ft_label = str(saving.get("baseline_label") or "").split(" measured in ")[0] or "LoRA fine-tune"
+        return MeasuredSaving(
+            base, port_peak, ft_peak, saving.get("metric"), rid, started, port_label, ft_label
+        )
     return None
 
 

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from portllm_edge.reports import Report as Report
     from portllm_edge.reports import build_report as build_report
     from portllm_edge.reports import describe_run as describe_run
+    from portllm_edge.reports import job_label as job_label
     from portllm_edge.reports import latest_savings as latest_savings
     from portllm_edge.reports import report_runs as report_runs
     from portllm_edge.reports import select_report_runs as select_report_runs
@@ -64,6 +65,7 @@ _LAZY = {
     "list_runs": ("portllm_edge.history", "list_runs"),
     "get_run": ("portllm_edge.history", "get_run"),
     "describe_run": ("portllm_edge.reports", "describe_run"),
+    "job_label": ("portllm_edge.reports", "job_label"),
     "build_report": ("portllm_edge.reports", "build_report"),
     "write_report": ("portllm_edge.reports", "write_report"),
     "format_size": ("portllm_edge.hardware.sizes", "format_size"),

@@ -76,8 +76,10 @@ def port_saving(
     port_est = estimated_port_peak(base_dir, precision, memory.device)
     found = measured_finetune_baseline(base_dir, memory.metric)
     if found is not None:
+        from portllm_edge.reports.model import job_label
+
         peak, name, run_id = found
-        label = f"{name} fine-tune measured in run {run_id}"
+        label = f"{job_label(name)} measured in run {run_id}"
         return Saving(memory.peak_bytes, peak, "measured", label, memory.metric, run_id, port_est)
     try:
         est = estimated_finetune_baseline(base_dir, r, targets, memory.device)

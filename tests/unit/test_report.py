@@ -128,7 +128,7 @@ def test_build_report_extracts_rows_phases_and_ratio():
     assert port.breakdown["activations"] == int(0.05 * GiB) + int(0.2 * GiB)
     assert port.breakdown["other"] == int(0.5 * GiB)
     assert port.estimate_bytes == int(0.9 * GiB) and port.estimate_ratio == pytest.approx(0.9, abs=1e-6)
-    assert ft.label == "lora_finetune (bf16)" and ft.breakdown_source == "measured"
+    assert ft.label == "LoRA fine-tune (bf16)" and ft.breakdown_source == "measured"
     assert ft.breakdown == {
         "weights": GiB // 2,
         "adapter": 10,
@@ -150,7 +150,7 @@ def test_other_result_shapes():
     phases = memory_phases("bench", named)
     assert [(p.label, p.peak_bytes, p.estimate_bytes) for p in phases] == [
         ("port", 100, 80),
-        ("lora_finetune", 400, None),
+        ("LoRA fine-tune", 400, None),
     ]
     assert [(r.label, r.value) for r in ratios_of(named)] == [("LoRA bf16 / port nf4", 4.0)]
     port_run = {"memory": {"peak_bytes": 123, "metric": "peak_rss"}, "phases": {"load": 1.0}}
@@ -280,8 +280,11 @@ def test_bench_run_gets_planner_estimates(tiny_pairs):
     port = estimate_inference_peak(arch, "nf4", 64, 4, device="cpu")
     rep = build_report([enriched])
     ft, pt = rep.memory
+    # One label scheme: the record's key (lora_bf16, port_nf4) shows as the job's name; a bench's
+    # port job scores examples, so it is "port + eval", not the same job as a plain port.
+    assert pt.label == "port + eval (nf4)"
     assert (ft.label, ft.peak_bytes, ft.spread_bytes, ft.wall_seconds) == (
-        "lora_bf16",
+        "LoRA fine-tune (bf16)",
         900_000_000,
         1_000_000,
         3.0,
@@ -290,7 +293,7 @@ def test_bench_run_gets_planner_estimates(tiny_pairs):
     assert pt.breakdown_source == "estimated" and sum(pt.breakdown.values()) == port.total_bytes
     assert ft.breakdown["optimizer"] == lora.term("optimizer") > 0
     assert [(r.label, r.value, r.metric) for r in rep.ratios] == [
-        ("lora_bf16 peak / port_nf4 peak", 1.5, "peak_rss (median of 1)")
+        ("LoRA fine-tune (bf16) peak / port + eval (nf4) peak", 1.5, "peak_rss (median of 1)")
     ]
     assert with_planner_estimates({"kind": "eval", "inputs": {}, "results": {}}) == {
         "kind": "eval",
@@ -418,3 +421,36 @@ def test_a_ports_own_evaluation_is_an_accuracy_row():
         0.94,
         "port-3",
     )
+
+
+def test_one_label_scheme_for_measured_jobs():
+    """bench's configuration keys and port runs show under one scheme; a port that scored
+    examples (bench's always does) is labelled so, since its peak holds the scoring passes."""
+    from portllm_edge.reports import job_label, latest_savings
+    from portllm_edge.reports.model import memory_phases
+
+    assert job_label("lora_bf16") == "LoRA fine-tune (bf16)"
+    assert job_label("qlora_nf4") == "QLoRA fine-tune (nf4)"
+    assert job_label("port_bf16", evaluated=True) == "port + eval (bf16)"
+    assert job_label("port", "nf4") == "port (nf4)"
+    mem = {"metric": "peak_anon_rss", "peak_bytes": 700 * 2**20, "wall_seconds": 2.0}
+    plain_port = {"precision": "bf16", "memory": mem}
+    scored = {**plain_port, "evaluation": {"task": "jsonl", "accuracy": 1.0, "n": 32}}
+    assert [p.label for p in memory_phases("port", plain_port)] == ["port (bf16)"]
+    assert [p.label for p in memory_phases("port", scored)] == ["port + eval (bf16)"]
+    bench = {
+        "id": "bench-1",
+        "kind": "bench",
+        "status": "ok",
+        "started_at": "2026-12-01T12:57:19",
+        "inputs": {"base": "/m/SmolLM2-135M-Instruct-demo-v2"},
+        "results": {
+            "configs": [
+                {"name": "lora_bf16", "peak_median_bytes": 1166 * 2**20, "metric": "peak_anon_rss"},
+                {"name": "port_bf16", "peak_median_bytes": 1074 * 2**20, "metric": "peak_anon_rss"},
+            ]
+        },
+    }
+    (saving,) = latest_savings([bench])
+    assert (saving.port_label, saving.finetune_label) == ("port + eval (bf16)", "LoRA fine-tune (bf16)")
+    assert saving.saved_bytes == 92 * 2**20

@@ -67,7 +67,7 @@ def render_hardware(report: Any) -> Group:
 def render_savings(savings: list[Any]) -> Text:
     """One line per base: the latest port peak against a LoRA fine-tune, both measured in workers.
 
-    ``SmolLM2-135M-Instruct-demo-v2  port 1.10 GiB vs fine-tune 2.90 GiB: saved 1.80 GiB (2.64× less)``;
+    ``SmolLM2-135M-Instruct-demo-v2  port + eval (bf16) 1.05 GiB vs LoRA fine-tune (bf16) 1.14 GiB: saved …``;
     the run is in the Recent runs table and on the Runs screen.
     """
     if not savings:
@@ -82,7 +82,7 @@ def render_savings(savings: list[Any]) -> Text:
         style = "bold green" if m.saved_bytes > 0 else "bold yellow"
         ratio = f" ({m.ratio:.2f}× less)" if m.ratio and m.saved_bytes > 0 else ""
         text.append(("\n" if i else "") + f"{m.base:<{width}}  ", style="bold")
-        text.append(f"port {human(m.port_bytes)} vs fine-tune {human(m.finetune_bytes)}: ")
+        text.append(f"{m.port_label} {human(m.port_bytes)} vs {m.finetune_label} {human(m.finetune_bytes)}: ")
         text.append(f"saved {human(m.saved_bytes)}{ratio}", style=style)
     return text
 

@@ -130,6 +130,8 @@ def summarize_port(result: PortOutcome, patch: str, base: str) -> PortSummary:
     baseline is a fine-tune measured for the same base when the run history has one, else
     the planner's estimate, labelled as such (:class:`~portllm_edge.workflow.Saving`).
     """
+    from portllm_edge.workflow.queries import job_label
+
     a, mem, saving = result.attach, result.memory, result.saving
     notes: list[str] = []
     if saving is not None and saving.baseline_source == "estimate":
@@ -150,7 +152,12 @@ def summarize_port(result: PortOutcome, patch: str, base: str) -> PortSummary:
         phases=dict(result.phases),
         evaluation=None if result.evaluation is None else asdict(result.evaluation),
         peak_bytes=mem.peak_bytes if mem else 0,
-        peak_metric=f"{mem.metric}, measured in a worker process" if mem else "not measured",
+        peak_metric=(
+            f"{job_label('port', result.precision, evaluated=result.evaluation is not None)}: "
+            f"{mem.metric}, measured in a worker process"
+            if mem
+            else "not measured"
+        ),
         port_estimate_bytes=saving.port_estimate_bytes if saving else None,
         baseline_bytes=saving.baseline_bytes if saving else None,
         baseline_label=(
@@ -1107,8 +1114,10 @@ class PortScreen(BaseScreen):
         if found is None:
             self.post_message(BaselineMeasured(None))
             return
+        from portllm_edge.workflow.queries import job_label
+
         peak, name, run_id = found
-        label = f"LoRA fine-tune baseline (measured: {name} in run {run_id})"
+        label = f"LoRA fine-tune baseline (measured: {job_label(name)} in run {run_id})"
         notes = tuple(n for n in s.notes if "planner's estimate" not in n)
         self.post_message(
             BaselineMeasured(

@@ -66,7 +66,7 @@ def chart_series(run: Any) -> list[tuple[str, list[str], list[float]]]:
 def bar_chart(title: str, labels: list[str], values: list[float], width: int) -> Text:
     """Horizontal bars drawn with block characters, scaled to the largest value, ``width`` cells wide."""
     text = Text(title + "\n", style="bold")
-    label_w = min(max(len(x) for x in labels), max(8, width // 3))
+    label_w = min(max(len(x) for x in labels), max(8, width // 2))  # "LoRA fine-tune (bf16)" whole
     value_strs = [f"{v:g}" for v in values]
     value_w = max(len(v) for v in value_strs)
     bar_w = max(4, width - label_w - value_w - 3)
