@@ -212,115 +212,171 @@ def write_merged_gguf(
         PortingError / PatchError / BaseModelError: as :func:`portllm_edge.porting.merge.stream_merge`.
     """
     import gguf
-    import numpy as np
 
     from portllm_edge.export.gguf_layout import GgufNames
     from portllm_edge.porting.adapter_io import read_base_index
-    from portllm_edge.porting.merge import MergeStream, RowReader
+    from portllm_edge.porting.merge import MergeStream
 
     out, base_dir, dtype = Path(out), Path(base_dir), gguf_dtype(dtype)
     source = check_gguf_merge_target(base_dir, out, dtype=dtype, overwrite=overwrite)
     index = read_base_index(base_dir)
     names = GgufNames(index.config, str(base_dir / "config.json"))
     reader = gguf.GGUFReader(source)
+    _check_source_arch(reader, names, source, base_dir)
+    stream = MergeStream(adapter_dir, base_dir, old_vocab_dir=old_vocab_dir) if adapter_dir else None
+    notes: list[str] = list(stream.info["notes"]) if stream else []
+    try:
+        tensors = _GgufTensors(reader, stream, index, names, source, base_dir, dtype)
+    except BaseException:
+        if stream is not None:
+            stream.close()
+        raise
+    try:
+        written_patched = _write_gguf_file(out, overwrite, reader, names, tensors, dtype)
+        if stream is not None and stream.info["untie"]:
+            notes.append("the GGUF carries its own output.weight (untied from token_embd)")
+    finally:
+        tensors.close()
+    return MergedGgufResult(
+        out, source, dtype, len(tensors.order), written_patched, out.stat().st_size, notes
+    )
+
+
+def _check_source_arch(reader: Any, names: Any, source: Path, base_dir: Path) -> None:
+    """Refuse a source GGUF whose ``general.architecture`` is not the one the base's config maps to."""
+    import gguf
+
     src_arch = reader.fields[gguf.Keys.General.ARCHITECTURE].contents()
     if src_arch != names.arch.name:
         raise ExportError(
             f"{source}: architecture `{src_arch}` but {base_dir / 'config.json'} maps to `{names.arch.name}`",
             hint="re-import the base from this GGUF file",
         )
-    stream = MergeStream(adapter_dir, base_dir, old_vocab_dir=old_vocab_dir) if adapter_dir else None
-    notes: list[str] = list(stream.info["notes"]) if stream else []
-    base_readers: dict[Path, RowReader] = {}
-    try:
-        hf_by_gguf: dict[str, str] = {}
-        patched_hf = {t.name for t in stream.tensors if t.patched} if stream else set()
+
+
+class _GgufTensors:
+    """The tensors of the merged GGUF, by GGUF name: their order, shapes and encoded data.
+
+    Patched tensors come from the merge stream (after the layout guard); all others are
+    the source GGUF's own, dequantized and re-encoded in ``dtype``.
+    """
+
+    def __init__(
+        self, reader: Any, stream: Any, index: Any, names: Any, source: Path, base_dir: Path, dtype: str
+    ) -> None:
+        self.stream, self.index, self.names = stream, index, names
+        self.source, self.base_dir, self.dtype = source, base_dir, dtype
+        self.base_readers: dict[Path, Any] = {}
+        self.src_tensors = {t.name: t for t in reader.tensors}
+        self.patched_hf = {t.name for t in stream.tensors if t.patched} if stream else set()
         hf_names = [t.name for t in stream.tensors] if stream else list(index.tensors)
+        self.hf_by_gguf: dict[str, str] = {}
         for hf in hf_names:
             g = names.tensor_name(hf)
             if g is not None:
-                hf_by_gguf[g] = hf
-        src_tensors = {t.name: t for t in reader.tensors}
-        for hf in sorted(patched_hf):
-            g = names.tensor_name(hf)
-            if g is None:
+                self.hf_by_gguf[g] = hf
+        for hf in sorted(self.patched_hf):
+            if names.tensor_name(hf) is None:
                 raise ExportError(
                     f"{base_dir}: patched tensor `{hf}` has no llama.cpp name ({names.arch.name})",
                     hint="merge to a folder instead (`portllm-edge merge`)",
                 )
-        order = [t.name for t in reader.tensors] + sorted(
-            g for g, hf in hf_by_gguf.items() if g not in src_tensors and hf in patched_hf
+        self.order = [t.name for t in reader.tensors] + sorted(
+            g for g, hf in self.hf_by_gguf.items() if g not in self.src_tensors and hf in self.patched_hf
         )
-        ftype = {
-            "f16": gguf.LlamaFileType.MOSTLY_F16,
-            "bf16": gguf.LlamaFileType.MOSTLY_BF16,
-            "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
-        }[dtype]
 
-        def base_rows(hf: str) -> np.ndarray:
-            bt = index.tensors[hf]
-            if bt.file not in base_readers:
-                base_readers[bt.file] = RowReader(bt.file, error_cls=ExportError)
-            return base_readers[bt.file].full_f32(hf)
+    def is_patched(self, g: str) -> bool:
+        return self.hf_by_gguf.get(g) in self.patched_hf
 
-        def tensor_data(g: str) -> tuple[np.ndarray, Any]:
-            hf = hf_by_gguf.get(g)
-            st = src_tensors.get(g)
-            if hf is not None and hf in patched_hf and stream is not None:
-                merged = np.concatenate([blk for _, _, blk in stream.blocks(hf)])
-                if st is not None:
-                    src = gguf.quants.dequantize(st.data, st.tensor_type).reshape(merged.shape)
-                    if hf in index.tensors:
-                        mine = names.to_gguf_rows(g, base_rows(hf))
-                        err = float(np.abs(mine - src).max()) / max(float(np.abs(src).max()), 1e-30)
-                        if err > LAYOUT_RTOL.get(index.tensors[hf].info.dtype, LAYOUT_RTOL["F32"]):
-                            raise ExportError(
-                                f"{source}: tensor `{g}` does not match `{hf}` of {base_dir} in llama.cpp's layout "
-                                f"(relative difference {err:.2e})",
-                                hint="this architecture's GGUF layout is not supported here; merge to a folder "
-                                "and convert it with llama.cpp's convert_hf_to_gguf.py",
-                            )
-                return _encode(names.to_gguf_rows(g, merged), dtype)
-            assert st is not None
-            arr = gguf.quants.dequantize(st.data, st.tensor_type).reshape(shape_of(g))
-            return _encode(arr, dtype)
+    def shape_of(self, g: str) -> tuple[int, ...]:
+        """Logical shape (outermost first) of GGUF tensor ``g``."""
+        st = self.src_tensors.get(g)
+        if st is not None:
+            return tuple(int(x) for x in reversed(st.shape.tolist()))
+        assert self.stream is not None
+        return next(t.shape for t in self.stream.tensors if t.name == self.hf_by_gguf[g])
 
-        def shape_of(g: str) -> tuple[int, ...]:
-            st = src_tensors.get(g)
-            if st is not None:
-                return tuple(int(x) for x in reversed(st.shape.tolist()))
-            assert stream is not None
-            return next(t.shape for t in stream.tensors if t.name == hf_by_gguf[g])
+    def data(self, g: str) -> tuple[np.ndarray, Any]:
+        """Encoded data of GGUF tensor ``g`` and its raw GGML type (``None`` for numpy's own)."""
+        import gguf
+        import numpy as np
 
-        written_patched: list[str] = []
-        with atomic_file(out, overwrite=overwrite) as tmp:
-            w = gguf.GGUFWriter(tmp, names.arch.name)
-            _copy_metadata(reader, w, int(ftype))
-            for g in order:
-                shape = shape_of(g)
-                probe, raw = _encode(np.zeros((1,) * (len(shape) - 1) + (shape[-1],), np.float32), dtype)
-                nbytes = probe.nbytes * int(np.prod(shape[:-1], dtype=np.int64))
-                if raw is None:
-                    w.add_tensor_info(g, shape, probe.dtype, nbytes)
-                else:
-                    w.add_tensor_info(g, _byte_shape(shape, raw), np.dtype(np.uint8), nbytes, raw_dtype=raw)
-            w.write_header_to_file()
-            w.write_kv_data_to_file()
-            w.write_ti_data_to_file()
-            for g in order:
-                data, _ = tensor_data(g)
-                if hf_by_gguf.get(g) in patched_hf:
-                    written_patched.append(g)
-                w.write_tensor_data(np.ascontiguousarray(data))
-            w.close()
-        if stream is not None and stream.info["untie"]:
-            notes.append("the GGUF carries its own output.weight (untied from token_embd)")
-    finally:
-        if stream is not None:
-            stream.close()
-        for r in base_readers.values():
+        hf = self.hf_by_gguf.get(g)
+        st = self.src_tensors.get(g)
+        if hf is not None and hf in self.patched_hf and self.stream is not None:
+            merged = np.concatenate([blk for _, _, blk in self.stream.blocks(hf)])
+            if st is not None and hf in self.index.tensors:
+                src = gguf.quants.dequantize(st.data, st.tensor_type).reshape(merged.shape)
+                self._check_layout(g, hf, src)
+            return _encode(self.names.to_gguf_rows(g, merged), self.dtype)
+        assert st is not None
+        arr = gguf.quants.dequantize(st.data, st.tensor_type).reshape(self.shape_of(g))
+        return _encode(arr, self.dtype)
+
+    def _check_layout(self, g: str, hf: str, src: np.ndarray) -> None:
+        """The layout guard: the unpatched base weight in GGUF layout must equal the source tensor."""
+        import numpy as np
+
+        from portllm_edge.porting.merge import RowReader
+
+        bt = self.index.tensors[hf]
+        if bt.file not in self.base_readers:
+            self.base_readers[bt.file] = RowReader(bt.file, error_cls=ExportError)
+        mine = self.names.to_gguf_rows(g, self.base_readers[bt.file].full_f32(hf))
+        err = float(np.abs(mine - src).max()) / max(float(np.abs(src).max()), 1e-30)
+        if err > LAYOUT_RTOL.get(bt.info.dtype, LAYOUT_RTOL["F32"]):
+            raise ExportError(
+                f"{self.source}: tensor `{g}` does not match `{hf}` of {self.base_dir} in llama.cpp's layout "
+                f"(relative difference {err:.2e})",
+                hint="this architecture's GGUF layout is not supported here; merge to a folder "
+                "and convert it with llama.cpp's convert_hf_to_gguf.py",
+            )
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+        for r in self.base_readers.values():
             r.close()
-    return MergedGgufResult(out, source, dtype, len(order), written_patched, out.stat().st_size, notes)
+
+
+def _write_gguf_file(
+    out: Path, overwrite: bool, reader: Any, names: Any, tensors: _GgufTensors, dtype: str
+) -> list[str]:
+    """Write the header, metadata and every tensor of ``tensors`` to ``out`` atomically.
+
+    Returns:
+        The GGUF names of the patched tensors written.
+    """
+    import gguf
+    import numpy as np
+
+    ftype = {
+        "f16": gguf.LlamaFileType.MOSTLY_F16,
+        "bf16": gguf.LlamaFileType.MOSTLY_BF16,
+        "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+    }[dtype]
+    written_patched: list[str] = []
+    with atomic_file(out, overwrite=overwrite) as tmp:
+        w = gguf.GGUFWriter(tmp, names.arch.name)
+        _copy_metadata(reader, w, int(ftype))
+        for g in tensors.order:
+            shape = tensors.shape_of(g)
+            probe, raw = _encode(np.zeros((1,) * (len(shape) - 1) + (shape[-1],), np.float32), dtype)
+            nbytes = probe.nbytes * int(np.prod(shape[:-1], dtype=np.int64))
+            if raw is None:
+                w.add_tensor_info(g, shape, probe.dtype, nbytes)
+            else:
+                w.add_tensor_info(g, _byte_shape(shape, raw), np.dtype(np.uint8), nbytes, raw_dtype=raw)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_ti_data_to_file()
+        for g in tensors.order:
+            data, _ = tensors.data(g)
+            if tensors.is_patched(g):
+                written_patched.append(g)
+            w.write_tensor_data(np.ascontiguousarray(data))
+        w.close()
+    return written_patched
 
 
 def _byte_shape(shape: tuple[int, ...], raw: Any) -> tuple[int, ...]:

@@ -574,61 +574,19 @@ def estimate_lora_finetune_peak(
     _positive("batch", batch)
     targets = tuple(target_modules)
     kbit = prec.is_quantized
-    t = seq_len * batch
     if kbit:
         terms = _weight_terms(arch, prec, double_quant=double_quant, unquantized_bytes=4)
         act = 4
     else:
         terms = _weight_terms(arch, prec, double_quant=double_quant)
         act = prec.compute_bytes
-    n_lora = lora_param_count(arch, r, targets)
-    terms += [
-        MemoryTerm(
-            "lora_params",
-            f"LoRA params r={r} ({n_lora:,}) fp32",
-            n_lora * 4,
-            "L·Σ r·(in+out) × 4",
-            "LoRA (Hu et al., 2021); peft autocast_adapter_dtype",
-        ),
-        MemoryTerm(
-            "lora_grads",
-            "LoRA gradients fp32",
-            n_lora * 4,
-            "n_lora × 4",
-            "accelerate estimate-memory (grads = params)",
-        ),
-        MemoryTerm(
-            "optimizer",
-            "AdamW states (2 × fp32)",
-            n_lora * 8,
-            "n_lora × 8",
-            "torch.optim.AdamW exp_avg, exp_avg_sq",
-        ),
-    ]
+    terms += _lora_state_terms(r, lora_param_count(arch, r, targets))
     repeat_kv = batch > 1
-    per_layer = training_activation_bytes_per_layer(
-        arch, t, act, r, targets, lora_dropout=lora_dropout, repeat_kv=repeat_kv
+    act_term = _training_activation_term(
+        arch, seq_len, batch, act, r, targets, lora_dropout, gradient_checkpointing, kbit=kbit
     )
-    loss = loss_activation_bytes(arch, t, act)
-    backward_ws = t * (2 * act * arch.intermediate_size + 4 * arch.hidden_size)
-    if gradient_checkpointing:
-        acts = arch.num_layers * act * t * arch.hidden_size + per_layer + loss + backward_ws
-        aformula = "L·a·T·H + one layer's saved + (12+a)·T·V + T·(2aI + 4H)"
-    else:
-        acts = arch.num_layers * per_layer + loss + backward_ws
-        aformula = "L × per-layer saved + (12+a)·T·V + T·(2aI + 4H)"
-    if kbit:
-        acts += arch.max_linear().numel * 2  # dequantized weight in backward (bf16 compute dtype)
-        aformula += " + max n × 2 (dequantized weight)"
-    terms.append(
-        MemoryTerm(
-            "activations",
-            f"activations ({seq_len} tok × {batch}, {'checkpointed' if gradient_checkpointing else 'all saved'}, a={act})",
-            acts,
-            aformula,
-            "Korthikanti et al. 2022; transformers modeling + ForCausalLMLoss; peft LoRA forward",
-        )
-    )
+    terms.append(act_term)
+    acts = act_term.bytes
     overhead = ALLOCATOR_OVERHEAD.get(device, 0.10)
     terms.append(
         MemoryTerm(
@@ -656,4 +614,68 @@ def estimate_lora_finetune_peak(
         params=arch.total_params,
         terms=tuple(terms),
         notes=tuple(notes),
+    )
+
+
+def _lora_state_terms(r: int, n_lora: int) -> list[MemoryTerm]:
+    """LoRA params, their gradients and AdamW's two states, all fp32 (``n_lora`` parameters)."""
+    return [
+        MemoryTerm(
+            "lora_params",
+            f"LoRA params r={r} ({n_lora:,}) fp32",
+            n_lora * 4,
+            "L·Σ r·(in+out) × 4",
+            "LoRA (Hu et al., 2021); peft autocast_adapter_dtype",
+        ),
+        MemoryTerm(
+            "lora_grads",
+            "LoRA gradients fp32",
+            n_lora * 4,
+            "n_lora × 4",
+            "accelerate estimate-memory (grads = params)",
+        ),
+        MemoryTerm(
+            "optimizer",
+            "AdamW states (2 × fp32)",
+            n_lora * 8,
+            "n_lora × 8",
+            "torch.optim.AdamW exp_avg, exp_avg_sq",
+        ),
+    ]
+
+
+def _training_activation_term(
+    arch: ModelArch,
+    seq_len: int,
+    batch: int,
+    act: int,
+    r: int,
+    targets: tuple[str, ...],
+    lora_dropout: float,
+    gradient_checkpointing: bool,
+    *,
+    kbit: bool,
+) -> MemoryTerm:
+    """The ``activations`` term of :func:`estimate_lora_finetune_peak` (see its docstring), ``act`` bytes/element."""
+    t = seq_len * batch
+    per_layer = training_activation_bytes_per_layer(
+        arch, t, act, r, targets, lora_dropout=lora_dropout, repeat_kv=batch > 1
+    )
+    loss = loss_activation_bytes(arch, t, act)
+    backward_ws = t * (2 * act * arch.intermediate_size + 4 * arch.hidden_size)
+    if gradient_checkpointing:
+        acts = arch.num_layers * act * t * arch.hidden_size + per_layer + loss + backward_ws
+        aformula = "L·a·T·H + one layer's saved + (12+a)·T·V + T·(2aI + 4H)"
+    else:
+        acts = arch.num_layers * per_layer + loss + backward_ws
+        aformula = "L × per-layer saved + (12+a)·T·V + T·(2aI + 4H)"
+    if kbit:
+        acts += arch.max_linear().numel * 2  # dequantized weight in backward (bf16 compute dtype)
+        aformula += " + max n × 2 (dequantized weight)"
+    return MemoryTerm(
+        "activations",
+        f"activations ({seq_len} tok × {batch}, {'checkpointed' if gradient_checkpointing else 'all saved'}, a={act})",
+        acts,
+        aformula,
+        "Korthikanti et al. 2022; transformers modeling + ForCausalLMLoss; peft LoRA forward",
     )

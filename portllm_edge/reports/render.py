@@ -59,63 +59,10 @@ def render_markdown(report: Report, charts: Sequence[str] = ()) -> str:
     """
     out: list[str] = [f"# {report.title}", "", f"Generated {report.generated_at}.", ""]
     if report.accuracy:
-        out += ["## Accuracy", ""]
-        tasks: dict[str, list[Any]] = {}
-        for row in report.accuracy:
-            tasks.setdefault(row.task, []).append(row)
-        for task, rows in tasks.items():
-            has_f1 = any(r.f1 is not None for r in rows)
-            out += [f"### {task}", ""]
-            head = "| configuration | accuracy | 95% CI | n |" + (" F1 |" if has_f1 else "") + " run |"
-            out += [head, "|" + "---|" * (head.count("|") - 1)]
-            for r in rows:
-                ci = f"{_pct(r.ci_low)} – {_pct(r.ci_high)}" if r.ci_low is not None else "n/a"
-                f1 = f" {_pct(r.f1)} |" if has_f1 else ""
-                n = str(r.n) if r.n is not None else "n/a"
-                out.append(
-                    f"| {_md_escape(r.config)} | {_pct(r.accuracy)} | {ci} | {n} |{f1} {r.run_id or ''} |"
-                )
-            out.append("")
-        for g in report.gains:
-            ci = (
-                f" (95% paired bootstrap CI {_pct(g.ci_low)} – {_pct(g.ci_high)})"
-                if g.ci_low is not None
-                else ""
-            )
-            out.append(
-                f"- {g.task}: the port keeps **{_pct(g.value)}**{ci} of the patch's gain over zero-shot "
-                f"((ported − zero-shot) / (old base + patch − zero-shot); run {g.run_id})"
-            )
-            out.extend(f"  - {_md_escape(line)}" for line in g.paired)
-        if report.gains:
-            out.append("")
-        if CHART_ACCURACY in charts:
-            out += [f"![Accuracy per configuration]({CHART_ACCURACY})", ""]
+        out += _accuracy_section(report, charts)
     out += _health_markdown(report, charts)
     if report.memory:
-        out += ["## Peak memory per phase", ""]
-        out += [
-            "| phase | metric | measured peak | spread | " + " | ".join(BREAKDOWN_KEYS) + " | breakdown from "
-            "| planner estimate | estimate / measured | wall time |"
-        ]
-        out.append("|" + "---|" * (len(BREAKDOWN_KEYS) + 8))
-        for p in report.memory:
-            parts = [format_size(p.breakdown[k]) if p.breakdown else "n/a" for k in BREAKDOWN_KEYS]
-            ratio = f"{p.estimate_ratio:.2f}" if p.estimate_ratio is not None else "n/a"
-            wall = f"{p.wall_seconds:.1f} s" if p.wall_seconds is not None else "n/a"
-            out.append(
-                f"| {_md_escape(p.label)} | {p.metric or 'n/a'} | {format_size(p.peak_bytes)} | "
-                f"{format_size(p.spread_bytes) if p.spread_bytes is not None else 'n/a'} | "
-                + " | ".join(parts)
-                + f" | {p.breakdown_source or 'n/a'} | {format_size(p.estimate_bytes)} | {ratio} | {wall} |"
-            )
-        out.append("")
-        for chart, alt in (
-            (CHART_MEMORY, "Memory breakdown per phase"),
-            (CHART_ESTIMATES, "Planner estimate beside measured peak"),
-        ):
-            if chart in charts:
-                out += [f"![{alt}]({chart})", ""]
+        out += _memory_section(report, charts)
     if report.ratios:
         out += ["## Memory ratio", ""]
         for r in report.ratios:
@@ -123,37 +70,7 @@ def render_markdown(report: Report, charts: Sequence[str] = ()) -> str:
             out.append(f"- **{_md_escape(r.label)}: {r.value:.2f}×**{metric} — run {r.run_id}")
         out.append("")
     if report.budget:
-        precs = [c.precision for c in report.budget[0].cells]
-        model = f" for `{report.budget_model}`" if report.budget_model else ""
-        out += [
-            f"## Memory budget{model}",
-            "",
-            "Planner estimates of the inference peak against each hardware profile's usable memory "
-            "(after reserved memory and headroom). Each cell: fits? and the headroom left (negative: short by).",
-            "",
-        ]
-        ft_labels = list(report.budget[0].finetune_fits)
-        out.append(
-            "| hardware | memory | usable | "
-            + " | ".join(precs)
-            + " | best | "
-            + " | ".join(ft_labels)
-            + " |"
-        )
-        out.append("|" + "---|" * (4 + len(precs) + len(ft_labels)))
-        for b in report.budget:
-            cells = [f"{'✓' if c.fits else '✗'} {format_size(c.headroom_bytes)}" for c in b.cells]
-            ft = ["✓" if b.finetune_fits.get(k) else "✗" for k in ft_labels]
-            out.append(
-                f"| {_md_escape(b.display_name)} | {format_size(b.total_bytes)} | {format_size(b.usable_bytes)} | "
-                + " | ".join(cells)
-                + f" | {b.best or 'none'} | "
-                + " | ".join(ft)
-                + " |"
-            )
-        out.append("")
-        if CHART_BUDGET in charts:
-            out += [f"![Memory budget]({CHART_BUDGET})", ""]
+        out += _budget_section(report, charts)
     if not (report.accuracy or report.memory or report.ratios or report.budget or report.health):
         out += ["No accuracy or memory results in the selected runs.", ""]
     out += ["## Runs", "", "| id | kind | status | started | summary |", "|---|---|---|---|---|"]
@@ -163,6 +80,99 @@ def render_markdown(report: Report, charts: Sequence[str] = ()) -> str:
     if report.notes:
         out += ["## Notes", ""] + [f"- {_md_escape(n)}" for n in report.notes] + [""]
     return "\n".join(out)
+
+
+def _accuracy_section(report: Report, charts: Sequence[str]) -> list[str]:
+    """``## Accuracy``: one table per task, then the gain kept by each port and its paired lines."""
+    out = ["## Accuracy", ""]
+    tasks: dict[str, list[Any]] = {}
+    for row in report.accuracy:
+        tasks.setdefault(row.task, []).append(row)
+    for task, rows in tasks.items():
+        has_f1 = any(r.f1 is not None for r in rows)
+        out += [f"### {task}", ""]
+        head = "| configuration | accuracy | 95% CI | n |" + (" F1 |" if has_f1 else "") + " run |"
+        out += [head, "|" + "---|" * (head.count("|") - 1)]
+        for r in rows:
+            ci = f"{_pct(r.ci_low)} – {_pct(r.ci_high)}" if r.ci_low is not None else "n/a"
+            f1 = f" {_pct(r.f1)} |" if has_f1 else ""
+            n = str(r.n) if r.n is not None else "n/a"
+            out.append(f"| {_md_escape(r.config)} | {_pct(r.accuracy)} | {ci} | {n} |{f1} {r.run_id or ''} |")
+        out.append("")
+    for g in report.gains:
+        ci = (
+            f" (95% paired bootstrap CI {_pct(g.ci_low)} – {_pct(g.ci_high)})" if g.ci_low is not None else ""
+        )
+        out.append(
+            f"- {g.task}: the port keeps **{_pct(g.value)}**{ci} of the patch's gain over zero-shot "
+            f"((ported − zero-shot) / (old base + patch − zero-shot); run {g.run_id})"
+        )
+        out.extend(f"  - {_md_escape(line)}" for line in g.paired)
+    if report.gains:
+        out.append("")
+    if CHART_ACCURACY in charts:
+        out += [f"![Accuracy per configuration]({CHART_ACCURACY})", ""]
+    return out
+
+
+def _memory_section(report: Report, charts: Sequence[str]) -> list[str]:
+    """``## Peak memory per phase``: measured peak, spread, breakdown and planner estimate per phase."""
+    out = ["## Peak memory per phase", ""]
+    out += [
+        "| phase | metric | measured peak | spread | " + " | ".join(BREAKDOWN_KEYS) + " | breakdown from "
+        "| planner estimate | estimate / measured | wall time |"
+    ]
+    out.append("|" + "---|" * (len(BREAKDOWN_KEYS) + 8))
+    for p in report.memory:
+        parts = [format_size(p.breakdown[k]) if p.breakdown else "n/a" for k in BREAKDOWN_KEYS]
+        ratio = f"{p.estimate_ratio:.2f}" if p.estimate_ratio is not None else "n/a"
+        wall = f"{p.wall_seconds:.1f} s" if p.wall_seconds is not None else "n/a"
+        out.append(
+            f"| {_md_escape(p.label)} | {p.metric or 'n/a'} | {format_size(p.peak_bytes)} | "
+            f"{format_size(p.spread_bytes) if p.spread_bytes is not None else 'n/a'} | "
+            + " | ".join(parts)
+            + f" | {p.breakdown_source or 'n/a'} | {format_size(p.estimate_bytes)} | {ratio} | {wall} |"
+        )
+    out.append("")
+    for chart, alt in (
+        (CHART_MEMORY, "Memory breakdown per phase"),
+        (CHART_ESTIMATES, "Planner estimate beside measured peak"),
+    ):
+        if chart in charts:
+            out += [f"![{alt}]({chart})", ""]
+    return out
+
+
+def _budget_section(report: Report, charts: Sequence[str]) -> list[str]:
+    """``## Memory budget``: per hardware profile, fits/headroom per precision and fine-tuning fits."""
+    precs = [c.precision for c in report.budget[0].cells]
+    model = f" for `{report.budget_model}`" if report.budget_model else ""
+    out = [
+        f"## Memory budget{model}",
+        "",
+        "Planner estimates of the inference peak against each hardware profile's usable memory "
+        "(after reserved memory and headroom). Each cell: fits? and the headroom left (negative: short by).",
+        "",
+    ]
+    ft_labels = list(report.budget[0].finetune_fits)
+    out.append(
+        "| hardware | memory | usable | " + " | ".join(precs) + " | best | " + " | ".join(ft_labels) + " |"
+    )
+    out.append("|" + "---|" * (4 + len(precs) + len(ft_labels)))
+    for b in report.budget:
+        cells = [f"{'✓' if c.fits else '✗'} {format_size(c.headroom_bytes)}" for c in b.cells]
+        ft = ["✓" if b.finetune_fits.get(k) else "✗" for k in ft_labels]
+        out.append(
+            f"| {_md_escape(b.display_name)} | {format_size(b.total_bytes)} | {format_size(b.usable_bytes)} | "
+            + " | ".join(cells)
+            + f" | {b.best or 'none'} | "
+            + " | ".join(ft)
+            + " |"
+        )
+    out.append("")
+    if CHART_BUDGET in charts:
+        out += [f"![Memory budget]({CHART_BUDGET})", ""]
+    return out
 
 
 def _health_markdown(report: Report, charts: Sequence[str]) -> list[str]:
