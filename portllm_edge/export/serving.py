@@ -72,6 +72,10 @@ class ServingReport:
     matched_modules: int | None = None
     lora_modules: int = 0
 
+    def block(self, runtimes: tuple[Runtime, ...], problem: str, fix: str) -> None:
+        """Add one :class:`Blocker` with this ``problem`` and ``fix`` for each of ``runtimes``."""
+        self.blockers.extend(Blocker(rt, problem, fix) for rt in runtimes)
+
     def blocking(self, runtime: Runtime) -> list[Blocker]:
         """The blockers of one runtime."""
         return [b for b in self.blockers if b.runtime == runtime]
@@ -129,67 +133,9 @@ def check_serving(
     rep = ServingReport(adapter_dir, base.model_dir if base is not None else None)
     rep.lora_modules = len(layout.lora)
     rep.max_rank = max((lm.rank for lm in layout.lora.values()), default=0)
-    serving: tuple[Runtime, ...] = ("vllm", "llama.cpp")
-
-    def block(runtimes: tuple[Runtime, ...], problem: str, fix: str) -> None:
-        rep.blockers.extend(Blocker(rt, problem, fix) for rt in runtimes)
-
-    peft_type = str(config.get("peft_type") or "LORA").upper()
-    if peft_type != "LORA":
-        block(RUNTIMES, f"`peft_type` is {peft_type}, not LORA", "export LoRA patches only")
-    if not layout.lora:
-        block(RUNTIMES, f"{layout.path.name} holds no lora_A/lora_B pair", "re-save the patch with peft")
-    if config.get("use_dora") or layout.dora:
-        block(
-            serving,
-            f"DoRA (`use_dora: true`, magnitude vectors on {len(layout.dora)} modules): vLLM refuses DoRA "
-            "and llama.cpp's adapter loader has no magnitude vectors",
-            "serve it with peft/transformers (--format peft), or retrain as plain LoRA (`use_dora: false`)",
-        )
-    saved = sorted(layout.saved)
-    if saved or config.get("modules_to_save"):
-        names = ", ".join(f"`{n}`" for n in saved[:3]) or ", ".join(config.get("modules_to_save") or [])
-        full_rows = [n for n in saved if n.endswith(("lm_head.weight", "embed_tokens.weight"))]
-        what = (
-            f"carries full {'lm_head/embed_tokens rows' if full_rows else 'tensors'} ({names}; "
-            "`modules_to_save`): vLLM and llama.cpp serve LoRA factors only and cannot serve it"
-        )
-        block(serving, what, _merge_fix("the full tensors only exist in a merged model"))
-    if (
-        config.get("lora_bias")
-        or any(lm.bias_key for lm in layout.lora.values())
-        or (config.get("bias") not in (None, "none"))
-    ):
-        block(
-            serving,
-            f"LoRA bias (`lora_bias`/`bias: {config.get('bias')}`): vLLM and llama.cpp's adapters have no bias term",
-            _merge_fix("a bias can only be folded into a merged model"),
-        )
-    for key in ("layer_replication", "target_parameters", "trainable_token_indices"):
-        if config.get(key):
-            block(serving, f"`{key}` is set: not a plain LoRA", _merge_fix("it cannot be an adapter"))
-    if layout.unknown:
-        block(
-            RUNTIMES,
-            f"unrecognized adapter tensor `{layout.unknown[0]}` ({len(layout.unknown)} in all)",
-            "run `portllm-edge check PATCH --base BASE`; re-save the patch with peft",
-        )
-    if layout.incomplete:
-        block(
-            RUNTIMES,
-            f"module `{layout.incomplete[0]}` has lora_A without lora_B (or the reverse)",
-            "re-save the patch with peft",
-        )
-    emb = [m for m, lm in layout.lora.items() if lm.kind == "embedding"]
-    if emb:
-        block(
-            ("llama.cpp",),
-            f"LoRA on embeddings (`{emb[0]}`): portllm-edge does not write token_embd LoRA to GGUF",
-            _merge_fix("export it with --format vllm/peft"),
-        )
-    vr = vllm_max_lora_rank(rep.max_rank)
-    if vr is None:
-        block(
+    _check_features(rep, config, layout)
+    if vllm_max_lora_rank(rep.max_rank) is None:
+        rep.block(
             ("vllm",),
             f"LoRA rank {rep.max_rank} is above vLLM's largest --max-lora-rank (512)",
             _merge_fix("vLLM cannot hold this rank"),
@@ -203,19 +149,79 @@ def check_serving(
         )
 
     if base is None:
-        block(
+        rep.block(
             ("llama.cpp",),
             "no base model given: a llama.cpp adapter needs the base's architecture and tensor layout",
             "pass --base (the model the patch was ported to)",
         )
         return rep
-    _check_modules(rep, layout, base, config, block)
+    _check_modules(rep, layout, base)
     return rep
 
 
-def _check_modules(
-    rep: ServingReport, layout: AdapterLayout, base: BaseIndex, config: dict[str, Any], block: Any
-) -> None:
+_SERVING: tuple[Runtime, ...] = ("vllm", "llama.cpp")
+"""The runtimes that serve an adapter file (peft loads anything peft wrote)."""
+
+
+def _check_features(rep: ServingReport, config: dict[str, Any], layout: AdapterLayout) -> None:
+    """Blockers from what the patch is: its type, DoRA, full saved tensors, bias, other non-LoRA features."""
+    peft_type = str(config.get("peft_type") or "LORA").upper()
+    if peft_type != "LORA":
+        rep.block(RUNTIMES, f"`peft_type` is {peft_type}, not LORA", "export LoRA patches only")
+    if not layout.lora:
+        rep.block(RUNTIMES, f"{layout.path.name} holds no lora_A/lora_B pair", "re-save the patch with peft")
+    if config.get("use_dora") or layout.dora:
+        rep.block(
+            _SERVING,
+            f"DoRA (`use_dora: true`, magnitude vectors on {len(layout.dora)} modules): vLLM refuses DoRA "
+            "and llama.cpp's adapter loader has no magnitude vectors",
+            "serve it with peft/transformers (--format peft), or retrain as plain LoRA (`use_dora: false`)",
+        )
+    saved = sorted(layout.saved)
+    if saved or config.get("modules_to_save"):
+        names = ", ".join(f"`{n}`" for n in saved[:3]) or ", ".join(config.get("modules_to_save") or [])
+        full_rows = [n for n in saved if n.endswith(("lm_head.weight", "embed_tokens.weight"))]
+        what = (
+            f"carries full {'lm_head/embed_tokens rows' if full_rows else 'tensors'} ({names}; "
+            "`modules_to_save`): vLLM and llama.cpp serve LoRA factors only and cannot serve it"
+        )
+        rep.block(_SERVING, what, _merge_fix("the full tensors only exist in a merged model"))
+    if (
+        config.get("lora_bias")
+        or any(lm.bias_key for lm in layout.lora.values())
+        or (config.get("bias") not in (None, "none"))
+    ):
+        rep.block(
+            _SERVING,
+            f"LoRA bias (`lora_bias`/`bias: {config.get('bias')}`): vLLM and llama.cpp's adapters have no bias term",
+            _merge_fix("a bias can only be folded into a merged model"),
+        )
+    for key in ("layer_replication", "target_parameters", "trainable_token_indices"):
+        if config.get(key):
+            rep.block(_SERVING, f"`{key}` is set: not a plain LoRA", _merge_fix("it cannot be an adapter"))
+    if layout.unknown:
+        rep.block(
+            RUNTIMES,
+            f"unrecognized adapter tensor `{layout.unknown[0]}` ({len(layout.unknown)} in all)",
+            "run `portllm-edge check PATCH --base BASE`; re-save the patch with peft",
+        )
+    if layout.incomplete:
+        rep.block(
+            RUNTIMES,
+            f"module `{layout.incomplete[0]}` has lora_A without lora_B (or the reverse)",
+            "re-save the patch with peft",
+        )
+    emb = [m for m, lm in layout.lora.items() if lm.kind == "embedding"]
+    if emb:
+        rep.block(
+            ("llama.cpp",),
+            f"LoRA on embeddings (`{emb[0]}`): portllm-edge does not write token_embd LoRA to GGUF",
+            _merge_fix("export it with --format vllm/peft"),
+        )
+
+
+def _check_modules(rep: ServingReport, layout: AdapterLayout, base: BaseIndex) -> None:
+    """Blockers from the base: unmatched modules, shape mismatches, llama.cpp names and tied heads."""
     from portllm_edge.errors import PortingError
     from portllm_edge.export.gguf_layout import GgufNames
 
@@ -228,25 +234,23 @@ def _check_modules(
             unmatched.append(module)
             continue
         matched += 1
-        want = lm.delta_shape
-        if config.get("fan_in_fan_out") and lm.kind == "linear":
-            want = (want[1], want[0])
+        want = lm.weight_shape(base.config.get("model_type"), target)
         if tuple(modules[target]) != tuple(want):
-            block(
+            rep.block(
                 ("vllm", "llama.cpp", "peft"),
                 f"ΔW of `{module}` is {list(want)} but base `{target}.weight` is {list(modules[target])}",
                 "port the patch onto a base of the same size (`portllm-edge check PATCH --base BASE`)",
             )
     rep.matched_modules = matched
     if layout.lora and matched == 0:
-        block(
+        rep.block(
             ("vllm", "llama.cpp", "peft"),
             f"none of the patch's {len(layout.lora)} LoRA modules (e.g. `{next(iter(layout.lora))}`) exists in "
             f"{base.model_dir}: vLLM would serve the bare base without a word (vLLM #55193), llama.cpp refuses it",
             "serve it on the base it was trained or ported on (`portllm-edge patch show NAME`), or port it first",
         )
     elif unmatched:
-        block(
+        rep.block(
             ("vllm", "llama.cpp", "peft"),
             f"{len(unmatched)} of {len(layout.lora)} LoRA modules have no counterpart in {base.model_dir} "
             f"(e.g. `{unmatched[0]}`)",
@@ -255,21 +259,21 @@ def _check_modules(
     try:
         names = GgufNames(base.config, str(base.model_dir / "config.json"))
     except PortingError as exc:
-        block(("llama.cpp",), exc.message, exc.hint or "")
+        rep.block(("llama.cpp",), exc.message, exc.hint or "")
         return
     for module in layout.lora:
         target, _ = resolve_module(module, modules)
         if target is None:
             continue
         if names.tensor_name(f"{target}.weight") is None:
-            block(
+            rep.block(
                 ("llama.cpp",),
                 f"module `{target}` has no llama.cpp tensor name for architecture {names.arch.name}",
                 "export with --format peft, or merge instead",
             )
             break
         if target.endswith("lm_head") and base.tied and "lm_head.weight" not in base.tensors:
-            block(
+            rep.block(
                 ("llama.cpp",),
                 "LoRA on `lm_head` of a base with tied embeddings: llama.cpp's model has no separate output tensor",
                 _merge_fix("the untied head only exists in a merged model"),

@@ -659,6 +659,18 @@ class LoraModule:
             return (self.a_shape[1], self.b_shape[0])
         return (self.b_shape[0], self.a_shape[1])
 
+    def weight_shape(self, model_type: str | None, target: str) -> tuple[int, int]:
+        """The shape of the base weight ΔW adds to: :attr:`delta_shape`, transposed for a ``Conv1D``.
+
+        Args:
+            model_type: ``config.json`` ``model_type`` of the base.
+            target: The base module ΔW lands on (decides fan_in_fan_out, :func:`fan_in_fan_out`).
+        """
+        want = self.delta_shape
+        if self.kind == "linear" and fan_in_fan_out(model_type, target):
+            return (want[1], want[0])
+        return want
+
     @property
     def slots(self) -> dict[str, str]:
         """Canonical slot -> stored key, for every tensor of this module."""

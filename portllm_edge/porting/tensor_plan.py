@@ -34,7 +34,6 @@ from portllm_edge.patches.adapter_format import (
     AdapterLayout,
     LoraModule,
     canonical_key,
-    fan_in_fan_out,
     resolve_module,
 )
 from portllm_edge.porting.adapter_io import BaseIndex
@@ -247,9 +246,7 @@ def _lora_decisions(
         vocab_axis = ("lora_embedding_A", 1)  # ΔE = (B A)ᵀ: column t of A is token t's update
     elif lm.kind == "linear" and target.rpartition(".")[2] == "lm_head":
         vocab_axis = ("lora_B", 0)  # ΔW = B A: row t of B is token t's logit update
-    want = lm.delta_shape
-    if lm.kind == "linear" and fan_in_fan_out(base.config.get("model_type"), target):
-        want = (want[1], want[0])
+    want = lm.weight_shape(base.config.get("model_type"), target)
     comparable = (have[1:], want[1:]) if vocab_axis else (have, want)
     if shapes and comparable[0] != comparable[1]:
         why = (

@@ -166,6 +166,18 @@ def test_patch_whose_modules_match_nothing_is_refused(tiny_pairs, tmp_path):
     assert not (tmp_path / "v").exists()
 
 
+def test_serving_check_decides_fan_in_fan_out_from_the_module_type_not_the_config(tiny_pairs, tmp_path):
+    pair = tiny_pairs["llama"]
+    adapter = factories.build_lora_adapter(
+        pair.new, tmp_path / "p", r=4, lora_alpha=8, target_modules=("q_proj", "v_proj")
+    )
+    # peft ignores this flag for nn.Linear (dispatch_default); v_proj is [32, 64], so a transposed ΔW would not fit
+    _edit_config(adapter, fan_in_fan_out=True)
+    report = check_serving(adapter, read_base_index(pair.new))
+    assert report.matched_modules == 4
+    assert report.blockers == []
+
+
 def test_lora_gguf_has_llama_cpp_metadata_names_and_shapes(tiny_pairs, tmp_path):
     import gguf
     import numpy as np
