@@ -2,7 +2,7 @@
 
 Why this module exists: the planner (sizes), the preflight, the vocabulary port
 and the merge all need to know whether a base ties ``lm_head`` to the input
-embedding. When ``config.json`` omits ``tie_word_embeddings``, transformers uses
+embedding, and the preflight and the drift table which model types two configs name. When ``config.json`` omits ``tie_word_embeddings``, transformers uses
 the default of the model's config class, which differs by family (False for
 Llama, Mistral, Qwen2; True for Gemma, GPT-2). This is the one place that rule
 lives. It must not import transformers or torch (``check`` must start fast); a
@@ -44,6 +44,21 @@ def text_config(config: dict[str, Any]) -> dict[str, Any]:
     return tc if isinstance(tc, dict) else config
 
 
+def model_types(config: dict[str, Any]) -> set[str]:
+    """The ``model_type`` values a ``config.json`` names: its own and its ``text_config``'s (empty: none)."""
+    out = {str(config.get("model_type") or "")}
+    text = text_config(config)
+    if text is not config and text.get("model_type"):
+        out.add(str(text["model_type"]))
+    out.discard("")
+    return out
+
+
+def same_model_family(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether two ``config.json`` dicts share a model type (:func:`model_types`): two versions of one model."""
+    return bool(model_types(old) & model_types(new))
+
+
 def ties_word_embeddings(config: dict[str, Any]) -> bool:
     """Whether transformers ties ``lm_head`` to the input embedding for this ``config.json``.
 
@@ -65,4 +80,4 @@ def ties_word_embeddings(config: dict[str, Any]) -> bool:
     return UNKNOWN_TYPE_DEFAULT
 
 
-__all__ = ["TIED_BY_DEFAULT", "text_config", "ties_word_embeddings"]
+__all__ = ["TIED_BY_DEFAULT", "model_types", "same_model_family", "text_config", "ties_word_embeddings"]

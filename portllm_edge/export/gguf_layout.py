@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from portllm_edge.errors import PortingError
+from portllm_edge.hfconfig import text_config
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -46,18 +47,13 @@ GGUF_ARCHS: dict[str, GgufArch] = {
 """``config.json`` ``model_type`` -> llama.cpp architecture, as ``convert_hf_to_gguf.py`` writes it."""
 
 
-def _text_config(config: dict[str, Any]) -> dict[str, Any]:
-    text = config.get("text_config")
-    return text if isinstance(text, dict) else config
-
-
 def gguf_arch(config: dict[str, Any], where: str) -> GgufArch:
     """The llama.cpp architecture of a base model's ``config.json``.
 
     Raises:
         PortingError: the ``model_type`` is not in :data:`GGUF_ARCHS` (names ``where``).
     """
-    model_type = str(_text_config(config).get("model_type") or config.get("model_type") or "")
+    model_type = str(text_config(config).get("model_type") or config.get("model_type") or "")
     arch = GGUF_ARCHS.get(model_type)
     if arch is None:
         raise PortingError(
@@ -80,7 +76,7 @@ class GgufNames:
         import gguf
 
         self.arch = gguf_arch(config, where)
-        text = _text_config(config)
+        text = text_config(config)
         self.n_head = int(text["num_attention_heads"])
         self.n_head_kv = int(text.get("num_key_value_heads") or self.n_head)
         by_name = {v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}

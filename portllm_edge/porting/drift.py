@@ -37,8 +37,9 @@ from pathlib import Path
 from typing import Any
 
 from portllm_edge.errors import CompatibilityError
+from portllm_edge.hfconfig import model_types, same_model_family
 from portllm_edge.patches.adapter_format import AdapterConfig, read_adapter_layout, resolve_module
-from portllm_edge.porting.adapter_io import read_base_index
+from portllm_edge.porting.adapter_io import BaseIndex, read_base_index
 
 
 @dataclass(frozen=True)
@@ -153,24 +154,17 @@ def _orthonormal_span(m: Any) -> Any:
     return q
 
 
-def _require_same_architecture(old_base_dir: Path, new_base_dir: Path) -> None:
-    """Drift is only meaningful between two versions of one architecture.
+def _require_same_architecture(old: BaseIndex, new: BaseIndex) -> None:
+    """Drift is only meaningful between two versions of one model (the preflight's rule, :func:`same_model_family`).
 
     Raises:
-        CompatibilityError: the two ``config.json`` files name different ``model_type`` values.
+        CompatibilityError: both ``config.json`` files name a ``model_type`` and they share none.
     """
-    import json
-
-    types = []
-    for folder in (old_base_dir, new_base_dir):
-        try:
-            types.append(json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type"))
-        except (OSError, ValueError, AttributeError):
-            types.append(None)
-    if None not in types and types[0] != types[1]:
+    if model_types(old.config) and model_types(new.config) and not same_model_family(old.config, new.config):
+        old_t, new_t = "/".join(sorted(model_types(old.config))), "/".join(sorted(model_types(new.config)))
         raise CompatibilityError(
-            f"{old_base_dir}/config.json: model_type {types[0]!r} differs from the new base's {types[1]!r} "
-            f"({new_base_dir}); drift compares two versions of one model.",
+            f"{old.model_dir}/config.json: model_type {old_t!r} differs from the new base's {new_t!r} "
+            f"({new.model_dir}); drift compares two versions of one model.",
             hint="pass the base the patch was trained on as --old",
         )
 
@@ -203,8 +197,8 @@ def compute_drift(
 
     config = AdapterConfig.read(adapter_dir, refuse_unknown=False)
     layout = read_adapter_layout(adapter_dir)
-    _require_same_architecture(Path(old_base_dir), Path(new_base_dir))
     old, new = read_base_index(old_base_dir), read_base_index(new_base_dir)
+    _require_same_architecture(old, new)
     old_mods, new_mods = old.modules, new.modules
     readers: dict[Path, RowReader] = {}
 

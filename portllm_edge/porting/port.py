@@ -1,4 +1,4 @@
-"""The porting steps that need no model in memory: resolve a patch, check it, name and store the port.
+"""The porting steps that need no model in memory: check a patch, name and store the port.
 
 The whole job (resolve -> preflight -> load -> attach -> evaluate -> save -> record) is
 :func:`portllm_edge.workflow.port`, which calls these. The ported patch is the *same* ΔW (PortLLM, Khan et al., ICLR 2025, §3:
@@ -17,33 +17,9 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from portllm_edge.errors import PatchError
-
 if TYPE_CHECKING:
     from portllm_edge.models.refs import ResolvedBase
     from portllm_edge.patches.store import StoredPatch
-
-
-def resolve_patch(patch: str) -> tuple[Path, Any]:
-    """A store name or an adapter folder -> (adapter folder, stored patch or None).
-
-    Raises:
-        StoreError: an unknown store name (with a did-you-mean hint).
-        PatchError: a folder that is not a valid LoRA adapter.
-    """
-    from portllm_edge.patches import PatchStore, validate_adapter_dir
-
-    p = Path(patch).expanduser()
-    if p.is_dir():
-        validate_adapter_dir(p)
-        return p, None
-    if "/" in patch or p.suffix:
-        if not p.exists():
-            raise PatchError(
-                f"{p}: no such patch folder.", hint="pass a store name (see `patch list`) or a folder"
-            )
-    stored = PatchStore().get(patch)
-    return stored.adapter_dir, stored
 
 
 def checked_adapter(

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from portllm_edge.errors import BaseModelError, CompatibilityError
+from portllm_edge.hfconfig import model_types, same_model_family, text_config
 from portllm_edge.patches.adapter_format import (
     AdapterConfig,
     AdapterLayout,
@@ -197,23 +198,17 @@ class _Ctx:
     resolved: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
 
 
-def _text(cfg: dict[str, Any]) -> dict[str, Any]:
-    tc = cfg.get("text_config")
-    return tc if isinstance(tc, dict) else cfg
-
-
-def _model_types(cfg: dict[str, Any]) -> set[str]:
-    out = {str(cfg.get("model_type", ""))}
-    tc = cfg.get("text_config")
-    if isinstance(tc, dict) and tc.get("model_type"):
-        out.add(str(tc["model_type"]))
-    out.discard("")
-    return out
-
-
 def _old_config(
     adapter_config: AdapterConfig, old_base_dir: Path | None
 ) -> tuple[dict[str, Any] | None, str | None]:
+    """The ``config.json`` of the base the patch was trained on, and the file it came from.
+
+    From ``old_base_dir`` when given, else from the adapter config's ``base_model_name_or_path``
+    when that names a local folder; ``(None, None)`` when neither is readable here.
+
+    Raises:
+        BaseModelError: ``old_base_dir`` is given but its ``config.json`` can't be read.
+    """
     if old_base_dir is not None:
         path = Path(old_base_dir) / "config.json"
         return read_json(path), str(path)
@@ -240,7 +235,7 @@ def _shape(s: tuple[int, ...] | list[int]) -> str:
 
 def check_architecture(ctx: _Ctx) -> CheckResult:
     """The patch's base and the new base share a model type (``config.json`` ``model_type``)."""
-    new_types = _model_types(ctx.base.config)
+    new_types = model_types(ctx.base.config)
     details: dict[str, Any] = {"base_model_type": sorted(new_types)}
     if not new_types:
         return CheckResult(
@@ -251,16 +246,16 @@ def check_architecture(ctx: _Ctx) -> CheckResult:
             hint="add the model_type to config.json",
         )
     if ctx.old_config is not None:
-        old_types = _model_types(ctx.old_config)
+        old_types = model_types(ctx.old_config)
         details.update({"patch_model_type": sorted(old_types), "source": ctx.old_config_source})
-        old_t, new_t = _text(ctx.old_config), _text(ctx.base.config)
+        old_t, new_t = text_config(ctx.old_config), text_config(ctx.base.config)
         changed = {
             k: {"old": old_t.get(k), "new": new_t.get(k)}
             for k in _CONFIG_FIELDS_OF_INTEREST
             if old_t.get(k) != new_t.get(k)
         }
         details["config_changes"] = changed
-        if not old_types & new_types:
+        if not same_model_family(ctx.old_config, ctx.base.config):
             return CheckResult(
                 "architecture",
                 "fail",
@@ -295,14 +290,17 @@ _HIDDEN_INPUT = re.compile(r"(q_proj|k_proj|v_proj|gate_proj|up_proj|qkv_proj|ga
 
 def check_hidden_size(ctx: _Ctx) -> CheckResult:
     """The patch's hidden size (old config, or lora_A's in-features) equals the base's ``hidden_size``."""
-    new_h = _text(ctx.base.config).get("hidden_size")
+    new_h = text_config(ctx.base.config).get("hidden_size")
     details: dict[str, Any] = {"base_hidden_size": new_h}
     if not isinstance(new_h, int):
         return CheckResult(
             "hidden_size", "warn", f"{ctx.base_dir / 'config.json'} has no integer `hidden_size`", details
         )
-    if ctx.old_config is not None and isinstance(_text(ctx.old_config).get("hidden_size"), int):
-        old_h, source = int(_text(ctx.old_config)["hidden_size"]), f"`hidden_size` in {ctx.old_config_source}"
+    if ctx.old_config is not None and isinstance(text_config(ctx.old_config).get("hidden_size"), int):
+        old_h, source = (
+            int(text_config(ctx.old_config)["hidden_size"]),
+            f"`hidden_size` in {ctx.old_config_source}",
+        )
     else:
         widths = {
             lm.a_shape[1]: lm.a_key  # lora_A is [r, in_features] for Linear and Conv1D alike
@@ -537,7 +535,7 @@ def check_tied_embeddings(ctx: _Ctx) -> CheckResult:
     )
 
 
-def check_adapter_keys(ctx: _Ctx) -> tuple[CheckResult, bool]:
+def check_adapter_keys(ctx: _Ctx) -> CheckResult:
     """Adapter keys are understood and normalize onto the base (prefix, ``.default`` infix, ``language_model.``)."""
     lay = ctx.layout
     total = len(lay.lora) * 2 + len(lay.saved)
@@ -560,7 +558,7 @@ def check_adapter_keys(ctx: _Ctx) -> tuple[CheckResult, bool]:
             f"{len(lay.unknown)} adapter tensors are not LoRA factors or saved modules, e.g. `{lay.unknown[0]}`",
             details,
             hint="only plain LoRA adapters can be ported; re-export the patch with peft (peft_type LORA)",
-        ), False
+        )
     if lay.incomplete:
         return CheckResult(
             "adapter_keys",
@@ -568,7 +566,7 @@ def check_adapter_keys(ctx: _Ctx) -> tuple[CheckResult, bool]:
             f"module `{lay.incomplete[0]}` has only one of its LoRA factors (lora_A without lora_B or the reverse)",
             details,
             hint="the adapter file is truncated or mis-exported; re-save it",
-        ), False
+        )
     if len(lay.adapter_names) > 1:
         return CheckResult(
             "adapter_keys",
@@ -576,11 +574,10 @@ def check_adapter_keys(ctx: _Ctx) -> tuple[CheckResult, bool]:
             f"the adapter file mixes several adapters ({', '.join(sorted(lay.adapter_names))})",
             details,
             hint="save one adapter per folder (peft save_pretrained(selected_adapters=[...]))",
-        ), False
-    unprefixed = total - lay.prefixed
+        )
+    unprefixed = len(lay.keys) - lay.prefixed
     details["old_base_copies"] = lay.base_copies[:MAX_LISTED]
-    rewrite = bool(rewrites) or lay.infixed > 0 or unprefixed > 0 or bool(lay.base_copies)
-    if rewrite:
+    if rewrites or not lay.canonical:
         parts = []
         if lay.base_copies:
             parts.append(
@@ -598,8 +595,8 @@ def check_adapter_keys(ctx: _Ctx) -> tuple[CheckResult, bool]:
             "keys normalized: " + "; ".join(parts),
             details,
             hint="portable: `port` writes a copy with peft's canonical key names",
-        ), True
-    return CheckResult("adapter_keys", "pass", f"{total} keys in peft's canonical form", details), False
+        )
+    return CheckResult("adapter_keys", "pass", f"{total} keys in peft's canonical form", details)
 
 
 def _peft_version() -> str:
@@ -786,7 +783,7 @@ def run_preflight(adapter_dir: Path, base_dir: Path, *, old_base_dir: Path | Non
     base_modules = base.modules
     ctx.resolved = {m: resolve_module(m, base_modules) for m in layout.lora}
 
-    keys, _ = check_adapter_keys(ctx)
+    keys = check_adapter_keys(ctx)
     cfg_check, drops = check_adapter_config(ctx)
     checks = [
         check_architecture(ctx),

@@ -32,13 +32,20 @@ def resolve_patch_ref(patch: str, *, validate: bool = True) -> PatchRef:
         StoreError: an unknown store name (with a did-you-mean hint).
         PatchError: a folder that is not a valid LoRA adapter (with ``validate``), or no such folder.
     """
-    from portllm_edge.porting.port import resolve_patch
+    from portllm_edge.errors import PatchError
+    from portllm_edge.patches import PatchStore, validate_adapter_dir
 
     folder = Path(patch).expanduser()
-    if not validate and folder.is_dir():
+    if folder.is_dir():
+        if validate:
+            validate_adapter_dir(folder)
         return PatchRef(ref=patch, adapter_dir=folder)
-    adapter_dir, stored = resolve_patch(patch)
-    return PatchRef(ref=patch, adapter_dir=Path(adapter_dir), stored=stored)
+    if ("/" in patch or folder.suffix) and not folder.exists():
+        raise PatchError(
+            f"{folder}: no such patch folder.", hint="pass a store name (see `patch list`) or a folder"
+        )
+    stored = PatchStore().get(patch)
+    return PatchRef(ref=patch, adapter_dir=stored.adapter_dir, stored=stored)
 
 
 def _recorded_bases(patch: PatchRef) -> list[tuple[str | None, str | None]]:
