@@ -11,10 +11,14 @@ measured on the user's machine, with the metric named.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from portllm_edge.measure.isolated import MeasureResult, measure_job, median_and_spread
+
+if TYPE_CHECKING:
+    from portllm_edge.workflow.jobs import FinetuneJob, PortJob
 
 
 @dataclass
@@ -80,11 +84,22 @@ def default_finetune_dtype(device: str) -> str:
     return "bf16" if "bf16" in native_dtypes(device) else "fp32"
 
 
+def _tokens_per_s(run: MeasureResult) -> float | None:
+    """Tokens/s of a measured job: the fine-tune's, or the port's quick evaluation's."""
+    if run.job == "port":
+        from portllm_edge.workflow.jobs import PortJobResult
+
+        evaluation = PortJobResult.from_json(run.details).evaluation
+        return evaluation.tokens_per_s if evaluation is not None else None
+    value = run.details.get("tokens_per_s")
+    return float(value) if value else None
+
+
 def summarize_runs(name: str, runs: list[MeasureResult]) -> BenchConfigResult:
     """Median and spread of repeated measurements of one configuration."""
     peak, spread = median_and_spread([float(r.peak_bytes) for r in runs])
     wall, _ = median_and_spread([r.wall_seconds for r in runs])
-    tps = [float(r.details["tokens_per_s"]) for r in runs if r.details.get("tokens_per_s")]
+    tps = [t for t in (_tokens_per_s(r) for r in runs) if t]
     return BenchConfigResult(
         name=name,
         metric=runs[0].metric,
@@ -138,11 +153,11 @@ class BenchSpec:
 
 @dataclass(frozen=True)
 class BenchJob:
-    """One configuration to measure: its name, the worker job and the job's parameters."""
+    """One configuration to measure: its name, the worker job and the job's parameters (JSON only in the worker call)."""
 
     name: str
     job: str
-    params: dict[str, Any]
+    params: PortJob | FinetuneJob
 
 
 def check_bench_spec(spec: BenchSpec) -> None:
@@ -168,36 +183,34 @@ def check_bench_spec(spec: BenchSpec) -> None:
 def bench_jobs(spec: BenchSpec, device: str) -> list[BenchJob]:
     """The configurations of a benchmark, baseline first and the port last."""
     ft_dtype = default_finetune_dtype(device) if spec.finetune_dtype == "auto" else spec.finetune_dtype
-    common = {
-        "base": spec.base,
-        "task": spec.task,
-        "template": spec.template,
-        "verbalizers": spec.verbalizers,
-        "batch_size": spec.batch_size,
-        "device": device,
-        "seed": 0,
-    }
-    finetune = {
-        **common,
-        "dtype": ft_dtype,
-        "train_data": spec.train_data,
-        "train_limit": spec.batch_size * spec.steps,
-        "steps": spec.steps,
-        "r": spec.r,
-        "lora_alpha": spec.lora_alpha,
-        "target_modules": list(spec.target_modules),
-        "max_length": spec.seq_len,
-    }
+    from portllm_edge.training.lora import LoraHyperparams
+    from portllm_edge.workflow.jobs import FinetuneJob, PortJob
+    from portllm_edge.workflow.types import EvalSpec
+
+    train = EvalSpec(
+        spec.task,
+        Path(spec.train_data),
+        limit=spec.batch_size * spec.steps,
+        seed=0,
+        template=spec.template,
+        verbalizers=spec.verbalizers,
+        batch_size=spec.batch_size,
+    )
+    hp = LoraHyperparams(
+        r=spec.r,
+        lora_alpha=spec.lora_alpha,
+        target_modules=tuple(spec.target_modules),
+        lora_dropout=0.0,
+        max_steps=spec.steps,
+        batch_size=spec.batch_size,
+        max_length=spec.seq_len,
+    )
+    finetune = FinetuneJob(Path(spec.base), train, hp, ft_dtype, device=device)
     jobs = [BenchJob(f"lora_{ft_dtype}", "lora_finetune", finetune)]
     if spec.qlora:
-        jobs.append(BenchJob("qlora_nf4", "lora_finetune", {**finetune, "qlora": True}))
-    port = {
-        **common,
-        "adapter": spec.patch_dir,
-        "precision": spec.precision,
-        "eval_data": spec.eval_data,
-        "limit": spec.batch_size * 4,
-    }
+        jobs.append(BenchJob("qlora_nf4", "lora_finetune", replace(finetune, qlora=True)))
+    quick = replace(train, data=Path(spec.eval_data), limit=spec.batch_size * 4)
+    port = PortJob(Path(spec.base), Path(spec.patch_dir), spec.precision, device, evaluate=quick)
     jobs.append(BenchJob(f"port_{spec.precision}", "port", port))
     return jobs
 
@@ -237,6 +250,6 @@ def run_bench(spec: BenchSpec, *, on_config: Callable[[str, int], None] | None =
         for i in range(spec.repeats):
             if on_config is not None:
                 on_config(job.name, i)
-            runs.append(measure_job(job.job, job.params))
+            runs.append(measure_job(job.job, job.params.to_json()))
         configs.append(summarize_runs(job.name, runs))
     return bench_result(spec, configs)

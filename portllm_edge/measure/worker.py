@@ -7,10 +7,14 @@ Each phase start is printed as ``PORTLLM_MEASURE_PHASE <name>`` for the parent's
 
 Jobs:
 
-* ``port``: load the base at ``precision``, attach the patch unmerged (verified), and score
-  the evaluation examples when ``eval_data`` is given -- the measured part of a port.
-* ``lora_finetune``: load the base at ``dtype`` (or NF4 for QLoRA), add fresh LoRA
-  layers and take ``steps`` AdamW steps on ``train_pairs``.
+* ``port``: a :class:`~portllm_edge.workflow.jobs.PortJob` (JSON): the measured part of a port,
+  :func:`portllm_edge.workflow.jobs.run_port_job` -- load the base, attach the checked patch
+  unmerged (verified), and score the quick evaluation when one is given. Its details are a
+  :class:`~portllm_edge.workflow.jobs.PortJobResult` (JSON).
+* ``lora_finetune``: a :class:`~portllm_edge.workflow.jobs.FinetuneJob` (JSON):
+  :func:`portllm_edge.workflow.jobs.run_finetune_job` -- load the base at ``dtype`` (or NF4
+  for QLoRA), add fresh LoRA layers and take ``hp.max_steps`` AdamW steps. Its details are a
+  :class:`~portllm_edge.workflow.jobs.FinetuneJobResult` (JSON).
 """
 
 from __future__ import annotations
@@ -51,13 +55,6 @@ def _nvml_process_bytes() -> int | None:
     return None
 
 
-def _task_data(p: dict[str, Any], key: str, limit_key: str) -> Any:
-    from portllm_edge.evaluation.tasks import LoadOptions, load_task
-
-    opts = LoadOptions(template=p.get("template"), verbalizers=p.get("verbalizers"))
-    return load_task(p["task"], p[key], limit=p.get(limit_key), seed=p.get("seed", 0), options=opts)
-
-
 Announce = Callable[[str], None]
 """announce(phase): tells whoever runs the job that a phase starts."""
 
@@ -67,116 +64,40 @@ def announce_to_parent(name: str) -> None:
     print(PHASE_PREFIX + name, flush=True)
 
 
-def _phase(name: str | None, phases: dict[str, float], marks: dict[str, float], announce: Announce) -> None:
-    """Close the running phase's timer and start ``name``'s (None: just close), announcing it."""
-    now = time.perf_counter()
-    for last, started in marks.items():
-        phases[last] = now - started
-    marks.clear()
-    if name is not None:
-        marks[name] = now
-        announce(name)
+def _job_port(p: dict[str, Any], phases: dict[str, float], announce: Announce) -> dict[str, Any]:
+    """``port``: :func:`portllm_edge.workflow.jobs.run_port_job` on the :class:`~portllm_edge.workflow.jobs.PortJob` ``p``."""
+    from portllm_edge.workflow.jobs import PortJob, run_port_job
 
-
-def run_port_job(p: dict[str, Any], phases: dict[str, float], announce: Announce) -> dict[str, Any]:
-    """The measured part of a port: load the base, attach the patch (verified), evaluate if asked.
-
-    Args:
-        p: ``base`` (folder), ``adapter`` (folder, already checked and rewritten), ``precision``,
-            ``device``; optional ``offload`` (:meth:`Offload.to_dict`), ``task``/``eval_data``/``limit``/``seed``/``template``/``verbalizers``/``batch_size``.
-        phases: filled with the wall time of each phase, seconds.
-        announce: called as each phase (load, attach, evaluate) starts.
-
-    Returns:
-        JSON-ready details: precision, compute_dtype, quantization, device, attach (an
-        ``AttachReport`` as a dict), evaluation (dict or None).
-
-    Raises:
-        BaseModelError, PortingError, DataError: from the load, the attach check and the evaluation.
-    """
-    from dataclasses import asdict
-
-    from portllm_edge.porting.attach import attach_patch
-    from portllm_edge.porting.load import load_base_model
-
-    marks: dict[str, float] = {}
-    _phase("load", phases, marks, announce)
-    from portllm_edge.porting.offload import Offload
-
-    offload = Offload.from_dict(p["offload"]) if p.get("offload") else None
-    loaded = load_base_model(p["base"], p.get("precision", "nf4"), device=p.get("device"), offload=offload)
-    _phase("attach", phases, marks, announce)
-    ported = attach_patch(loaded.model, loaded.tokenizer, p["adapter"])
-    details: dict[str, Any] = {
-        "precision": loaded.precision,
-        "compute_dtype": loaded.compute_dtype,
-        "quantization": loaded.quantization,
-        "device": loaded.device,
-        "attach": asdict(ported.report),
-        "evaluation": None,
-    }
-    if p.get("eval_data"):
-        from portllm_edge.evaluation.scoring import evaluate
-
-        data = _task_data(p, "eval_data", "limit")
-        _phase("evaluate", phases, marks, announce)
-        res = evaluate(ported.model, loaded.tokenizer, data, batch_size=p.get("batch_size", 8))
-        details["evaluation"] = {
-            "task": res.task,
-            "n": res.n,
-            "accuracy": res.accuracy,
-            "ci_low": res.ci_low,
-            "ci_high": res.ci_high,
-            "f1": res.f1,
-            "tokens_per_s": res.tokens_per_s,
-        }
-        details.update(accuracy=res.accuracy, examples=res.n, tokens_per_s=res.tokens_per_s)
-    _phase(None, phases, marks, announce)
-    return details
+    return _timed(lambda on_phase: run_port_job(PortJob.from_json(p), on_phase).to_json(), phases, announce)
 
 
 def _job_lora_finetune(p: dict[str, Any], phases: dict[str, float], announce: Announce) -> dict[str, Any]:
-    from portllm_edge.evaluation.tasks import training_split
-    from portllm_edge.porting.load import load_base_model
-    from portllm_edge.training.lora import LoraHyperparams, train_lora
+    """``lora_finetune``: :func:`portllm_edge.workflow.jobs.run_finetune_job` on the :class:`~portllm_edge.workflow.jobs.FinetuneJob` ``p``."""
+    from portllm_edge.workflow.jobs import FinetuneJob, run_finetune_job
 
-    announce("load")
-    t = time.perf_counter()
-    quantized = p.get("qlora", False)
-    loaded = load_base_model(
-        p["base"], "nf4" if quantized else p.get("dtype", "bf16"), device=p.get("device")
+    return _timed(
+        lambda on_phase: run_finetune_job(FinetuneJob.from_json(p), on_phase).to_json(), phases, announce
     )
-    phases["load"] = time.perf_counter() - t
-    hp = LoraHyperparams(
-        r=p.get("r", 8),
-        lora_alpha=p.get("lora_alpha", 16),
-        target_modules=tuple(p.get("target_modules", ("q_proj", "k_proj", "v_proj", "o_proj"))),
-        max_steps=p.get("steps", 4),
-        batch_size=p.get("batch_size", 8),
-        max_length=p.get("max_length", 256),
-        learning_rate=p.get("learning_rate", 2e-4),
-        lora_dropout=0.0,
-    )
-    pairs = [training_split(e) for e in _task_data(p, "train_data", "train_limit").examples]
-    import tempfile
 
-    announce("train")
-    t = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        res = train_lora(loaded.model, loaded.tokenizer, pairs, hp, tmp, quantized=quantized)
-    phases["train"] = time.perf_counter() - t
-    return {
-        "dtype": "nf4" if quantized else p.get("dtype", "bf16"),
-        "steps": res.steps,
-        "final_loss": res.losses[-1],
-        "tokens_per_s": res.tokens / res.seconds if res.seconds else None,
-    }
+
+def _timed(
+    run: Callable[[Announce], dict[str, Any]], phases: dict[str, float], announce: Announce
+) -> dict[str, Any]:
+    """``run(on_phase)`` with each phase it announces timed into ``phases`` (seconds)."""
+    from portllm_edge.workflow.steps import Phases
+
+    clock = Phases(announce, phases)
+    try:
+        return run(clock.start)
+    finally:
+        clock.stop()
 
 
 JOBS: dict[str, Callable[[dict[str, Any], dict[str, float], Announce], dict[str, Any]]] = {
-    "port": run_port_job,
+    "port": _job_port,
     "lora_finetune": _job_lora_finetune,
 }
+"""Job name -> runner: JSON parameters in (the job's ``to_json``), JSON details out (its result's ``to_json``)."""
 
 
 def main(argv: list[str]) -> int:

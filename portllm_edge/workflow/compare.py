@@ -71,7 +71,7 @@ def _score_row(row: _Row, data: Any, req: CompareRequest) -> CompareRow:
     from portllm_edge.workflow.steps import load_configuration
 
     start = time.perf_counter()
-    config = load_configuration(row.base, req.precision, row.patch)
+    config = load_configuration(row.base, req.precision, row.patch.attach_dir if row.patch else None)
     res = score(config.model, config.tokenizer, data, batch_size=req.spec.batch_size, keep_predictions=True)
     return CompareRow(
         config=row.config,

@@ -201,7 +201,9 @@ def _run(
         from portllm_edge.porting.offload import check_offload_precision
 
         check_offload_precision(req.precision)
-    config = load_configuration(base, req.precision, checked, offload=req.offload)
+    config = load_configuration(
+        base, req.precision, checked.attach_dir if checked else None, offload=req.offload
+    )
     result = score(
         config.model,
         config.tokenizer,

@@ -358,16 +358,11 @@ def _port_member(
     fleet_run: str,
 ) -> FleetItem:
     """One patch: check -> attach (swap) -> evaluate -> save -> record, like :func:`~portllm_edge.workflow.port`."""
-    from portllm_edge.workflow.port import (
-        PortRequest,
-        _Measured,
-        _outcome,
-        _Phases,
-        _prepare,
-        _save_and_merge,
-    )
+    from portllm_edge.workflow.jobs import PortJobResult
+    from portllm_edge.workflow.port import PortRequest, port_outcome, prepare_port, save_and_merge
     from portllm_edge.workflow.record import recorded
     from portllm_edge.workflow.resolve import resolve_patch_ref
+    from portllm_edge.workflow.steps import Phases
     from portllm_edge.workflow.types import Resolved
 
     start = time.perf_counter()
@@ -379,7 +374,7 @@ def _port_member(
         m.name, req_fleet.base, req_fleet.precision, force=req_fleet.force, overwrite=req_fleet.overwrite,
         old=req_fleet.old, evaluate=spec, device=req_fleet.device,
     )  # fmt: skip
-    phases = _Phases(None)
+    phases = Phases(None)
     run_id = None
     try:
         with (
@@ -389,11 +384,11 @@ def _port_member(
             run_id = run.id
             resolved = Resolved(resolve_patch_ref(m.name), new, old, "given")
             with phases("check"):
-                prep = _prepare(req, resolved, Path(tmp))
-            run.results = {"preflight": prep.preflight.to_dict(), "ported_name": prep.ported_name}
+                prep = prepare_port(req, resolved, Path(tmp))
+            run.results = {"preflight": prep.checked.preflight.to_dict(), "ported_name": prep.ported_name}
             loaded, swapper = base.get()
             with phases("attach"):
-                ported = swapper.attach(prep.attach_dir)
+                ported = swapper.attach(prep.checked.attach_dir)
             evaluation = None
             if spec is not None:
                 from portllm_edge.evaluation.scoring import evaluate
@@ -403,11 +398,16 @@ def _port_member(
                     data = check_eval_spec(spec)
                     res = evaluate(ported.model, loaded.tokenizer, data, batch_size=spec.batch_size)
                 evaluation = EvalSummary.of(res)
-            measured = _Measured(
-                loaded.precision, loaded.compute_dtype, loaded.device, ported.report, evaluation, None
+            measured = PortJobResult(
+                loaded.precision,
+                loaded.compute_dtype,
+                loaded.device,
+                dict(loaded.quantization),
+                ported.report,
+                evaluation,
             )
-            _save_and_merge(req, prep, measured, phases, run.id)
-            outcome = _outcome(req, prep, measured, phases, run.id)
+            save_and_merge(req, prep, measured, phases, run.id)
+            outcome = port_outcome(req, prep, measured, phases, run.id)
             run.results = outcome.to_dict()
     except PortllmError as exc:
         return FleetItem(

@@ -1,32 +1,29 @@
 """The main job: port a patch onto an updated base, training-free, and measure what it cost.
 
-resolve -> **fail before work** (name, disk, eval file, merge target, precision, preflight
-and rewrite) -> **load -> attach -> evaluate** (in a measurement worker process: the peak
-is the worker's) -> save -> merge -> record. The ported patch is the *same* ΔW (PortLLM,
-Khan et al., ICLR 2025, §3: W_new + ΔW with ΔW learned on W_old); only its
+resolve -> **fail before work** (:func:`prepare_port`: name, disk, eval file, merge target,
+preflight and rewrite, precision) -> **load -> attach -> evaluate** (a
+:class:`~portllm_edge.workflow.jobs.PortJob`, in a measurement worker process: the peak is
+the worker's) -> save -> merge (:func:`save_and_merge`) -> record (:func:`port_outcome`).
+:func:`portllm_edge.workflow.fleet.port_fleet` runs the same public steps with its own
+load -> attach (one load of the base for many patches). The ported patch is the *same* ΔW
+(PortLLM, Khan et al., ICLR 2025, §3: W_new + ΔW with ΔW learned on W_old); only its
 ``base_model_name_or_path`` changes (and, for a vocabulary change, the carried rows).
 """
 
 from __future__ import annotations
 
 import tempfile
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from portllm_edge.export.merged_gguf import is_gguf_path
-from portllm_edge.workflow.types import EvalSpec, EvalSummary, Memory, PortOutcome, Resolved
+from portllm_edge.workflow.jobs import PortJob, PortJobResult
+from portllm_edge.workflow.steps import CheckedPatch, PhaseFn, Phases
+from portllm_edge.workflow.types import EvalSpec, Memory, PortOutcome, Resolved
 
 if TYPE_CHECKING:
-    from portllm_edge.porting.attach import AttachReport
     from portllm_edge.porting.offload import Offload
-    from portllm_edge.porting.preflight import PreflightReport
-
-PhaseFn = Callable[[str], None]
-"""phase(name): called as each phase starts (check, load, attach, evaluate, save, merge)."""
 
 
 @dataclass(frozen=True)
@@ -49,47 +46,35 @@ class PortRequest:
 
 
 @dataclass(frozen=True)
-class _Prepared:
-    """Everything known before any weight is loaded."""
+class PreparedPort:
+    """Everything a port knows before any weight is loaded (:func:`prepare_port`).
+
+    Attributes:
+        resolved: the patch, the new base and the old base.
+        ported_name: the store name the port will be saved under (None: not saved).
+        checked: the patch after the preflight, and the folder to attach.
+        fingerprint: the new base's weight fingerprint.
+    """
 
     resolved: Resolved
     ported_name: str | None
-    attach_dir: Path
-    preflight: PreflightReport
+    checked: CheckedPatch
     fingerprint: str
 
 
-@dataclass(frozen=True)
-class _Measured:
-    """What the load -> attach -> evaluate part returned."""
+def prepare_port(req: PortRequest, resolved: Resolved, work: Path) -> PreparedPort:
+    """Every check of a port that needs no weights, cheapest first; the patch is preflighted and rewritten.
 
-    precision: str
-    compute_dtype: str
-    device: str
-    attach: AttachReport
-    evaluation: EvalSummary | None
-    memory: Memory | None
+    Args:
+        req: the port's request. resolved: its patch and bases. work: a folder for the rewritten copy.
 
-
-class _Phases:
-    """Times phases and tells the caller as each starts."""
-
-    def __init__(self, on_phase: PhaseFn | None) -> None:
-        self.times: dict[str, float] = {}
-        self.announce = on_phase or (lambda _name: None)
-
-    @contextmanager
-    def __call__(self, name: str) -> Iterator[None]:
-        self.announce(name)
-        start = time.perf_counter()
-        yield
-        self.times[name] = time.perf_counter() - start
-
-
-def _prepare(req: PortRequest, resolved: Resolved, work: Path) -> _Prepared:
-    """Every check that needs no weights, cheapest first; returns the folder to attach."""
-    from portllm_edge.porting.port import checked_adapter, ported_patch_name
+    Raises:
+        StoreError (name taken, no disk space), DataError (eval file), ExportError/PortingError
+        (merge target), CompatibilityError (preflight, no ``force``), ConfigError (precision, offload).
+    """
+    from portllm_edge.porting.port import ported_patch_name
     from portllm_edge.workflow import checks
+    from portllm_edge.workflow.steps import checked_patch
 
     name = None
     if req.save:
@@ -128,73 +113,40 @@ def _prepare(req: PortRequest, resolved: Resolved, work: Path) -> _Prepared:
         checks.check_free_space(Path(req.merge_to).parent, need, "the merged model")
     if req.evaluate is not None:
         checks.check_eval_spec(req.evaluate)
-    attach_dir, report = checked_adapter(
-        resolved.patch.adapter_dir,
-        resolved.base.path,
-        work,
-        old_base_dir=resolved.old_base.path if resolved.old_base else None,
-        force=req.force,
-    )
+    checked = checked_patch(resolved.patch, resolved.base, resolved.old_base, work, force=req.force)
     checks.check_precision(req.precision, req.device, resolved.base)
     if req.offload is not None:
         from portllm_edge.porting.offload import check_offload_precision
 
         check_offload_precision(req.precision)
-    return _Prepared(resolved, name, attach_dir, report, resolved.base.fingerprint())
+    return PreparedPort(resolved, name, checked, resolved.base.fingerprint())
 
 
-def _job_params(req: PortRequest, prep: _Prepared) -> dict[str, Any]:
-    params: dict[str, Any] = {
-        "base": str(prep.resolved.base.path),
-        "adapter": str(prep.attach_dir),
-        "precision": req.precision,
-        "device": req.device,
-        "offload": req.offload,
-    }
-    if req.evaluate is not None:
-        e = req.evaluate
-        params.update(
-            task=e.task,
-            eval_data=str(e.data),
-            limit=e.limit,
-            seed=e.seed,
-            template=e.template,
-            verbalizers=e.verbalizers,
-            batch_size=e.batch_size,
-        )
-    return params
-
-
-def _load_attach_evaluate(req: PortRequest, prep: _Prepared, phases: _Phases, *, isolate: bool) -> _Measured:
+def _load_attach_evaluate(
+    req: PortRequest, prep: PreparedPort, phases: Phases, *, isolate: bool
+) -> PortJobResult:
     """Load -> attach -> evaluate: in a measurement worker (``isolate``), else in this process (unmeasured)."""
-    from portllm_edge.porting.attach import AttachReport
+    from portllm_edge.porting.offload import Offload
+    from portllm_edge.workflow.jobs import run_port_job
 
-    params = _job_params(req, prep)
-    memory = None
+    job = PortJob(
+        prep.resolved.base.path,
+        prep.checked.attach_dir,
+        req.precision,
+        req.device,
+        Offload.from_dict(req.offload) if req.offload is not None else None,
+        req.evaluate,
+    )
     if isolate:
         from portllm_edge.measure.isolated import measure_job
 
-        times: dict[str, float] = {}
-        measured = measure_job("port", params, on_phase=phases.announce)
-        details, times = measured.details, measured.phases
-        memory = Memory.of(measured)
-    else:
-        from portllm_edge.measure.worker import run_port_job
-
-        times = {}
-        details = run_port_job(params, times, phases.announce)
-    phases.times.update(times)
-    attach = dict(details["attach"])
-    attach["unmatched"] = tuple(attach.get("unmatched") or ())
-    evaluation = details.get("evaluation")
-    return _Measured(
-        precision=details["precision"],
-        compute_dtype=details["compute_dtype"],
-        device=details["device"],
-        attach=AttachReport(**attach),
-        evaluation=EvalSummary.of(evaluation) if evaluation else None,
-        memory=memory,
-    )
+        measured = measure_job("port", job.to_json(), on_phase=phases.announce)
+        phases.times.update(measured.phases)
+        return PortJobResult.from_json(measured.details, Memory.of(measured))
+    try:
+        return run_port_job(job, phases.start)
+    finally:
+        phases.stop()
 
 
 @dataclass(frozen=True)
@@ -207,24 +159,37 @@ class LoraShape:
 
 
 def lora_shape(adapter_dir: Path) -> LoraShape:
-    """The :class:`LoraShape` of a checked adapter folder (q_proj/v_proj when its targets are a regex)."""
-    import json
+    """The :class:`LoraShape` of a checked adapter folder (q_proj/v_proj when its targets are a regex).
 
-    cfg = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
-    targets = cfg.get("target_modules")
-    mods = tuple(targets) if isinstance(targets, list) and targets else ("q_proj", "v_proj")
-    r = int(cfg.get("r") or 8)
-    return LoraShape(r, float(cfg.get("lora_alpha") or 2 * r), mods)
+    ``r`` and ``lora_alpha`` are read as peft reads them (:class:`~portllm_edge.patches.adapter_format.AdapterConfig`:
+    a missing ``lora_alpha`` is peft's default, 8).
+
+    Raises:
+        PatchError: the folder's ``adapter_config.json`` is missing or invalid.
+    """
+    from portllm_edge.patches.adapter_format import AdapterConfig
+
+    cfg = AdapterConfig.read(adapter_dir, refuse_unknown=False)
+    targets = cfg.target_modules
+    mods = targets if isinstance(targets, tuple) and targets else ("q_proj", "v_proj")
+    return LoraShape(cfg.r, cfg.lora_alpha, mods)
 
 
-def _save_and_merge(req: PortRequest, prep: _Prepared, m: _Measured, phases: _Phases, run_id: str) -> None:
+def save_and_merge(
+    req: PortRequest, prep: PreparedPort, m: PortJobResult, phases: Phases, run_id: str
+) -> None:
+    """Store the ported patch (with lineage) when ``prep.ported_name``, then write ``req.merge_to`` if asked.
+
+    Raises:
+        StoreError: the store can't be written. ExportError/PortingError: the merge.
+    """
     from portllm_edge.porting.port import store_ported_patch
 
     r = prep.resolved
     if prep.ported_name is not None:
         with phases("save"):
             store_ported_patch(
-                prep.attach_dir,
+                prep.checked.attach_dir,
                 name=prep.ported_name,
                 parent=r.patch.stored,
                 source_dir=r.patch.adapter_dir,
@@ -235,23 +200,14 @@ def _save_and_merge(req: PortRequest, prep: _Prepared, m: _Measured, phases: _Ph
                 note=f"{m.attach.matched_tensors}/{m.attach.total_tensors} tensors matched",
                 overwrite=req.overwrite,
             )
-    if req.merge_to is not None and is_gguf_path(req.merge_to):
+    if req.merge_to is not None:
         from portllm_edge.export.merged_gguf import write_merged_gguf
-
-        with phases("merge"):
-            write_merged_gguf(
-                prep.attach_dir,
-                r.base.path,
-                Path(req.merge_to),
-                dtype=req.merge_dtype,
-                overwrite=req.overwrite,
-            )
-    elif req.merge_to is not None:
         from portllm_edge.porting.merge import stream_merge
 
+        write = write_merged_gguf if is_gguf_path(req.merge_to) else stream_merge
         with phases("merge"):
-            stream_merge(
-                prep.attach_dir,
+            write(
+                prep.checked.attach_dir,
                 r.base.path,
                 Path(req.merge_to),
                 dtype=req.merge_dtype,
@@ -318,28 +274,31 @@ def port(
     from portllm_edge.workflow.record import recorded
     from portllm_edge.workflow.resolve import resolve
 
-    phases = _Phases(on_phase)
+    phases = Phases(on_phase)
     with recorded("port", req) as run, tempfile.TemporaryDirectory(prefix="portllm-port-") as tmp:
         from portllm_edge.workflow.checks import check_port_name_options
 
         check_port_name_options(req.name, save=req.save)
         resolved = resolve(req.patch, req.base, old=req.old)
         with phases("check"):
-            prep = _prepare(req, resolved, Path(tmp))
-        run.results = {"preflight": prep.preflight.to_dict(), "ported_name": prep.ported_name}
+            prep = prepare_port(req, resolved, Path(tmp))
+        run.results = {"preflight": prep.checked.preflight.to_dict(), "ported_name": prep.ported_name}
         m = _load_attach_evaluate(req, prep, phases, isolate=isolate)
-        _save_and_merge(req, prep, m, phases, run.id)
-        outcome = _outcome(req, prep, m, phases, run.id)
+        save_and_merge(req, prep, m, phases, run.id)
+        outcome = port_outcome(req, prep, m, phases, run.id)
         run.results = outcome.to_dict()
     return outcome
 
 
-def _outcome(req: PortRequest, prep: _Prepared, m: _Measured, phases: _Phases, run_id: str) -> PortOutcome:
+def port_outcome(
+    req: PortRequest, prep: PreparedPort, m: PortJobResult, phases: Phases, run_id: str
+) -> PortOutcome:
+    """The :class:`PortOutcome` of a finished port (with the memory saving when ``m.memory`` was measured)."""
     saving = None
     if m.memory is not None:
         from portllm_edge.workflow.savings import port_saving
 
-        shape = lora_shape(prep.attach_dir)
+        shape = lora_shape(prep.checked.attach_dir)
         saving = port_saving(m.memory, prep.resolved.base.path, shape.r, shape.target_modules, m.precision)
     old = prep.resolved.old_base
     return PortOutcome(
@@ -352,7 +311,7 @@ def _outcome(req: PortRequest, prep: _Prepared, m: _Measured, phases: _Phases, r
         compute_dtype=m.compute_dtype,
         device=m.device,
         phases=dict(phases.times),
-        preflight=prep.preflight,
+        preflight=prep.checked.preflight,
         attach=m.attach,
         evaluation=m.evaluation,
         memory=m.memory,

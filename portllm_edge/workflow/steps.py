@@ -1,13 +1,16 @@
-"""Steps shared by the in-process jobs (evaluate, compare): preflight + rewrite, load + attach.
+"""Steps shared by the jobs: preflight + rewrite, load + attach, phase timing, recording.
 
 A patch is never attached without :func:`checked_patch` first: the same preflight and
 rewrite (keys normalized, vocabulary rows carried, unknown null config keys dropped)
-as a port, so a patch that ports also evaluates.
+as a port, so a patch that ports also evaluates. :func:`load_configuration` is the one
+load -> attach: ``evaluate`` and ``compare`` call it in their own process, a port's
+measurement worker through :func:`portllm_edge.workflow.jobs.run_port_job`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,14 +42,24 @@ class CheckedPatch:
 
 @dataclass
 class Configuration:
-    """A base loaded at a precision, with a patch attached or not (the model lives here)."""
+    """A base loaded at a precision, with a patch attached or not (the model lives here).
+
+    Attributes:
+        model, tokenizer: the loaded model (a ``PeftModel`` once a patch is attached) and its tokenizer.
+        base_id: the base's id for records. precision: the concrete precision (nf4, int8, bf16, fp32).
+        compute_dtype: activations' dtype in quantized layers (the load dtype otherwise).
+        device: ``cpu`` or ``cuda:N``. load_seconds: wall time of the load, seconds.
+        quantization: the bitsandbytes settings used, for records. attach: the attach check, if a patch.
+    """
 
     model: Any
     tokenizer: Any
     base_id: str
     precision: str
+    compute_dtype: str
     device: str
     load_seconds: float
+    quantization: dict[str, Any]
     attach: AttachReport | None = None
 
 
@@ -70,17 +83,69 @@ def checked_patch(
     return CheckedPatch(patch, attach_dir, report)
 
 
+PhaseFn = Callable[[str], None]
+"""phase(name): called as each phase starts (check, load, attach, evaluate, save, merge)."""
+
+
+class Phases:
+    """Times a job's phases and announces each as it starts.
+
+    Two ways to mark a phase: ``with phases("save"): ...`` times one block; :meth:`start`
+    closes the running phase and starts the next (for a callee that only announces).
+
+    Attributes:
+        times: phase name -> wall time, seconds.
+        announce: the caller's :data:`PhaseFn`.
+    """
+
+    def __init__(self, on_phase: PhaseFn | None, times: dict[str, float] | None = None) -> None:
+        self.times: dict[str, float] = {} if times is None else times
+        self.announce: PhaseFn = on_phase or (lambda _name: None)
+        self._running: tuple[str, float] | None = None
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        """Time the block as phase ``name``; a block that raises records no time."""
+        self.start(name)
+        try:
+            yield
+        except BaseException:
+            self._running = None
+            raise
+        self.stop()
+
+    def start(self, name: str) -> None:
+        """Close the running phase, if any, and start ``name``, announcing it."""
+        self.stop()
+        self._running = (name, time.perf_counter())
+        self.announce(name)
+
+    def stop(self) -> None:
+        """Close the running phase, if any."""
+        if self._running is not None:
+            name, started = self._running
+            self.times[name] = time.perf_counter() - started
+            self._running = None
+
+
 def load_configuration(
     base: ResolvedBase,
     precision: str,
-    patch: CheckedPatch | None = None,
+    attach_dir: Path | None = None,
     *,
     device: str | None = None,
     offload: Offload | None = None,
+    on_phase: PhaseFn | None = None,
 ) -> Configuration:
-    """Load ``base`` at ``precision`` and attach the checked patch, if any (verified: see ``attach_patch``).
+    """Load ``base`` at ``precision`` and attach a checked patch, if any (verified: see ``attach_patch``).
 
-    ``offload`` (``--device-map auto``/``--max-memory``) puts layers that do not fit on CPU or disk.
+    Args:
+        base: the base to load.
+        precision: auto, nf4, int8, bf16 or fp32.
+        attach_dir: the :attr:`CheckedPatch.attach_dir` of a patch that passed :func:`checked_patch`, or None.
+        device: "cpu", "cuda" or "cuda:N" (default: CUDA when available).
+        offload: ``--device-map auto``/``--max-memory``: layers that do not fit go to CPU or disk.
+        on_phase: called with ``load`` and then ``attach`` as each starts.
 
     Raises:
         BaseModelError, ConfigError: the load; PortingError: the attach check.
@@ -88,15 +153,25 @@ def load_configuration(
     from portllm_edge.porting.attach import attach_patch
     from portllm_edge.porting.load import load_base_model
 
+    announce = on_phase or (lambda _name: None)
+    announce("load")
     if offload is not None:
         loaded = load_base_model(base, precision, device=device, offload=offload)
     else:
         loaded = load_base_model(base, precision, device=device)
     config = Configuration(
-        loaded.model, loaded.tokenizer, base.model_id, loaded.precision, loaded.device, loaded.load_seconds
+        loaded.model,
+        loaded.tokenizer,
+        base.model_id,
+        loaded.precision,
+        loaded.compute_dtype,
+        loaded.device,
+        loaded.load_seconds,
+        dict(loaded.quantization),
     )
-    if patch is not None:
-        ported = attach_patch(loaded.model, loaded.tokenizer, patch.attach_dir)
+    if attach_dir is not None:
+        announce("attach")
+        ported = attach_patch(loaded.model, loaded.tokenizer, attach_dir)
         config.model, config.attach = ported.model, ported.report
     return config
 
