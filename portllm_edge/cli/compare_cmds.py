@@ -9,9 +9,9 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from portllm_edge.cli._options import Template, Verbalizers, verbalizer_map
 from portllm_edge.cli._ui import console, human_bytes, out
 from portllm_edge.cli.app import app
-from portllm_edge.cli.port_cmds import _verbalizers
 
 
 @app.command("compare")
@@ -29,19 +29,14 @@ def compare_cmd(
         typer.Option("--baseline", help="A patch LoRA-trained on the new base (the fourth row)."),
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Scoring batch size.")] = 8,
-    template: Annotated[
-        Optional[str], typer.Option("--template", help="Prompt template (jsonl task).")
-    ] = None,
-    verbalizers: Annotated[
-        Optional[list[str]],
-        typer.Option("--verbalizer", help="jsonl task: LABEL=WORD, once per class, in class order."),
-    ] = None,
+    template: Template = None,
+    verbalizers: Verbalizers = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """The PortLLM table for one task: new zero-shot, old + patch, new + ported patch, new + own LoRA."""
     from portllm_edge.workflow import EvalSpec, compare
 
-    spec = EvalSpec(task, data, limit, seed, template, _verbalizers(verbalizers), batch_size)
+    spec = EvalSpec(task, data, limit, seed, template, verbalizer_map(verbalizers), batch_size)
     res = compare(
         patch,
         old=old,
@@ -90,13 +85,8 @@ def bench_cmd(
     steps: Annotated[int, typer.Option("--steps", help="Fine-tune optimizer steps.")] = 4,
     repeats: Annotated[int, typer.Option("--repeats", help="Measurements per configuration.")] = 1,
     qlora: Annotated[bool, typer.Option("--qlora", help="Also measure QLoRA (NF4 + LoRA).")] = False,
-    template: Annotated[
-        Optional[str], typer.Option("--template", help="Prompt template (jsonl task).")
-    ] = None,
-    verbalizers: Annotated[
-        Optional[list[str]],
-        typer.Option("--verbalizer", help="jsonl task: LABEL=WORD, once per class, in class order."),
-    ] = None,
+    template: Template = None,
+    verbalizers: Verbalizers = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Peak memory and time of LoRA fine-tuning vs porting, each in its own worker process; prints the ratio.
@@ -119,7 +109,7 @@ def bench_cmd(
         repeats=repeats,
         qlora=qlora,
         template=template,
-        verbalizers=_verbalizers(verbalizers),
+        verbalizers=verbalizer_map(verbalizers),
         on_config=None if as_json else (lambda n, i: console.print(f"[cyan]›[/cyan] {n} (run {i + 1})")),
     )
     if as_json:

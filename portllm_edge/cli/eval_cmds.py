@@ -13,6 +13,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from portllm_edge.cli._options import DeviceMap, MaxMemory, Template, Verbalizers, verbalizer_map
 from portllm_edge.cli.app import app
 from portllm_edge.errors import ConfigError
 
@@ -74,19 +75,8 @@ def eval_cmd(
         Optional[str], typer.Option("--patch", help="Patch to attach: a store name or an adapter folder.")
     ] = None,
     precision: Annotated[str, typer.Option("--precision", help="auto, nf4, int8, bf16 or fp32.")] = "auto",
-    device_map: Annotated[
-        Optional[str],
-        typer.Option(
-            "--device-map", help="auto: layers that do not fit --max-memory go to CPU RAM, then disk."
-        ),
-    ] = None,
-    max_memory: Annotated[
-        Optional[str],
-        typer.Option(
-            "--max-memory",
-            help="Budget for --device-map auto (e.g. 2GiB, or 0=20GiB,cpu=64GiB); needs --precision bf16/fp16/fp32.",
-        ),
-    ] = None,
+    device_map: DeviceMap = None,
+    max_memory: MaxMemory = None,
     limit: Annotated[
         Optional[int], typer.Option("--limit", help="Score a seeded random subsample of N examples.")
     ] = None,
@@ -112,14 +102,8 @@ def eval_cmd(
             "--fewshot-data", help="GSM8K: file of the few-shot examples (default train.jsonl beside --data)."
         ),
     ] = None,
-    template: Annotated[
-        Optional[str],
-        typer.Option("--template", help="jsonl task: prompt template, e.g. '{text}\\nAnswer:'."),
-    ] = None,
-    verbalizer: Annotated[
-        Optional[list[str]],
-        typer.Option("--verbalizer", help="jsonl task: LABEL=WORD, once per class, in class order."),
-    ] = None,
+    template: Template = None,
+    verbalizer: Verbalizers = None,
     predictions: Annotated[
         Optional[Path], typer.Option("--predictions", help="Also write per-example predictions (JSON) here.")
     ] = None,
@@ -146,7 +130,6 @@ def eval_cmd(
     from portllm_edge.porting.offload import offload_request
 
     offload = offload_request(device_map, max_memory)  # a bad --max-memory fails before any work
-    from portllm_edge.evaluation.tasks import parse_verbalizers
     from portllm_edge.workflow import EvalSpec
     from portllm_edge.workflow import evaluate as run_eval
 
@@ -163,7 +146,7 @@ def eval_cmd(
         limit=limit,
         seed=seed,
         template=template,
-        verbalizers=parse_verbalizers(verbalizer) if verbalizer else None,
+        verbalizers=verbalizer_map(verbalizer),
         batch_size=batch_size,
         num_fewshot=num_fewshot,
         fewshot_data=fewshot_data,

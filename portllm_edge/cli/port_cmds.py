@@ -8,6 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from portllm_edge.cli._options import DeviceMap, MaxMemory, Template, Verbalizers, verbalizer_map
 from portllm_edge.cli._ui import console, human_bytes, out, phase_printer, step_progress
 from portllm_edge.cli.app import app
 from portllm_edge.errors import ConfigError
@@ -20,13 +21,6 @@ def _split_modules(value: str) -> tuple[str, ...]:
             "`--target-modules` is empty.", hint="e.g. --target-modules q_proj,k_proj,v_proj,o_proj"
         )
     return mods
-
-
-def _verbalizers(value: Optional[list[str]]) -> Optional[dict[str, str]]:
-    """``["0=negative", "1=positive"]`` -> ``{"0": "negative", "1": "positive"}`` (class order kept), or None."""
-    from portllm_edge.evaluation.tasks import parse_verbalizers
-
-    return parse_verbalizers(value) if value else None
 
 
 @app.command("train")
@@ -56,16 +50,8 @@ def train_cmd(
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
     precision: Annotated[str, typer.Option("--precision", help="fp32/bf16 (LoRA) or nf4 (QLoRA).")] = "fp32",
-    template: Annotated[
-        Optional[str],
-        typer.Option(
-            "--template", help="Prompt template for --task jsonl, e.g. 'Review: {text}\\nSentiment:'."
-        ),
-    ] = None,
-    verbalizers: Annotated[
-        Optional[list[str]],
-        typer.Option("--verbalizer", help="jsonl task: LABEL=WORD, once per class, in class order."),
-    ] = None,
+    template: Template = None,
+    verbalizers: Verbalizers = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing patch of that name.")] = False,
 ) -> None:
     """LoRA fine-tune a base on a task's local data and store the result as a patch."""
@@ -94,7 +80,7 @@ def train_cmd(
             limit=limit,
             precision=precision,
             template=template,
-            verbalizers=_verbalizers(verbalizers),
+            verbalizers=verbalizer_map(verbalizers),
             force=force,
             progress=update,
         )
@@ -249,33 +235,15 @@ def port_cmd(
             help="auto (the base's dtype), bf16, fp16 or fp32; for a .gguf: auto (f16), f16, bf16 or q8_0.",
         ),
     ] = "auto",
-    device_map: Annotated[
-        Optional[str],
-        typer.Option(
-            "--device-map",
-            help="auto: layers that do not fit --max-memory go to CPU RAM, then disk (accelerate).",
-        ),
-    ] = None,
-    max_memory: Annotated[
-        Optional[str],
-        typer.Option(
-            "--max-memory",
-            help="Budget for --device-map auto: a size for the load device (e.g. 2GiB) or DEVICE=SIZE pairs "
-            "(0=20GiB,cpu=64GiB). Implies --device-map auto; needs --precision bf16, fp16 or fp32.",
-        ),
-    ] = None,
+    device_map: DeviceMap = None,
+    max_memory: MaxMemory = None,
     eval_task: Annotated[Optional[str], typer.Option("--eval-task", help="Quick evaluation task.")] = None,
     eval_data: Annotated[Optional[Path], typer.Option("--eval-data", help="Evaluation file.")] = None,
     eval_limit: Annotated[
         Optional[int], typer.Option("--eval-limit", help="Evaluate a seeded subsample.")
     ] = None,
-    template: Annotated[
-        Optional[str], typer.Option("--template", help="Prompt template for --eval-task jsonl.")
-    ] = None,
-    verbalizers: Annotated[
-        Optional[list[str]],
-        typer.Option("--verbalizer", help="jsonl task: LABEL=WORD, once per class, in class order."),
-    ] = None,
+    template: Template = None,
+    verbalizers: Verbalizers = None,
     no_save: Annotated[bool, typer.Option("--no-save", help="Don't store the ported patch.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Port despite failed preflight checks.")] = False,
     overwrite: Annotated[
@@ -326,7 +294,7 @@ def port_cmd(
     spec = None
     if eval_task is not None and eval_data is not None:
         spec = EvalSpec(
-            eval_task, eval_data, limit=eval_limit, template=template, verbalizers=_verbalizers(verbalizers)
+            eval_task, eval_data, limit=eval_limit, template=template, verbalizers=verbalizer_map(verbalizers)
         )
     from portllm_edge.porting.offload import offload_request
 

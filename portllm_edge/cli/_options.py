@@ -1,0 +1,57 @@
+"""Typer option declarations that several commands share, declared once (same flag, same help).
+
+A command uses an alias as its parameter's type, e.g. ``verbalizers: Verbalizers = None``;
+its default stays in the command. Only options whose meaning is the same everywhere live
+here; an option whose help differs by command (``--limit``, ``--precision``) stays local.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+Verbalizers = Annotated[
+    Optional[list[str]],
+    typer.Option("--verbalizer", help="jsonl task: LABEL=WORD, once per class, in class order."),
+]
+"""``--verbalizer LABEL=WORD``, repeatable (eval, train, port, compare, bench)."""
+
+Template = Annotated[
+    Optional[str],
+    typer.Option("--template", help="jsonl task: prompt template, e.g. 'Review: {text}\\nSentiment:'."),
+]
+"""``--template`` of the jsonl task (eval, train, port, compare, bench)."""
+
+DeviceMap = Annotated[
+    Optional[str],
+    typer.Option(
+        "--device-map",
+        help="auto: layers that do not fit --max-memory go to CPU RAM, then disk (accelerate).",
+    ),
+]
+"""``--device-map auto`` (eval, port); see :func:`portllm_edge.porting.offload.offload_request`."""
+
+MaxMemory = Annotated[
+    Optional[str],
+    typer.Option(
+        "--max-memory",
+        help="Budget for --device-map auto: a size for the load device (e.g. 2GiB) or DEVICE=SIZE pairs "
+        "(0=20GiB,cpu=64GiB). Implies --device-map auto; needs --precision bf16, fp16 or fp32.",
+    ),
+]
+"""``--max-memory`` (eval, port); see :func:`portllm_edge.porting.offload.offload_request`."""
+
+
+def verbalizer_map(values: Optional[list[str]]) -> Optional[dict[str, str]]:
+    """``--verbalizer`` values -> ``{"0": "negative", "1": "positive"}`` (class order kept), or None.
+
+    Raises:
+        ConfigError: a value without ``=`` or a repeated label (:func:`portllm_edge.evaluation.tasks.parse_verbalizers`).
+    """
+    from portllm_edge.evaluation.tasks import parse_verbalizers
+
+    return parse_verbalizers(values) if values else None
+
+
+__all__ = ["DeviceMap", "MaxMemory", "Template", "Verbalizers", "verbalizer_map"]
