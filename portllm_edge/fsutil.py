@@ -32,39 +32,27 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def _as_created_by_open(fd_or_path: int | str | os.PathLike[str]) -> None:
+def _as_created_by_open(path: Path) -> None:
     """Give a ``mkstemp`` file (0600) the mode ``open()`` would: ``0o666 & ~umask`` (0644 usually).
 
     Reports, manifests and exports are files people share and serve; only a temporary is private.
     """
     mask = os.umask(0)
     os.umask(mask)
-    if isinstance(fd_or_path, int):
-        os.fchmod(fd_or_path, 0o666 & ~mask)
-    else:
-        os.chmod(fd_or_path, 0o666 & ~mask)
+    os.chmod(path, 0o666 & ~mask)
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, rename).
+def _destination(dest: str | os.PathLike[str], overwrite: bool) -> Path:
+    """``dest`` as a Path, its parent created; refuses an existing ``dest`` unless ``overwrite``.
 
-    The file gets the mode a plain ``open()`` gives (``0o666 & ~umask``), not ``mkstemp``'s 0600.
+    Raises:
+        FileExistsError: ``dest`` exists and ``overwrite`` is false.
     """
-    dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=dest.parent)
-    try:
-        _as_created_by_open(fd)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(dest.parent)
+    final = Path(dest)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.exists() and not overwrite:
+        raise FileExistsError(str(final))
+    return final
 
 
 @contextlib.contextmanager
@@ -77,10 +65,7 @@ def atomic_file(dest: str | os.PathLike[str], *, overwrite: bool = False) -> Ite
     Raises:
         FileExistsError: ``dest`` exists and ``overwrite`` is false.
     """
-    final = Path(dest)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    if final.exists() and not overwrite:
-        raise FileExistsError(str(final))
+    final = _destination(dest, overwrite)
     fd, name = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=final.suffix, dir=final.parent)
     os.close(fd)
     tmp = Path(name)
@@ -95,6 +80,15 @@ def atomic_file(dest: str | os.PathLike[str], *, overwrite: bool = False) -> Ite
             os.unlink(tmp)
         raise
     _fsync_dir(final.parent)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically, replacing it (:func:`atomic_file`: temp sibling, fsync, rename).
+
+    The file gets the mode a plain ``open()`` gives (``0o666 & ~umask``), not ``mkstemp``'s 0600.
+    """
+    with atomic_file(path, overwrite=True) as tmp:
+        tmp.write_bytes(data)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
@@ -119,10 +113,7 @@ def atomic_dir(dest: str | os.PathLike[str], *, overwrite: bool = False) -> Iter
     Raises:
         FileExistsError: ``dest`` exists and ``overwrite`` is false.
     """
-    final = Path(dest)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    if final.exists() and not overwrite:
-        raise FileExistsError(str(final))
+    final = _destination(dest, overwrite)
     tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=final.parent))
     try:
         yield tmp
