@@ -1,8 +1,10 @@
 """The workflow layer: each user-facing job as one function that composes the core's steps.
 
 resolve -> preflight -> load -> attach -> evaluate -> save -> record. The CLI commands,
-the app (``tui/``), the demo and the measurement worker call these functions and read
-the typed results in :mod:`portllm_edge.workflow.types`; they call nothing below.
+the app (``tui/``) and the demo call these functions and read the typed results in
+:mod:`portllm_edge.workflow.types`; they call nothing below. The measurement worker runs
+the measured jobs of :mod:`portllm_edge.workflow.jobs` (a port's load -> attach -> evaluate,
+the LoRA fine-tune baseline), which use the same steps (:mod:`portllm_edge.workflow.steps`).
 
 =============  ==============================================================
 ``port``       port a patch onto an updated base (load/attach/evaluate measured in a worker)
