@@ -107,22 +107,10 @@ def import_cmd(
     """Validate an adapter folder and copy it into the store (atomic, checksummed)."""
     from portllm_edge.patches.store import is_archive_path
 
+    archive = src.is_file() and is_archive_path(src)
     with _manifest_warnings():
-        if src.is_file() and is_archive_path(src):
-            manifest = _store().import_archive(
-                src,
-                name=name,
-                task=task,
-                source_base_id=base_id,
-                source_base_fingerprint=base_fingerprint,
-                force=force,
-            )
-            typer.echo(
-                f"imported '{manifest.name}' from archive: LoRA r={manifest.adapter.r} "
-                f"alpha={manifest.adapter.lora_alpha:g} targets={_targets(manifest)} ({len(manifest.files)} files)"
-            )
-            return
-        manifest = _store().import_dir(
+        store = _store()
+        manifest = (store.import_archive if archive else store.import_dir)(
             src,
             name=name,
             task=task,
@@ -131,8 +119,8 @@ def import_cmd(
             force=force,
         )
     typer.echo(
-        f"imported '{manifest.name}': LoRA r={manifest.adapter.r} alpha={manifest.adapter.lora_alpha:g} "
-        f"targets={_targets(manifest)} ({len(manifest.files)} files)"
+        f"imported '{manifest.name}'{' from archive' if archive else ''}: LoRA r={manifest.adapter.r} "
+        f"alpha={manifest.adapter.lora_alpha:g} targets={_targets(manifest)} ({len(manifest.files)} files)"
     )
 
 
