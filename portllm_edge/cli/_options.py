@@ -11,6 +11,18 @@ from typing import Annotated, Optional
 
 import typer
 
+OldOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--old",
+        help="The base the patch was trained on (default: found in the model store from the patch's records).",
+    ),
+]
+"""``--old`` (check, drift, merge, eval, port); found from the patch's records when omitted."""
+
+OldBaseAlias = Annotated[Optional[str], typer.Option("--old-base", hidden=True)]
+"""``--old-base``: the former spelling of ``--old``, still accepted (hidden)."""
+
 Verbalizers = Annotated[
     Optional[list[str]],
     typer.Option("--verbalizer", help="jsonl task: LABEL=WORD, once per class, in class order."),
@@ -54,4 +66,4 @@ def verbalizer_map(values: Optional[list[str]]) -> Optional[dict[str, str]]:
     return parse_verbalizers(values) if values else None
 
 
-__all__ = ["DeviceMap", "MaxMemory", "Template", "Verbalizers", "verbalizer_map"]
+__all__ = ["DeviceMap", "MaxMemory", "OldBaseAlias", "OldOpt", "Template", "Verbalizers", "verbalizer_map"]

@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
+from portllm_edge.cli._options import OldBaseAlias, OldOpt
 from portllm_edge.cli.app import app
 from portllm_edge.errors import CompatibilityError, ConfigError
 
@@ -99,16 +100,6 @@ PatchArg = Annotated[
 BaseOpt = Annotated[
     str, typer.Option("--base", help="The new base: a model folder, store name or cached hub id.")
 ]
-
-
-OldOpt = Annotated[
-    Optional[str],
-    typer.Option(
-        "--old",
-        help="The base the patch was trained on (default: found in the model store from the patch's records).",
-    ),
-]
-OldBaseAlias = Annotated[Optional[str], typer.Option("--old-base", hidden=True)]
 
 
 def _old_line(resolved: Any) -> str | None:

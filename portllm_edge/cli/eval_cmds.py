@@ -13,7 +13,15 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from portllm_edge.cli._options import DeviceMap, MaxMemory, Template, Verbalizers, verbalizer_map
+from portllm_edge.cli._options import (
+    DeviceMap,
+    MaxMemory,
+    OldBaseAlias,
+    OldOpt,
+    Template,
+    Verbalizers,
+    verbalizer_map,
+)
 from portllm_edge.cli.app import app
 from portllm_edge.errors import ConfigError
 
@@ -110,13 +118,8 @@ def eval_cmd(
     record: Annotated[
         bool, typer.Option("--record/--no-record", help="Store the run in the history.")
     ] = True,
-    old: Annotated[
-        Optional[str],
-        typer.Option(
-            "--old", help="With --patch: the base it was trained on (default: found in the model store)."
-        ),
-    ] = None,
-    old_base: Annotated[Optional[str], typer.Option("--old-base", hidden=True)] = None,
+    old: OldOpt = None,
+    old_base: OldBaseAlias = None,
     force: Annotated[
         bool, typer.Option("--force", help="With --patch: attach despite failed preflight checks.")
     ] = False,

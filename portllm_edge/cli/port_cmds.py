@@ -8,7 +8,15 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from portllm_edge.cli._options import DeviceMap, MaxMemory, Template, Verbalizers, verbalizer_map
+from portllm_edge.cli._options import (
+    DeviceMap,
+    MaxMemory,
+    OldBaseAlias,
+    OldOpt,
+    Template,
+    Verbalizers,
+    verbalizer_map,
+)
 from portllm_edge.cli._ui import console, human_bytes, out, phase_printer, step_progress
 from portllm_edge.cli.app import app
 from portllm_edge.errors import ConfigError
@@ -212,14 +220,8 @@ def port_cmd(
         ),
     ] = "auto",
     name: Annotated[Optional[str], typer.Option("--name", help="Store name of the ported patch.")] = None,
-    old: Annotated[
-        Optional[str],
-        typer.Option(
-            "--old",
-            help="The base the patch was trained on (default: found in the model store from its records).",
-        ),
-    ] = None,
-    old_base: Annotated[Optional[str], typer.Option("--old-base", hidden=True)] = None,
+    old: OldOpt = None,
+    old_base: OldBaseAlias = None,
     merge_to: Annotated[
         Optional[Path],
         typer.Option(
