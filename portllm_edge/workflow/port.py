@@ -1,6 +1,6 @@
 """The main job: port a patch onto an updated base, training-free, and measure what it cost.
 
-resolve -> **fail before work** (:func:`prepare_port`: name, disk, eval file, merge target,
+resolve -> **fail before work** (:func:`prepare_port`: name, disk, merge target, eval file,
 preflight and rewrite, precision) -> **load -> attach -> evaluate** (a
 :class:`~portllm_edge.workflow.jobs.PortJob`, in a measurement worker process: the peak is
 the worker's) -> save -> merge (:func:`save_and_merge`) -> record (:func:`port_outcome`).
