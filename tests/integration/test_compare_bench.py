@@ -81,7 +81,10 @@ def test_bench_measures_both_in_subprocesses(tiny_pairs, tiny_adapters, shared_d
         assert run["baseline_bytes"] <= run["peak_bytes"]
     assert res.ratio == pytest.approx(res.configs[0].peak_median_bytes / res.configs[1].peak_median_bytes)
     assert res.configs[0].runs[0]["details"]["steps"] == 2
-    assert res.configs[1].runs[0]["details"]["examples"] == 16
+    from portllm_edge.workflow.jobs import PortJobResult
+
+    quick = PortJobResult.from_json(res.configs[1].runs[0]["details"]).evaluation
+    assert quick is not None and quick.n == 16 and res.configs[1].tokens_per_s == quick.tokens_per_s
     # a later port of this base compares its own worker-measured peak with this measured fine-tune
     from portllm_edge.workflow import port
 
