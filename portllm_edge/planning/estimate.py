@@ -98,6 +98,12 @@ ALLOCATOR_OVERHEAD = {"cpu": 0.25, "cuda": 0.10, "unified": 0.10}
 CPU: fit to peak RSS of SmolLM2-135M LoRA steps (glibc malloc keeps freed activation blocks;
 without this term the estimates were 0.89-0.93 of measured). CUDA: the caching allocator's
 fragmentation, a conventional 10 % (uncalibrated here: no GPU was available)."""
+QUANTIZING_LOAD_FRACTION = {"cpu": 0.4}
+"""Memory a CPU load that quantizes to 4 bit holds above its tensors, as a fraction of the packed
+4-bit weights: the per-tensor 16/32-bit copies being quantized and the heap they leave behind
+(glibc thresholds fixed at 128 KiB, :func:`portllm_edge.porting.load.return_freed_buffers_to_os`).
+Fit to ``benchmarks/scale.py`` ports at 0.5B and 1.1B shapes (README, performance); other devices
+are uncalibrated and get no term."""
 LIBRARIES_TRAINING_BYTES = 176 * MiB
 """Host memory of transformers + peft (+ bitsandbytes) on top of torch (measured: +174 MiB)."""
 
@@ -399,6 +405,17 @@ def estimate_inference_peak(
             "transformers modeling code; bitsandbytes matmul_4bit",
         )
     )
+    fraction = QUANTIZING_LOAD_FRACTION.get(device, 0.0)
+    if prec in (Precision.NF4, Precision.FP4) and fraction:
+        terms.append(
+            MemoryTerm(
+                "quantizing_load",
+                "quantizing load (copies in flight, heap)",
+                int(fraction * terms[0].bytes),
+                f"{fraction} × 4-bit weights",
+                "measured on CPU (benchmarks/scale.py, 0.5B and 1.1B shapes)",
+            )
+        )
     terms.extend(_runtime_terms(device, training=False))
     notes = list(arch.notes)
     if prec.is_quantized and prec is not Precision.INT8:

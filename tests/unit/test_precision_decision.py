@@ -31,7 +31,7 @@ def test_rule_takes_the_best_quality_that_fits_then_the_smallest():
     assert roomy.precision is Precision.BF16 and roomy.fits
     mid = decide_precision(spec, budget=_cpu(10))  # bf16 (~14.5 GB) no, int8 (~8 GB) yes
     assert mid.precision is Precision.INT8 and "bf16 would need" in mid.reason
-    tight = decide_precision(spec, budget=_cpu(6))
+    tight = decide_precision(spec, budget=_cpu(7))  # nf4 port ~6.2 GiB on CPU (quantizing load included)
     assert tight.precision is Precision.NF4 and tight.fits
     none = decide_precision(spec, budget=_cpu(1))
     assert none.precision is Precision.NF4 and not none.fits and "nothing fits" in none.reason
