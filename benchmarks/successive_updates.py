@@ -191,8 +191,8 @@ def stage_features(args: argparse.Namespace) -> None:
     from portllm_edge.fsutil import atomic_write_json
     from portllm_edge.patches import PatchStore
 
-    for version in args.versions:
-        for task in args.tasks:
+    for task in args.tasks:  # task-major: the old base's effect on generic text is computed once per task
+        for version in args.versions:
             out = feature_path(args.work, task, version)
             if out.is_file():
                 continue

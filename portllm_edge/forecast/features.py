@@ -98,6 +98,10 @@ def _effect(base_dir: Path, adapter_dir: Path, old_base_dir: Path | None, ids: A
     return (with_patch - without).reshape(-1, with_patch.shape[-1])
 
 
+_OLD_EFFECT: dict[tuple[str, str, Any], Any] = {}
+"""The last old-base effect, so several new versions of one lineage reuse it in one process."""
+
+
 def effect_agreement(adapter_dir: Path, old_base_dir: Path, new_base_dir: Path) -> tuple[float, float, int]:
     """``(cosine, kept, tokens)`` of the patch's effects on generic text over the old and the new base.
 
@@ -110,7 +114,11 @@ def effect_agreement(adapter_dir: Path, old_base_dir: Path, new_base_dir: Path) 
     from transformers import AutoTokenizer
 
     ids = _generic_blocks(AutoTokenizer.from_pretrained(old_base_dir))
-    e_old = _effect(old_base_dir, adapter_dir, None, ids)
+    key = (str(Path(adapter_dir).resolve()), str(Path(old_base_dir).resolve()), ids.shape)
+    if key not in _OLD_EFFECT:
+        _OLD_EFFECT.clear()  # one entry: [512, vocab] float32 is ~100 MB for a 49k vocabulary
+        _OLD_EFFECT[key] = _effect(old_base_dir, adapter_dir, None, ids)
+    e_old = _OLD_EFFECT[key]
     e_new = _effect(new_base_dir, adapter_dir, old_base_dir, ids)
     dot = float((e_old.double() * e_new.double()).sum())
     n_old, n_new = float(e_old.double().norm()), float(e_new.double().norm())
