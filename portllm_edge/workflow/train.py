@@ -165,7 +165,8 @@ class UpdateChainRequest:
         out: Folder receiving ``v2`` ... ``vK``.
         stages: ``(steps, learning rate)`` of each new version, in order.
         seq_len, batch_size, seed, force: As :class:`UpdateRequest` (stage ``i`` uses ``seed + i``).
-        reuse: Keep versions already made with the same settings (resume an interrupted chain).
+        reuse: Keep versions already made with the same settings (resume an interrupted chain);
+            a version folder made with other settings is replaced only with ``force``.
     """
 
     base: str
@@ -200,7 +201,7 @@ def update_chain(req: UpdateChainRequest, *, progress: ProgressFn | None = None)
     def recorded_update(prev: Path, out: Path, stage: UpdateStage, seed: int) -> UpdateResult:
         one = UpdateRequest(
             str(prev), req.corpus, str(out), stage.steps, req.seq_len, req.batch_size, stage.learning_rate,
-            seed, force=True, version=out.name,
+            seed, force=req.force, version=out.name,
         )  # fmt: skip
         return update(one, progress=progress)
 

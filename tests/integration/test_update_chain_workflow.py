@@ -39,10 +39,12 @@ def test_cli_chain_records_each_version_and_resumes(tiny_pairs, corpus, tmp_path
     assert main(args) == 0  # same settings: both versions reused, nothing trained or recorded
     assert len(list_runs("update")) == 2
     assert (tmp_path / "chain" / "v3" / DRIFT_FILE).read_bytes() == stamp
-    assert (
-        main([*args[:-4], "--chain", "2:1e-3,4:3e-3", *args[-4:]]) == 0
-    )  # v3's stage changed: only v3 again
-    assert [r.inputs["version"] for r in list_runs("update")][:1] == ["v3"] and len(list_runs("update")) == 3
+    changed = [*args[:-4], "--chain", "2:1e-3,4:3e-3", *args[-4:]]
+    assert main(changed) == 2  # v3's stage changed: its folder is not replaced without --force
+    assert "already exists" in capsys.readouterr().err and len(list_runs("update")) == 3  # a failed run
+    assert main([*changed, "--force"]) == 0  # only v3 is trained again
+    ok = [r for r in list_runs("update") if r.status == "ok"]
+    assert [r.inputs["version"] for r in ok][:1] == ["v3"] and len(ok) == 3
 
 
 def test_cli_chain_refuses_a_malformed_stage(tiny_pairs, corpus, tmp_path, capsys):
