@@ -200,6 +200,13 @@ def stage_features(args: argparse.Namespace) -> None:
             print(f"[{version} {task}] {feats.to_dict()} ({time.perf_counter() - t0:.0f} s)", flush=True)
 
 
+def gain_of(res: Any) -> float:
+    """old + patch − new base zero-shot accuracy: the patch's gain that a port can recover."""
+    from portllm_edge.porting.compare import ROW_OLD_PATCH, ROW_ZERO_SHOT
+
+    return float(res.row(ROW_OLD_PATCH).accuracy - res.row(ROW_ZERO_SHOT).accuracy)
+
+
 def collect_points(args: argparse.Namespace) -> list[dict[str, Any]]:
     """One dict per (version, task) with an evaluation: measured gain, interval and features (when computed)."""
     from portllm_edge.porting.compare import CompareResult
@@ -222,6 +229,7 @@ def collect_points(args: argparse.Namespace) -> list[dict[str, Any]]:
                     "low": g.low if g else None,
                     "high": g.high if g else None,
                     "rows": {r.config: r.accuracy for r in res.rows},
+                    "gain": gain_of(res),
                     "n": res.rows[0].n,
                     "features": json.loads(fp.read_text()) if fp.is_file() else None,
                 }

@@ -35,6 +35,10 @@ CANDIDATES: dict[str, str] = {
 }
 """Candidate feature -> the transform the straight line is fitted on (ratios span decades)."""
 INTERVAL_QUANTILE = 0.9
+MIN_GAIN = 0.05
+"""Points whose patch gains less than this over the new base's zero-shot accuracy (old + patch −
+zero-shot, a fraction) are left out: their recovered gain is a ratio of two noisy small numbers
+(a negative gain even flips its sign)."""
 
 
 def _transform(name: str, x: float) -> float:
@@ -76,10 +80,12 @@ def fit_line(t: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
 
 
 def _usable(points: Sequence[Mapping[str, Any]], name: str) -> list[Mapping[str, Any]]:
+    """Points with a measured gain (at least :data:`MIN_GAIN` when ``gain`` is given) and a finite feature."""
     return [
         p
         for p in points
         if p.get("recovered_gain") is not None
+        and (p.get("gain") is None or p["gain"] >= MIN_GAIN)
         and (p.get("features") or {}).get(name) is not None
         and math.isfinite(float(p["features"][name]))
     ]
@@ -108,8 +114,9 @@ def score_candidates(points: Sequence[Mapping[str, Any]]) -> dict[str, dict[str,
     """``{candidate: {"spearman", "loto_mae", "n"}}`` against the measured recovered gain.
 
     Args:
-        points: dicts with ``task``, ``recovered_gain`` (a fraction) and ``features`` (a
-            :class:`~portllm_edge.forecast.features.ForecastFeatures` dict).
+        points: dicts with ``task``, ``recovered_gain`` (a fraction), ``features`` (a
+            :class:`~portllm_edge.forecast.features.ForecastFeatures` dict) and optionally
+            ``gain`` (old + patch − zero-shot; points under :data:`MIN_GAIN` are left out).
     """
     out = {}
     for name in CANDIDATES:

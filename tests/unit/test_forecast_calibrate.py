@@ -98,3 +98,12 @@ def test_unreadable_calibration_names_the_file(tmp_path):
     bad.write_text(json.dumps({"feature": "drift_ratio"}))
     with pytest.raises(ConfigError, match=r"cal\.json"):
         Calibration.load(bad)
+
+
+def test_points_where_the_patch_gains_too_little_are_left_out():
+    points = _points({"a": 5.0, "b": 20.0, "c": 50.0})
+    for p in points:
+        p["gain"] = 0.2
+    points[0]["gain"], points[0]["recovered_gain"] = 0.01, -7.0  # a ratio of noise
+    scores = score_candidates(points)
+    assert scores["projected_ratio"]["n"] == 11 and scores["projected_ratio"]["loto_mae"] < 1e-9
