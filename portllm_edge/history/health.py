@@ -30,6 +30,8 @@ class HealthPoint:
         low, high: its 95 % paired bootstrap interval, or ``None`` when not recorded.
         run_id: the ``compare`` run.
         n: examples scored.
+        gain: the patch's gain, old + patch − new base zero-shot accuracy (a fraction), the
+            denominator of the recovered gain: near 0 or negative, the ratio means little.
     """
 
     version: str
@@ -38,6 +40,7 @@ class HealthPoint:
     high: float | None
     run_id: str
     n: int | None = None
+    gain: float | None = None
 
 
 @dataclass(frozen=True)
@@ -75,8 +78,15 @@ def _point(run: Any, results: Mapping[str, Any], version: str) -> HealthPoint | 
     gain = results.get("recovered_gain")
     if not isinstance(gain, (int, float)):
         return None
+    from portllm_edge.porting.compare import ROW_OLD_PATCH, ROW_ZERO_SHOT
+
     interval = ((results.get("paired") or {}).get("recovered_gain")) or {}
     rows = results.get("rows") or [{}]
+    acc = {r.get("config"): r.get("accuracy") for r in rows}
+    zero, old = acc.get(ROW_ZERO_SHOT), acc.get(ROW_OLD_PATCH)
+    patch_gain = (
+        float(old) - float(zero) if isinstance(zero, (int, float)) and isinstance(old, (int, float)) else None
+    )
     return HealthPoint(
         version,
         float(gain),
@@ -84,6 +94,7 @@ def _point(run: Any, results: Mapping[str, Any], version: str) -> HealthPoint | 
         interval.get("high"),
         str(_get(run, "id")),
         rows[0].get("n"),
+        patch_gain,
     )
 
 

@@ -190,12 +190,17 @@ def _health_markdown(report: Report, charts: Sequence[str]) -> list[str]:
         out += [
             f"### {_md_escape(h.label)}",
             "",
-            "| version | recovered gain | 95% CI | n | run |",
-            "|---|---|---|---|---|",
+            "| version | recovered gain | 95% CI | patch gain over zero-shot | n | run |",
+            "|---|---|---|---|---|---|",
         ]
         for p in h.points:
             ci = f"{_pct(p.low)} – {_pct(p.high)}" if p.low is not None and p.high is not None else "n/a"
-            out.append(f"| {p.version} | {_pct(p.recovered_gain)} | {ci} | {p.n or 'n/a'} | {p.run_id} |")
+            gain = "n/a" if p.gain is None else f"{100 * p.gain:+.1f} points"
+            if p.gain is not None and p.gain <= 0:
+                gain += " (≤ 0: the ratio means little)"
+            out.append(
+                f"| {p.version} | {_pct(p.recovered_gain)} | {ci} | {gain} | {p.n or 'n/a'} | {p.run_id} |"
+            )
         out.append("")
     if CHART_HEALTH in charts:
         out += [f"![Patch health per version]({CHART_HEALTH})", ""]
@@ -223,6 +228,11 @@ def chart_health(report: Report) -> bytes | None:
         ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=h.label)
     ax.axhline(100, color="#555555", lw=0.8, ls="--")
     ax.axhline(0, color="#555555", lw=0.8)
+    low, high = ax.get_ylim()
+    if low < -50 or high > 200:  # a patch with a near-zero gain has huge whiskers: keep the rest readable
+        ax.set_ylim(max(low, -50), min(high, 200))
+        ax.text(0.01, 0.01, "axis clipped to -50%..200%; see the table for full intervals", transform=ax.transAxes,
+                fontsize=7, color="#555555")  # fmt: skip
     ax.set_xticks(range(len(versions)), versions)
     ax.set_xlabel("base version (each an update of the previous one)")
     ax.set_ylabel("recovered gain (%)")

@@ -14,7 +14,10 @@ def _compare(
     extras = {} if version is None else {"lineage": {"root": "/models/v1", "version": version}}
     return {
         "task": task,
-        "rows": [{"n": 64}],
+        "rows": [
+            {"config": "new base zero-shot", "accuracy": 0.5, "n": 64},
+            {"config": "old base + patch", "accuracy": 0.75, "n": 64},
+        ],
         "recovered_gain": gain,
         "paired": {"recovered_gain": {"estimate": gain, "low": low, "high": high}},
         "extras": extras,
@@ -43,6 +46,7 @@ def test_series_per_patch_lineage_and_task_in_version_order():
     assert [p.recovered_gain for p in sst2.points] == [0.9, 0.7, 0.2]
     assert sst2.points[1].run_id == newest_v3 != first_v3
     assert (sst2.points[0].low, sst2.points[0].high, sst2.points[0].n) == pytest.approx((0.8, 1.0, 64))
+    assert sst2.points[0].gain == pytest.approx(0.25)
     assert sst2.label == "p on sst2 (v1)"
     assert [h.patch for h in lineage_health("q")] == ["q"]
 
@@ -61,7 +65,7 @@ def test_report_draws_the_patch_health_chart(tmp_path):
     assert chart in written and chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = render_markdown(report, [CHART_HEALTH])
     assert "## Patch health across successive updates" in md
-    assert "| v3 | 60.0% | 50.0% – 70.0% | 64 |" in md
+    assert "| v3 | 60.0% | 50.0% – 70.0% | +25.0 points | 64 |" in md
     assert f"![Patch health per version]({CHART_HEALTH})" in md
 
 
