@@ -2,7 +2,9 @@
 
 Why: edge users often hold their base model as a llama.cpp GGUF file. Porting,
 fine-tuning and merging need a safetensors folder. The import streams: it reads
-one tensor at a time through ``gguf.GGUFReader`` (a memory map of the file),
+one tensor at a time: ``gguf.GGUFReader`` gives each tensor's offset, type and
+shape, and the bytes are read with ``os.pread`` (the reader's memory map would keep
+every page read resident in this process until the end, the whole file at 7B), then it
 dequantizes it with ``gguf.quants.dequantize`` (Q4_1, Q8_0, ... to fp32, one
 tensor), applies transformers' GGUF tensor fixes (``TENSOR_PROCESSORS``: e.g. the
 reverse of llama.cpp's q/k row permutation, Gemma's ``norm - 1``), casts it to the
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -179,6 +182,23 @@ def _tensor_map(src: Path, config: Any) -> tuple[Any, dict[str, str], dict[str, 
     return processor, get_gguf_hf_weights_map(model, processor), parsed
 
 
+def _read_tensor(fd: int, tensor: Any) -> Any:
+    """``tensor``'s raw data (the reader's dtype and shape) read with ``os.pread``, not through the map.
+
+    Raises:
+        BaseModelError: the file ends before the tensor's last byte.
+    """
+    import numpy as np
+
+    data = os.pread(fd, int(tensor.n_bytes), int(tensor.data_offset))
+    if len(data) != int(tensor.n_bytes):
+        raise BaseModelError(
+            f"GGUF tensor {tensor.name!r}: the file ends after {len(data)} of its {int(tensor.n_bytes)} bytes.",
+            hint="the file is truncated; download or convert it again",
+        )
+    return np.frombuffer(data, dtype=tensor.data.dtype).reshape(tensor.data.shape)
+
+
 def _write_weights(src: Path, config: Any, dest: Path, dtype: str, shard_bytes: int) -> list[str]:
     """Stream every tensor of ``src`` into safetensors shards under ``dest``; returns the shard file names."""
     import numpy as np
@@ -201,25 +221,29 @@ def _write_weights(src: Path, config: Any, dest: Path, dtype: str, shard_bytes: 
     shards = [_Shard(dest / names[i], _HEADER_SLACK * per_shard[i] + 4096, {}) for i in range(count)]
     weight_map: dict[str, str] = {}
     current = -1
-    for tensor, index in zip(reader.tensors, plan, strict=True):
-        if index != current:
-            if current >= 0:
-                shards[current].close()
-            shards[index].open()
-            current = index
-        weights = dequantize(tensor.data, tensor.tensor_type)
-        result = processor.process(
-            weights=weights, name=tensor.name, tensor_key_mapping=name_map, parsed_parameters=parsed
-        )
-        del weights
-        if result.name is None or result.name not in name_map:
-            continue
-        hf_name = name_map[result.name]
-        out = torch.from_numpy(np.require(result.weights, requirements=["C", "W"])).to(target)
-        del result
-        shards[index].add(hf_name, out)
-        weight_map[hf_name] = names[index]
-        del out
+    fd = os.open(src, os.O_RDONLY)
+    try:
+        for tensor, index in zip(reader.tensors, plan, strict=True):
+            if index != current:
+                if current >= 0:
+                    shards[current].close()
+                shards[index].open()
+                current = index
+            weights = dequantize(_read_tensor(fd, tensor), tensor.tensor_type)
+            result = processor.process(
+                weights=weights, name=tensor.name, tensor_key_mapping=name_map, parsed_parameters=parsed
+            )
+            del weights
+            if result.name is None or result.name not in name_map:
+                continue
+            hf_name = name_map[result.name]
+            out = torch.from_numpy(np.require(result.weights, requirements=["C", "W"])).to(target)
+            del result
+            shards[index].add(hf_name, out)
+            weight_map[hf_name] = names[index]
+            del out
+    finally:
+        os.close(fd)
     for hf_name, value in parsed["tensors"].items():  # tensors a processor assembled itself (MoE experts)
         shards[current].add(hf_name, value.to(target).contiguous())
         weight_map[hf_name] = names[current]
