@@ -93,17 +93,20 @@ CPU_RUNTIME_BYTES = 224 * MiB
 """Resident memory of a Python interpreter with torch imported (measured: 221 MiB, torch 2.13, Linux x86-64)."""
 LIBRARIES_INFERENCE_BYTES = 120 * MiB
 """Host memory of importing transformers and a model class on top of torch (measured: +118 MiB)."""
-ALLOCATOR_OVERHEAD = {"cpu": 0.25, "cuda": 0.10, "unified": 0.10}
+ALLOCATOR_OVERHEAD = {"cpu": 0.0, "cuda": 0.10, "unified": 0.10}
 """Extra memory held by the allocator while training, as a fraction of the activation term.
-CPU: fit to peak RSS of SmolLM2-135M LoRA steps (glibc malloc keeps freed activation blocks;
-without this term the estimates were 0.89-0.93 of measured). CUDA: the caching allocator's
+CPU: none since every load fixes glibc's thresholds (freed activation blocks go back to the
+OS, :func:`portllm_edge.porting.load.return_freed_buffers_to_os`): without the term, LoRA bf16
+and QLoRA estimates are 1.00-1.08 of the peaks measured by ``benchmarks/scale.py`` at 0.5B and
+1.1B shapes (it was 0.25, fit at 135M before that change). CUDA: the caching allocator's
 fragmentation, a conventional 10 % (uncalibrated here: no GPU was available)."""
-QUANTIZING_LOAD_FRACTION = {"cpu": 0.4}
-"""Memory a CPU load that quantizes to 4 bit holds above its tensors, as a fraction of the packed
-4-bit weights: the per-tensor 16/32-bit copies being quantized and the heap they leave behind
-(glibc thresholds fixed at 128 KiB, :func:`portllm_edge.porting.load.return_freed_buffers_to_os`).
-Fit to ``benchmarks/scale.py`` ports at 0.5B and 1.1B shapes (README, performance); other devices
-are uncalibrated and get no term."""
+QUANTIZING_LOAD_HEAP_FRACTION = {"cpu": 0.1}
+"""What a CPU load that quantizes to 4 bit holds above its tensors, part 1: heap left behind, as a
+fraction of the packed 4-bit weights (glibc thresholds fixed at 128 KiB,
+:func:`portllm_edge.porting.load.return_freed_buffers_to_os`). Part 2 is the tensor being
+quantized: its 16-bit source and fp32 copy, ``6 × max n`` bytes. Fit to ``benchmarks/scale.py``
+first ports at 0.5B, 1.1B and 7B shapes (measured excess over the other terms 73, 131 and 666 MiB;
+this term gives 42, 112 and 670 MiB). Other devices are uncalibrated and get no term."""
 LIBRARIES_TRAINING_BYTES = 176 * MiB
 """Host memory of transformers + peft (+ bitsandbytes) on top of torch (measured: +174 MiB)."""
 
@@ -405,15 +408,15 @@ def estimate_inference_peak(
             "transformers modeling code; bitsandbytes matmul_4bit",
         )
     )
-    fraction = QUANTIZING_LOAD_FRACTION.get(device, 0.0)
-    if prec in (Precision.NF4, Precision.FP4) and fraction:
+    fraction = QUANTIZING_LOAD_HEAP_FRACTION.get(device)
+    if prec in (Precision.NF4, Precision.FP4) and fraction is not None:
         terms.append(
             MemoryTerm(
                 "quantizing_load",
-                "quantizing load (copies in flight, heap)",
-                int(fraction * terms[0].bytes),
-                f"{fraction} × 4-bit weights",
-                "measured on CPU (benchmarks/scale.py, 0.5B and 1.1B shapes)",
+                "quantizing load (tensor in flight, heap)",
+                6 * arch.max_linear().numel + int(fraction * terms[0].bytes),
+                f"6 × max n + {fraction} × 4-bit weights",
+                "measured on CPU (benchmarks/scale.py, 0.5B, 1.1B and 7B shapes)",
             )
         )
     terms.extend(_runtime_terms(device, training=False))
