@@ -3,8 +3,8 @@
 A patch is never attached without :func:`checked_patch` first: the same preflight and
 rewrite (keys normalized, vocabulary rows carried, unknown null config keys dropped)
 as a port, so a patch that ports also evaluates. :func:`load_configuration` is the one
-load -> attach: ``evaluate`` and ``compare`` call it in their own process, a port's
-measurement worker through :func:`portllm_edge.workflow.jobs.run_port_job`.
+load -> attach: ``evaluate`` and ``compare`` call it in their own process, the measurement
+worker through :mod:`portllm_edge.workflow.jobs` (a port's load -> attach, the fine-tune's load).
 """
 
 from __future__ import annotations
