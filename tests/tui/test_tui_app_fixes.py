@@ -397,7 +397,9 @@ def test_port_saving_comes_from_a_worker_process_and_ctrl_r_measures_the_baselin
             workers = [(pid, cmd) for pid, cmd in spawned if "portllm_edge.measure.worker" in cmd]
             assert workers and all(pid != os.getpid() for pid, _cmd in workers)
             assert [cmd[cmd.index("portllm_edge.measure.worker") + 1] for _p, cmd in workers] == ["port"]
-            assert results == [("port", s.peak_bytes)] and s.metric == "peak_anon_rss"
+            from portllm_edge.measure.memory import HEADLINE_METRIC
+
+            assert results == [("port", s.peak_bytes)] and s.metric == HEADLINE_METRIC
             assert "measured in a worker process" in s.peak_metric
             # No measured fine-tune yet: the baseline is the planner's, labelled, with the key to measure it.
             assert s.baseline_source == "estimate"
