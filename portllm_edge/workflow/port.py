@@ -54,12 +54,16 @@ class PreparedPort:
         ported_name: the store name the port will be saved under (None: not saved).
         checked: the patch after the preflight, and the folder to attach.
         fingerprint: the new base's weight fingerprint.
+        precision: the precision the load uses (for ``auto``, the planner's answer for this base on ``device``).
+        device: the device the load uses (``--device``, else the planner's: :func:`~portllm_edge.porting.load.default_device`).
     """
 
     resolved: Resolved
     ported_name: str | None
     checked: CheckedPatch
     fingerprint: str
+    precision: str
+    device: str
 
 
 def prepare_port(req: PortRequest, resolved: Resolved, work: Path) -> PreparedPort:
@@ -114,12 +118,15 @@ def prepare_port(req: PortRequest, resolved: Resolved, work: Path) -> PreparedPo
     if req.evaluate is not None:
         checks.check_eval_spec(req.evaluate)
     checked = checked_patch(resolved.patch, resolved.base, resolved.old_base, work, force=req.force)
-    checks.check_precision(req.precision, req.device, resolved.base)
+    from portllm_edge.porting.load import default_device
+
+    device = req.device or default_device()
+    precision = checks.check_precision(req.precision, device, resolved.base)
     if req.offload is not None:
         from portllm_edge.porting.offload import check_offload_precision
 
         check_offload_precision(req.precision)
-    return PreparedPort(resolved, name, checked, resolved.base.fingerprint())
+    return PreparedPort(resolved, name, checked, resolved.base.fingerprint(), precision, device)
 
 
 def _load_attach_evaluate(
@@ -132,8 +139,8 @@ def _load_attach_evaluate(
     job = PortJob(
         prep.resolved.base.path,
         prep.checked.attach_dir,
-        req.precision,
-        req.device,
+        prep.precision,
+        prep.device,
         Offload.from_dict(req.offload) if req.offload is not None else None,
         req.evaluate,
     )
