@@ -225,3 +225,31 @@ def test_progress_counts_examples_not_scored_choices(llama):
     calls: list[tuple[int, int]] = []
     evaluate(model, tok, examples, batch_size=2, progress=lambda d, t: calls.append((d, t)))
     assert calls == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_the_output_head_gets_a_contiguous_input_while_scoring_and_no_hook_is_left(tiny_pairs, tiny_adapters):
+    """logits_to_keep hands lm_head a strided view; a frozen bf16 head on CPU then copied its weight
+    once per batch row (432 MiB for SmolLM2-135M at batch 8). Scoring hands it a contiguous copy."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = tiny_pairs["llama"].old
+    tok = AutoTokenizer.from_pretrained(path)
+    patched = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), tiny_adapters["llama"]
+    )
+    head = patched.get_output_embeddings()
+    seen: list[tuple[bool, tuple[int, ...]]] = []
+    spy = head.register_forward_hook(
+        lambda _m, args, _out: seen.append((args[0].is_contiguous(), args[0].shape))
+    )
+    try:
+        scores, _ = score_continuations(patched, tok, REQUESTS[:4], batch_size=4)
+    finally:
+        spy.remove()
+    assert seen and all(contiguous for contiguous, _shape in seen)
+    assert not head._forward_pre_hooks  # the hook lives only while scoring
+    with torch.inference_mode():
+        ids = tok("a b c d", return_tensors="pt").input_ids.repeat(2, 1)
+        view = patched(input_ids=ids, logits_to_keep=1)  # outside scoring: transformers' strided view
+    assert view.logits.shape[1] == 1 and len(scores) == 4
