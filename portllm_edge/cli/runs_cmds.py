@@ -164,7 +164,7 @@ def report_cmd(
         if not runs:
             raise ConfigError(
                 f"no {'/'.join(REPORT_KINDS)} runs in the run history {paths.runs_db()}; nothing to report",
-                hint="run `portllm-edge eval`, `port`, `compare` or `bench` first (or pass RUN_IDs)",
+                hint="run `portllm-edge eval`, `port`, `compare`, `bench` or `train` first (or pass RUN_IDs)",
             )
     machine = None
     if budget and not hardware:

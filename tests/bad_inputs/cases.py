@@ -939,7 +939,7 @@ HOSTILE_CASES: list[Case] = [
         "report-no-runs",
         lambda ctx: None,
         ("report", "--out", "{tmp}/rep"),
-        ("no compare/eval/bench/port runs", "runs.sqlite", "first"),
+        ("no compare/eval/bench/port/train runs", "runs.sqlite", "`train` first"),
     ),
     Case(
         "report-last-zero",
