@@ -9,6 +9,7 @@ import pytest
 
 from portllm_edge.errors import ConfigError
 from portllm_edge.forecast.calibrate import (
+    CALIBRATION_FILE,
     Calibration,
     best_candidate,
     fit,
@@ -107,3 +108,13 @@ def test_points_where_the_patch_gains_too_little_are_left_out():
     points[0]["gain"], points[0]["recovered_gain"] = 0.01, -7.0  # a ratio of noise
     scores = score_candidates(points)
     assert scores["projected_ratio"]["n"] == 11 and scores["projected_ratio"]["loto_mae"] < 1e-9
+
+
+def test_the_shipped_calibration_is_readable_and_has_provenance():
+    cal = Calibration.load()
+    assert CALIBRATION_FILE.is_file()
+    assert cal.feature in cal.scores and cal.provenance["benchmark"] == "benchmarks/successive_updates.py"
+    tasks = {p["task"] for p in cal.points}
+    versions = {p["version"] for p in cal.points}
+    assert len(tasks) >= 3 and len(versions) >= 6
+    assert cal.feature_min < cal.feature_max and cal.half_width > 0
