@@ -169,19 +169,39 @@ class Calibration:
         """Read ``calibration.json`` (default: the one shipped in the package).
 
         Raises:
-            ConfigError: the file is missing or lacks a field.
+            ConfigError: the file is missing, lacks a field, or holds a value the forecast can't use
+                (an unknown feature, a transform other than its candidate's, a number that is not
+                finite, a negative half-width, an empty range).
         """
         from portllm_edge.errors import ConfigError
 
         src = Path(path) if path is not None else CALIBRATION_FILE
+        hint = "reinstall portllm-edge, or run benchmarks/successive_updates.py calibrate"
         try:
             data = json.loads(src.read_text(encoding="utf-8"))
-            return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+            cal = cls(**{k: data[k] for k in cls.__dataclass_fields__})
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ConfigError(
-                f"{src}: not a readable forecast calibration ({exc}).",
-                hint="reinstall portllm-edge, or run benchmarks/successive_updates.py calibrate",
-            ) from exc
+            raise ConfigError(f"{src}: not a readable forecast calibration ({exc}).", hint=hint) from exc
+        problem = cal._problem()
+        if problem is not None:
+            raise ConfigError(f"{src}: not a usable forecast calibration: {problem}.", hint=hint)
+        return cal
+
+    def _problem(self) -> str | None:
+        """What makes this calibration unusable by :func:`forecast_from`, or None."""
+        if self.feature not in CANDIDATES:
+            return f"`feature` is {self.feature!r}; it must be one of {', '.join(CANDIDATES)}"
+        if self.transform != CANDIDATES[self.feature]:
+            return f"`transform` is {self.transform!r}; `{self.feature}` is fitted on {CANDIDATES[self.feature]!r}"
+        for name in ("intercept", "slope", "half_width", "feature_min", "feature_max"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                return f"`{name}` is {value!r}; it must be a finite number"
+        if self.half_width < 0:
+            return f"`half_width` is {self.half_width}; it must be 0 or more"
+        if self.feature_min > self.feature_max:
+            return f"`feature_min` {self.feature_min} is above `feature_max` {self.feature_max}"
+        return None
 
 
 def fit(

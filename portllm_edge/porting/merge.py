@@ -572,7 +572,7 @@ def check_merge_target(
     if out.exists() and not overwrite:
         raise PortingError(
             f"{out_dir}: already exists",
-            hint="choose a new folder, or replace it with --overwrite (`merge`) or --force (`port`)",
+            hint="choose a new folder, or replace it with --overwrite",
         )
     reason = unwritable_reason(out)
     if reason is not None:

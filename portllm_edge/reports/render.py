@@ -463,14 +463,21 @@ def write_report(report: Report, out_dir: str | Path) -> list[Path]:
 
     Returns:
         The written paths: Markdown, JSON, then charts.
+
+    Raises:
+        ConfigError: ``out_dir`` is a file, or can't be created or written
+            (:func:`~portllm_edge.fsutil.unwritable_reason`).
     """
-    from portllm_edge.fsutil import atomic_write_bytes, atomic_write_text
+    from portllm_edge.fsutil import atomic_write_bytes, atomic_write_text, unwritable_reason
 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(
             f"{out}: is a file, not a report folder", hint="pass --out a folder path (created if missing)"
         )
+    reason = unwritable_reason(out)
+    if reason is not None:
+        raise ConfigError(f"{out}: {reason}", hint="pass --out a folder you can write to")
     out.mkdir(parents=True, exist_ok=True)
     charts = render_charts(report)
     written: list[Path] = []

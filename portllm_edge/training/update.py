@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from portllm_edge.errors import ConfigError, DataError, TrainingError
-from portllm_edge.fsutil import atomic_dir
+from portllm_edge.fsutil import atomic_dir, unwritable_reason
 
 DRIFT_FILE = "portllm_update.json"
 TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text")
@@ -199,6 +199,11 @@ def check_update_args(
             "the base being updated.",
             hint="choose a new folder for --out",
         )
+    reason = unwritable_reason(out_dir)
+    if reason is not None:
+        raise ConfigError(
+            f"{out_dir}: `--out` can't be written: {reason}.", hint="pass a folder you can write to"
+        )
 
 
 def simulate_update(
@@ -337,11 +342,20 @@ UpdateFn = Callable[[Path, Path, UpdateStage, int], UpdateResult]
 
 
 def _chain_key(
-    prev: Path, stage: UpdateStage, seq_len: int, batch_size: int, seed: int, corpus: Sequence[Any]
+    prev: Path,
+    stage: UpdateStage,
+    seq_len: int,
+    batch_size: int,
+    seed: int,
+    corpus: Sequence[Any],
+    parent: str,
 ) -> str:
+    """A version's identity: its previous version (folder and ``parent``, that version's own key, so
+    a retrained version invalidates every later one), its stage, sizes, seed and corpus."""
     import hashlib
 
     parts = [
+        parent,
         str(prev.resolve()),
         stage.steps,
         stage.learning_rate,
@@ -384,8 +398,9 @@ def simulate_update_chain(
         stages: One :class:`UpdateStage` per new version (at least one).
         seq_len, batch_size, force, progress: As :func:`simulate_update`.
         seed: Seed of the first stage; stage ``i`` uses ``seed + i``.
-        reuse: Keep a version whose ``chain_key`` (previous version, stage, sizes, seed,
-            corpus) matches instead of training it again (a resumed chain).
+        reuse: Keep a version whose ``chain_key`` (previous version and its key, stage, sizes,
+            seed, corpus) matches instead of training it again (a resumed chain); a remade
+            version remakes every later one.
         update_fn: Makes one version (default: :func:`simulate_update`); the workflow layer
             passes one that records each update in the run history.
 
@@ -393,7 +408,8 @@ def simulate_update_chain(
         The lineage, v1 first.
 
     Raises:
-        ConfigError: No stages, or a stage's settings are refused by :func:`check_update_args`.
+        ConfigError: No stages, a stage's settings are refused by :func:`check_update_args`, or
+            ``out_root/vN`` holds a folder the chain would not reuse and ``force`` is false.
         DataError, TrainingError, FileExistsError: As :func:`simulate_update`.
     """
     from portllm_edge.fsutil import atomic_write_json
@@ -421,12 +437,19 @@ def simulate_update_chain(
         )  # fmt: skip
 
     make = update_fn or default_update
+    keys, parent = [], ""
+    for i, stage in enumerate(stages):
+        prev = Path(base_dir) if i == 0 else out_root / f"v{i + 1}"
+        parent = _chain_key(prev, stage, seq_len, batch_size, seed + i, corpus, parent)
+        keys.append(parent)
+    for i, key in enumerate(keys):
+        _check_version_folder(out_root / f"v{i + 2}", key, force=force, reuse=reuse)
     prev = Path(base_dir)
     for i, stage in enumerate(stages):
         out = out_root / f"v{i + 2}"
-        key = _chain_key(prev, stage, seq_len, batch_size, seed + i, corpus)
+        key = keys[i]
         meta = out / DRIFT_FILE
-        if reuse and meta.is_file() and json.loads(meta.read_text()).get("chain_key") == key:
+        if reuse and _chain_stamp(out).get("chain_key") == key:
             drift = json.loads(meta.read_text()).get("mean_linear_drift")
         else:
             drift = make(prev, out, stage, seed + i).mean_linear_drift
@@ -438,6 +461,36 @@ def simulate_update_chain(
         atomic_write_json(meta, record)
         prev = out
     return lineage
+
+
+def _chain_stamp(version_dir: Path) -> dict[str, Any]:
+    """The ``portllm_update.json`` of a chain version, or ``{}`` when ``version_dir`` is not one."""
+    try:
+        record = json.loads((version_dir / DRIFT_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) and "chain_key" in record else {}
+
+
+def _check_version_folder(version_dir: Path, key: str, *, force: bool, reuse: bool) -> None:
+    """Refuse, before any training, to replace a folder at ``--out/vN`` that the chain would not reuse.
+
+    Kept (reused): a chain version stamped with this stage's ``key``. Anything else (a version
+    made with other settings or from another previous version, a version cut short before its
+    stamp, another model) is replaced only with ``force``.
+
+    Raises:
+        ConfigError: ``version_dir`` exists, would not be reused, and ``force`` is false.
+    """
+    if force or not version_dir.exists() or (reuse and _chain_stamp(version_dir).get("chain_key") == key):
+        return
+    what = (
+        "a version made with other settings" if _chain_stamp(version_dir) else "not a version of this chain"
+    )
+    raise ConfigError(
+        f"{version_dir}: already exists ({what}); the chain would replace it.",
+        hint="pass --force to replace it (and the versions after it), or choose another --out",
+    )
 
 
 def read_lineage(base_dir: str | Path) -> tuple[str, list[LineageVersion]] | None:

@@ -473,17 +473,13 @@ def port_fleet(
     from portllm_edge.patches import PatchStore
     from portllm_edge.workflow.checks import check_precision
     from portllm_edge.workflow.record import recorded
+    from portllm_edge.workflow.resolve import distinct_weights
 
     req = FleetRequest(old, base, precision, force, overwrite, evaluate, eval_limit, device)
     start = time.perf_counter()
     with recorded("fleet", req) as run:
         old_b, new_b = resolve_base(old), resolve_base(base)
-        old_fp, new_fp = old_b.fingerprint(), new_b.fingerprint()
-        if old_fp == new_fp:
-            raise ConfigError(
-                f"--from {old} and --base {base} hold the same weights (fingerprint {new_fp}).",
-                hint="pass the updated base with --base and the base the patches were trained on with --from",
-            )
+        old_fp, new_fp = distinct_weights(old_b, new_b, old_flag="--from")
         check_precision(precision, device)
         manifests = PatchStore().list()
         members, unknown = fleet_members(old_fp, manifests)

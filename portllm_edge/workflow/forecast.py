@@ -46,20 +46,24 @@ def forecast(patch: str, base: str, *, old: str | None = None) -> ForecastOutcom
         old: the base the patch was trained on (default: looked up in the model store).
 
     Raises:
-        ConfigError: the old base is not known, or the calibration file is unreadable.
-        StoreError, PatchError, BaseModelError, CompatibilityError: as ``check``.
+        ConfigError: the old base is not known or holds the new base's weights, or the calibration
+            file is unreadable.
+        PatchError: an adapter folder that is not a valid LoRA adapter (non-finite factors, a rank
+            that disagrees with ``r``: :func:`~portllm_edge.patches.validate_adapter_dir`).
+        StoreError, BaseModelError, CompatibilityError: as ``check``.
     """
     from portllm_edge.errors import ConfigError
     from portllm_edge.forecast import Calibration, candidate_features, forecast_from
-    from portllm_edge.workflow.resolve import resolve
+    from portllm_edge.workflow.resolve import distinct_weights, resolve
 
     start = time.perf_counter()
-    r = resolve(patch, base, old=old, validate=False)
+    r = resolve(patch, base, old=old)
     if r.old_base is None:
         raise ConfigError(
             "the old base is not known: the patch records no base that is in the model store.",
             hint="pass --old with the base the patch was trained on",
         )
+    distinct_weights(r.old_base, r.base, old_flag="--old")
     cal = Calibration.load()
     feats = candidate_features(
         r.patch.adapter_dir, r.old_base.path, r.base.path, effects=cal.feature in EFFECT_FEATURES

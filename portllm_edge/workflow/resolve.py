@@ -67,6 +67,29 @@ def _recorded_bases(patch: PatchRef) -> list[tuple[str | None, str | None]]:
     return out
 
 
+def distinct_weights(old: ResolvedBase, new: ResolvedBase, *, old_flag: str) -> tuple[str, str]:
+    """The weight fingerprints of the old and the new base, refusing two references to the same weights.
+
+    Args:
+        old, new: the resolved bases; old_flag: the option that named the old one (``--old``, ``--from``).
+
+    Returns:
+        ``(old fingerprint, new fingerprint)``.
+
+    Raises:
+        ConfigError: both hold the same weights, so there is no update to port across.
+    """
+    from portllm_edge.errors import ConfigError
+
+    old_fp, new_fp = old.fingerprint(), new.fingerprint()
+    if old_fp == new_fp:
+        raise ConfigError(
+            f"{old_flag} {old.ref} and --base {new.ref} hold the same weights (fingerprint {new_fp}).",
+            hint=f"pass the updated base with --base and the base the patch was trained on with {old_flag}",
+        )
+    return old_fp, new_fp
+
+
 def find_old_base(patch: PatchRef, new_base: ResolvedBase) -> tuple[ResolvedBase, OldBaseSource] | None:
     """The base the patch was trained on, from the model store (or a recorded local folder), or None.
 

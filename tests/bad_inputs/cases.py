@@ -891,7 +891,7 @@ HOSTILE_CASES: list[Case] = [
         "port-merge-to-existing-before-save",
         _stored_patch_and_base,
         (*PORT_MERGE, "--merge-to", "{tmp}/taken.txt"),
-        ("{tmp}/taken.txt", "already exists", "--force"),
+        ("{tmp}/taken.txt", "already exists", "--overwrite"),  # port's flag for --merge-to, not --force
     ),
     Case(
         "train-max-steps-negative",
@@ -1043,3 +1043,88 @@ HOSTILE2_CASES: list[Case] = [
 ]
 
 CASES += HOSTILE2_CASES
+
+
+# --------------------------------------------------------------------------- cases (third hostile pass)
+
+
+def _chain_out_holds_a_model(ctx: Ctx) -> None:
+    """A chain's --out whose v2 is a folder the user made (another model), not a chain version."""
+    _base_and_corpus(ctx)
+    (ctx.tmp / "chain" / "v2").mkdir(parents=True)
+    (ctx.tmp / "chain" / "v2" / "NOTE.txt").write_text("my own model, not a chain version")
+
+
+def _base_corpus_and_file(ctx: Ctx) -> None:
+    _base_and_corpus(ctx)
+    (ctx.tmp / "taken.txt").write_text("a file, not a folder")
+
+
+def _report_run_and_file(ctx: Ctx) -> None:
+    _one_recorded_run(ctx)
+    (ctx.tmp / "taken.txt").write_text("a file, not a folder")
+
+
+def _forecast_inputs(breaker: Callable[[Path], None] | None = None) -> Callable[[Ctx], None]:
+    def build(ctx: Ctx) -> None:
+        ad = ctx.adapter()
+        if breaker is not None:
+            breaker(ad)
+        ctx.base("llama", "new")
+        ctx.base("llama", "old", name="old")
+
+    return build
+
+
+CHAIN_ARGV = (
+    "simulate-update", "{tmp}/base", "--corpus", "{tmp}/corpus.txt", "--chain", "1:1e-3",
+    "--seq-len", "8", "--batch-size", "1",
+)  # fmt: skip
+FORECAST_ARGV = ("forecast", "{tmp}/adapter", "--base", "{tmp}/base", "--old", "{tmp}/old")
+
+HOSTILE3_CASES: list[Case] = [
+    Case(
+        "update-chain-out-holds-another-model",
+        _chain_out_holds_a_model,
+        (*CHAIN_ARGV, "--out", "{tmp}/chain"),
+        ("{tmp}/chain/v2", "not a version of this chain", "--force"),
+    ),
+    Case(
+        "update-chain-out-inside-file",
+        _base_corpus_and_file,
+        (*CHAIN_ARGV, "--out", "{tmp}/taken.txt/chain"),
+        ("{tmp}/taken.txt/chain/v2", "{tmp}/taken.txt is a file", "folder you can write to"),
+    ),
+    Case(
+        "update-out-inside-file",
+        _base_corpus_and_file,
+        (*UPDATE_ARGV[:-1], "{tmp}/taken.txt/v2", "--steps", "1"),
+        ("{tmp}/taken.txt/v2", "{tmp}/taken.txt is a file", "folder you can write to"),
+    ),
+    Case(
+        "report-out-inside-file",
+        _report_run_and_file,
+        ("report", "--out", "{tmp}/taken.txt/rep", "--no-budget"),
+        ("{tmp}/taken.txt/rep", "{tmp}/taken.txt is a file", "--out"),
+    ),
+    Case(
+        "forecast-nan-patch",
+        _forecast_inputs(break_nan),
+        FORECAST_ARGV,
+        ("{tmp}/adapter/adapter_model.safetensors", "lora_B", "non-finite"),
+    ),
+    Case(
+        "forecast-rank-disagrees-with-r",
+        _forecast_inputs(break_wrong_r),
+        FORECAST_ARGV,
+        ("{tmp}/adapter", "rank 4", "`r` is 8"),
+    ),
+    Case(
+        "forecast-old-is-the-new-base",
+        _forecast_inputs(),
+        ("forecast", "{tmp}/adapter", "--base", "{tmp}/base", "--old", "{tmp}/base"),
+        ("--old {tmp}/base", "same weights", "--base"),
+    ),
+]
+
+CASES += HOSTILE3_CASES

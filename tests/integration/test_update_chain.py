@@ -42,3 +42,16 @@ def test_chain_refuses_bad_stages_before_training(tiny_pairs, tmp_path):
     with pytest.raises(ConfigError, match="--lr"):
         simulate_update_chain(root, [tmp_path], tmp_path / "c", [UpdateStage(1, 1e-3), UpdateStage(1, -1.0)])
     assert not (tmp_path / "c").exists()
+
+
+def test_chain_leaves_a_folder_that_is_not_one_of_its_versions_alone(tiny_pairs, tmp_path):
+    """--out/v2 holding the user's own model is refused before any training, unless force."""
+    root = tiny_pairs["llama"].old
+    mine = tmp_path / "c" / "v2"
+    mine.mkdir(parents=True)
+    (mine / "NOTE.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="already exists \\(not a version of this chain\\)") as err:
+        simulate_update_chain(root, [tmp_path], tmp_path / "c", [UpdateStage(1, 1e-3)])
+    assert str(mine) in str(err.value) and "--force" in err.value.one_line()
+    assert [p.name for p in (tmp_path / "c").iterdir()] == ["v2"]
+    assert (mine / "NOTE.txt").read_text() == "mine"

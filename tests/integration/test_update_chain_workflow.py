@@ -41,10 +41,16 @@ def test_cli_chain_records_each_version_and_resumes(tiny_pairs, corpus, tmp_path
     assert (tmp_path / "chain" / "v3" / DRIFT_FILE).read_bytes() == stamp
     changed = [*args[:-4], "--chain", "2:1e-3,4:3e-3", *args[-4:]]
     assert main(changed) == 2  # v3's stage changed: its folder is not replaced without --force
-    assert "already exists" in capsys.readouterr().err and len(list_runs("update")) == 3  # a failed run
+    err = capsys.readouterr().err
+    assert "chain/v3: already exists" in err and "--force" in err
+    assert len(list_runs("update")) == 2  # refused before any version was trained
     assert main([*changed, "--force"]) == 0  # only v3 is trained again
     ok = [r for r in list_runs("update") if r.status == "ok"]
     assert [r.inputs["version"] for r in ok][:1] == ["v3"] and len(ok) == 3
+    # v2's stage changed: v2 is remade, and v3 with it (the kept v3 was trained from the old v2)
+    assert main([*args[:-4], "--chain", "1:1e-3,4:3e-3", *args[-4:], "--force"]) == 0
+    ok = [r for r in list_runs("update") if r.status == "ok"]
+    assert [r.inputs["version"] for r in ok][:2] == ["v3", "v2"] and len(ok) == 5
 
 
 def test_cli_chain_refuses_a_malformed_stage(tiny_pairs, corpus, tmp_path, capsys):

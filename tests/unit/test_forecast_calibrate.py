@@ -118,3 +118,28 @@ def test_the_shipped_calibration_is_readable_and_has_provenance():
     versions = {p["version"] for p in cal.points}
     assert len(tasks) >= 3 and len(versions) >= 6
     assert cal.feature_min < cal.feature_max and cal.half_width > 0
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"intercept": "0.9"}, "`intercept` is '0.9'; it must be a finite number"),
+        ({"half_width": None}, "`half_width` is None"),
+        ({"slope": True}, "`slope` is True"),
+        ({"half_width": -0.1}, "`half_width` is -0.1; it must be 0 or more"),
+        ({"feature": "perplexity"}, "`feature` is 'perplexity'"),
+        ({"transform": "exp"}, "`transform` is 'exp'; `projected_ratio` is fitted on 'log10'"),
+        ({"feature_min": 5.0, "feature_max": 1.0}, "`feature_min` 5.0 is above `feature_max` 1.0"),
+    ],
+)
+def test_a_calibration_with_an_unusable_value_is_refused_on_load(tmp_path, change, message):
+    """A hand-edited or damaged calibration is refused naming the field, not crashed on or silently misapplied."""
+    path = fit_and_write(
+        _points({"a": 5.0, "b": 20.0, "c": 50.0}), {"benchmark": "test"}, tmp_path / "cal.json"
+    )
+    data = json.loads(path.read_text())
+    assert data["feature"] == "projected_ratio"
+    path.write_text(json.dumps({**data, **change}))
+    with pytest.raises(ConfigError, match=r"cal\.json: not a usable forecast calibration") as err:
+        Calibration.load(path)
+    assert message in str(err.value)
