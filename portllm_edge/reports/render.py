@@ -222,10 +222,11 @@ def chart_health(report: Report) -> bytes | None:
     step = 0.6 / max(1, len(report.health))
     for j, h in enumerate(report.health):
         xs = [versions.index(p.version) - 0.3 + step * (j + 0.5) for p in h.points]
-        ys = [100 * p.recovered_gain for p in h.points]
-        lo = [100 * (p.recovered_gain - p.low) if p.low is not None else 0.0 for p in h.points]
-        hi = [100 * (p.high - p.recovered_gain) if p.high is not None else 0.0 for p in h.points]
-        ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=h.label)
+        (line,) = ax.plot(xs, [100 * p.recovered_gain for p in h.points], marker="o", label=h.label)
+        # each interval as recorded: a ratio's percentile interval may lie wholly above or below its estimate
+        for x, p in zip(xs, h.points, strict=True):
+            if p.low is not None and p.high is not None:
+                ax.plot([x, x], [100 * p.low, 100 * p.high], color=line.get_color(), marker="_", lw=1)
     ax.axhline(100, color="#555555", lw=0.8, ls="--")
     ax.axhline(0, color="#555555", lw=0.8)
     low, high = ax.get_ylim()

@@ -85,3 +85,18 @@ def test_no_chain_no_health_section():
         ]
     )
     assert report.health == () and "patch_health.png" not in render_charts(report)
+
+
+def test_report_with_one_point_an_interval_that_excludes_it_and_none(tmp_path, capsys):
+    """A percentile bootstrap interval of a ratio need not contain the estimate; the report still draws it."""
+    from portllm_edge.cli import main
+    from portllm_edge.reports.render import CHART_HEALTH
+
+    record_run("compare", {"patch": "p"}, _compare("p", "v2", 0.8, 0.85, 1.2))  # interval above the estimate
+    no_interval = _compare("q", "v2", 0.5, 0.0, 0.0)
+    no_interval["paired"] = {}
+    record_run("compare", {"patch": "q"}, no_interval)
+    assert main(["report", "--out", str(tmp_path / "r"), "--no-budget"]) == 0
+    assert (tmp_path / "r" / CHART_HEALTH).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "| v2 | 80.0% | 85.0% – 120.0% | 64 |" in md and "| v2 | 50.0% | n/a | 64 |" in md
