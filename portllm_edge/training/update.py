@@ -172,25 +172,38 @@ def check_update_args(
     seq_len: int,
     batch_size: int,
     learning_rate: float,
+    chain_item: str | None = None,
 ) -> None:
     """Refuse settings that would crash the run, change nothing, or overwrite the base itself.
+
+    Args:
+        chain_item: the ``--chain`` item ``STEPS:LR`` that ``steps`` and ``learning_rate`` come
+            from, named in their errors instead of ``--steps``/``--lr``.
 
     Raises:
         ConfigError: naming the option and a valid value.
     """
-    for flag, value, least in (
-        ("--steps", steps, 1),
-        ("--seq-len", seq_len, 2),
-        ("--batch-size", batch_size, 1),
+    if chain_item is None:
+        steps_name, lr_name, example = "`--steps`", "`--lr`", "--steps 50 --seq-len 256 --batch-size 4"
+    else:
+        steps_name, lr_name = (
+            f"STEPS of `--chain` item '{chain_item}'",
+            f"LR of `--chain` item '{chain_item}'",
+        )
+        example = "--chain 10:2e-5,20:5e-5 --seq-len 256 --batch-size 4"
+    for name, value, least in (
+        (steps_name, steps, 1),
+        ("`--seq-len`", seq_len, 2),
+        ("`--batch-size`", batch_size, 1),
     ):
         if value < least:
             raise ConfigError(
-                f"`{flag}` must be at least {least}, got {value}.",
-                hint=f"pass {flag} {least} or more (e.g. --steps 50 --seq-len 256 --batch-size 4)",
+                f"{name} must be at least {least}, got {value}.",
+                hint=f"pass {least} or more (e.g. {example})",
             )
     if not (learning_rate > 0 and math.isfinite(learning_rate)):
         raise ConfigError(
-            f"`--lr` must be a positive number, got {learning_rate}.", hint="typical values: 1e-5 to 5e-5"
+            f"{lr_name} must be a positive number, got {learning_rate}.", hint="typical values: 1e-5 to 5e-5"
         )
     base, out = Path(base_dir).resolve(), Path(out_dir).resolve()
     if out == base or out in base.parents or base in out.parents:
@@ -428,6 +441,7 @@ def simulate_update_chain(
             seq_len=seq_len,
             batch_size=batch_size,
             learning_rate=stage.learning_rate,
+            chain_item=f"{stage.steps}:{stage.learning_rate:g}",
         )
 
     def default_update(prev: Path, out: Path, stage: UpdateStage, stage_seed: int) -> UpdateResult:

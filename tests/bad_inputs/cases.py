@@ -1090,6 +1090,12 @@ HOSTILE3_CASES: list[Case] = [
         ("{tmp}/chain/v2", "not a version of this chain", "--force"),
     ),
     Case(
+        "update-chain-stage-steps-zero",  # names the --chain item, not --steps (unused with --chain)
+        _base_and_corpus,
+        (*CHAIN_ARGV[:5], "2:1e-3,0:1e-3", *CHAIN_ARGV[6:], "--out", "{tmp}/chain"),
+        ("STEPS of `--chain` item '0:0.001'", "at least 1", "--chain 10:2e-5"),
+    ),
+    Case(
         "update-chain-out-inside-file",
         _base_corpus_and_file,
         (*CHAIN_ARGV, "--out", "{tmp}/taken.txt/chain"),

@@ -39,7 +39,7 @@ def test_chain_refuses_bad_stages_before_training(tiny_pairs, tmp_path):
     root = tiny_pairs["llama"].old
     with pytest.raises(ConfigError, match="at least one stage"):
         simulate_update_chain(root, [tmp_path], tmp_path / "c", [])
-    with pytest.raises(ConfigError, match="--lr"):
+    with pytest.raises(ConfigError, match="LR of `--chain` item '1:-1' must be a positive number"):
         simulate_update_chain(root, [tmp_path], tmp_path / "c", [UpdateStage(1, 1e-3), UpdateStage(1, -1.0)])
     assert not (tmp_path / "c").exists()
 
