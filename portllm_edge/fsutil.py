@@ -141,9 +141,19 @@ def unwritable_reason(dest: str | os.PathLike[str]) -> str | None:
     Walks up to the nearest existing ancestor: it must be a folder in which a
     temporary entry can be created (the probe is removed at once). Catches a
     parent that is a file, a read-only or virtual file system and a folder
-    without write permission, before any work is done.
+    without write permission, before any work is done. A destination inside the
+    patch store, or one that holds it, is refused too: only the store writes
+    there, so an export, merge or report replacing it can't lose a stored patch.
     """
+    from portllm_edge import paths
+
     final = Path(dest).absolute()
+    store = paths.patches_dir().resolve()
+    resolved = final.resolve()
+    if resolved == store or store in resolved.parents:
+        return f"it is inside the patch store {store} (written only by `patch import`, `train` and `port`)"
+    if resolved in store.parents:
+        return f"it holds the patch store {store}; replacing it would delete the stored patches"
     probe = final.parent
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent

@@ -476,7 +476,7 @@ def write_report(report: Report, out_dir: str | Path) -> list[Path]:
         raise ConfigError(
             f"{out}: is a file, not a report folder", hint="pass --out a folder path (created if missing)"
         )
-    reason = unwritable_reason(out)
+    reason = unwritable_reason(out / MARKDOWN_NAME)  # the files it writes: a folder holding the store is fine
     if reason is not None:
         raise ConfigError(f"{out}: {reason}", hint="pass --out a folder you can write to")
     out.mkdir(parents=True, exist_ok=True)

@@ -1131,6 +1131,25 @@ HOSTILE3_CASES: list[Case] = [
         ("forecast", "{tmp}/adapter", "--base", "{tmp}/base", "--old", "{tmp}/base"),
         ("--old {tmp}/base", "same weights", "--base"),
     ),
+    Case(
+        # --overwrite replaced the stored patch being ported with the merged model (the store lost it)
+        "port-merge-to-into-the-patch-store",
+        _stored_patch_and_base,
+        (*PORT_MERGE, "--merge-to", "{home}/patches/sst2-llama", "--overwrite", "--no-save"),
+        ("{home}/patches/sst2-llama", "inside the patch store"),
+    ),
+    Case(
+        "merge-out-is-the-patch-store",
+        _stored_patch_and_base,
+        ("merge", "sst2-llama", "--base", "{tmp}/base", "--out", "{home}", "--overwrite"),
+        ("{home}", "holds the patch store", "delete the stored patches"),
+    ),
+    Case(
+        "patch-export-into-the-patch-store",
+        _stored_patch_and_base,
+        ("patch", "export", "sst2-llama", "--format", "vllm", "--out", "{home}/patches/other", "--force"),
+        ("{home}/patches/other", "inside the patch store"),
+    ),
 ]
 
 CASES += HOSTILE3_CASES
