@@ -98,6 +98,39 @@ def _effect(base_dir: Path, adapter_dir: Path, old_base_dir: Path | None, ids: A
     return (with_patch - without).reshape(-1, with_patch.shape[-1])
 
 
+def _shared_tokens(old_base_dir: Path, new_base_dir: Path, ids: Any) -> tuple[Any, Any, Any]:
+    """The tokens both vocabularies share, by string: their old ids, their new ids, and ``ids`` in new ids.
+
+    Identical (or unreadable) vocabularies: every column and ``ids`` unchanged. A grown or
+    re-mapped vocabulary (Mistral v0.2 -> v0.3): the effects are compared on the shared
+    tokens only, and the new base reads the same text through its own ids.
+
+    Raises:
+        CompatibilityError: the generic text uses a token the new vocabulary lacks.
+    """
+    import torch
+
+    from portllm_edge.errors import CompatibilityError
+    from portllm_edge.porting.vocab import read_vocab
+
+    old_v, new_v = read_vocab(old_base_dir), read_vocab(new_base_dir)
+    if old_v is None or new_v is None or old_v == new_v:
+        return slice(None), slice(None), ids
+    shared = sorted(old_v.keys() & new_v.keys(), key=old_v.__getitem__)
+    to_new = {old_v[t]: new_v[t] for t in shared}
+    lacking = sorted({int(i) for i in ids.flatten().tolist()} - to_new.keys())
+    if lacking:
+        raise CompatibilityError(
+            f"{new_base_dir}: the vocabulary lacks {len(lacking)} tokens of the old base's that the generic "
+            f"text uses (old ids {lacking[:5]}), so the patch's effects can't be compared on the same text.",
+            hint="use a forecast calibrated on a weights-only feature, or evaluate the port on task data",
+        )
+    old_cols = torch.tensor([old_v[t] for t in shared])
+    new_cols = torch.tensor([new_v[t] for t in shared])
+    new_ids = torch.tensor([[to_new[int(i)] for i in row] for row in ids.tolist()], dtype=ids.dtype)
+    return old_cols, new_cols, new_ids
+
+
 _OLD_EFFECT: dict[tuple[str, str, Any], Any] = {}
 """The last old-base effect, so several new versions of one lineage reuse it in one process."""
 
@@ -106,7 +139,8 @@ def effect_agreement(adapter_dir: Path, old_base_dir: Path, new_base_dir: Path) 
     """``(cosine, kept, tokens)`` of the patch's effects on generic text over the old and the new base.
 
     Loads each base at fp32 on CPU in turn (one in memory at a time) and attaches the patch
-    with the port's own preflight and rewrite.
+    with the port's own preflight and rewrite. When the vocabulary changed, the effects are
+    compared over the tokens both share (:func:`_shared_tokens`).
 
     Raises:
         BaseModelError, CompatibilityError, PortingError: as loading and porting the patch.
@@ -118,8 +152,9 @@ def effect_agreement(adapter_dir: Path, old_base_dir: Path, new_base_dir: Path) 
     if key not in _OLD_EFFECT:
         _OLD_EFFECT.clear()  # one entry: [512, vocab] float32 is ~100 MB for a 49k vocabulary
         _OLD_EFFECT[key] = _effect(old_base_dir, adapter_dir, None, ids)
-    e_old = _OLD_EFFECT[key]
-    e_new = _effect(new_base_dir, adapter_dir, old_base_dir, ids)
+    old_cols, new_cols, new_ids = _shared_tokens(old_base_dir, new_base_dir, ids)
+    e_old = _OLD_EFFECT[key][:, old_cols]
+    e_new = _effect(new_base_dir, adapter_dir, old_base_dir, new_ids)[:, new_cols]
     dot = float((e_old.double() * e_new.double()).sum())
     n_old, n_new = float(e_old.double().norm()), float(e_new.double().norm())
     cosine = dot / (n_old * n_new) if n_old > 0 and n_new > 0 else 0.0

@@ -110,3 +110,20 @@ def test_effect_features_are_exact_for_an_unchanged_base(tiny_pairs, tiny_adapte
     assert 0 < moved.drift_ratio and 0 < moved.projected_ratio < moved.drift_ratio
     assert -1.0 <= moved.effect_cosine < 1.0
     assert json.loads(json.dumps(moved.to_dict()))["effect_cosine"] == pytest.approx(moved.effect_cosine)
+
+
+def test_effect_features_across_a_grown_vocabulary(tiny_pairs, tiny_adapters):
+    """Mistral's v0.3-like pair adds 8 tokens: the effects are compared over the 260 shared ones (no crash)."""
+    from transformers import AutoTokenizer
+
+    from portllm_edge.forecast import candidate_features
+    from portllm_edge.forecast.features import _generic_blocks, _shared_tokens
+
+    pair = tiny_pairs["mistral"]
+    ids = _generic_blocks(AutoTokenizer.from_pretrained(pair.old))
+    old_cols, new_cols, new_ids = _shared_tokens(pair.old, pair.new, ids)
+    assert len(old_cols) == len(new_cols) == 260 and new_ids.equal(ids)  # appended tokens: ids kept
+    moved = candidate_features(tiny_adapters["mistral"], pair.old, pair.new)
+    assert moved.tokens == 512
+    assert 0.99 < moved.effect_cosine < 1.0  # 1 % weight noise barely turns the patch's effect
+    assert 0.5 < moved.effect_kept < 1.5
