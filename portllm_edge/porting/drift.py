@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from portllm_edge.errors import CompatibilityError
+from portllm_edge.errors import BaseModelError, CompatibilityError
 from portllm_edge.hfconfig import model_types, same_model_family
 from portllm_edge.patches.adapter_format import AdapterConfig, read_adapter_layout, resolve_module
 from portllm_edge.porting.adapter_io import BaseIndex, read_base_index
@@ -189,7 +189,8 @@ def compute_drift(
 
     Raises:
         CompatibilityError: a target module is absent from either base.
-        PatchError / BaseModelError: unreadable inputs.
+        PatchError / BaseModelError: unreadable inputs; BaseModelError also for a target module's
+            base weight holding NaN or Inf (naming the file and tensor).
     """
     import numpy as np
 
@@ -245,6 +246,12 @@ def compute_drift(
                 diff2 += float(np.square(w_new - w_old).sum())
                 ref2 += float(np.square(w_old).sum())
                 projected += q_b[start:stop].T @ ((w_new - w_old) @ q_a)
+            if not (math.isfinite(ref2) and math.isfinite(diff2)):
+                index, name = (old, n_old) if not math.isfinite(ref2) else (new, n_new)
+                raise BaseModelError(
+                    f"{index.tensors[name].file}, tensor `{name}`: holds NaN or Inf values",
+                    hint="the base's weight file is corrupt; re-download or re-export the model",
+                )
             norm_ref = math.sqrt(ref2) or 1e-30
             d = math.sqrt(diff2) / norm_ref
             p = lora_delta_norm(a, b, config.scaling(module)) / norm_ref

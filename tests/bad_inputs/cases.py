@@ -1076,6 +1076,19 @@ def _forecast_inputs(breaker: Callable[[Path], None] | None = None) -> Callable[
     return build
 
 
+def _forecast_inputs_nan_base(ctx: Ctx) -> None:
+    """The new base's layer-0 q_proj weight holds one NaN (a corrupt download)."""
+    from safetensors.torch import load_file, save_file
+
+    _forecast_inputs()(ctx)
+    f = ctx.tmp / "base" / "model.safetensors"
+    tensors = load_file(str(f))
+    name = "model.layers.0.self_attn.q_proj.weight"
+    tensors[name] = tensors[name].clone()
+    tensors[name].view(-1)[5] = float("nan")
+    save_file(tensors, str(f), metadata={"format": "pt"})
+
+
 CHAIN_ARGV = (
     "simulate-update", "{tmp}/base", "--corpus", "{tmp}/corpus.txt", "--chain", "1:1e-3",
     "--seq-len", "8", "--batch-size", "1",
@@ -1124,6 +1137,23 @@ HOSTILE3_CASES: list[Case] = [
         _forecast_inputs(break_wrong_r),
         FORECAST_ARGV,
         ("{tmp}/adapter", "rank 4", "`r` is 8"),
+    ),
+    Case(
+        "check-new-base-nan-weight",  # was: `compatible`, a nan% drift row and a median that skipped it
+        _forecast_inputs_nan_base,
+        ("check", "{tmp}/adapter", "--base", "{tmp}/base", "--old", "{tmp}/old"),
+        (
+            "{tmp}/base/model.safetensors",
+            "`model.layers.0.self_attn.q_proj.weight`",
+            "NaN or Inf",
+            "re-download",
+        ),
+    ),
+    Case(
+        "forecast-new-base-nan-weight",
+        _forecast_inputs_nan_base,
+        FORECAST_ARGV,
+        ("{tmp}/base/model.safetensors", "`model.layers.0.self_attn.q_proj.weight`", "NaN or Inf"),
     ),
     Case(
         "forecast-old-is-the-new-base",
