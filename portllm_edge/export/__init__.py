@@ -96,14 +96,18 @@ def resolve_target(patch: str, base: str | None = None) -> ExportTarget:
     entry (the base it was ported or trained on), else its ``source_base``.
 
     Raises:
-        StoreError / PatchError: the patch cannot be found.
+        StoreError / PatchError: the patch cannot be found, or a folder is not a valid LoRA adapter
+            (:func:`~portllm_edge.patches.validate_adapter_dir`: non-finite factors, a rank that
+            disagrees with ``r``; a stored patch was validated on import).
         BaseModelError: ``base`` was given and cannot be resolved.
     """
     from portllm_edge.models import resolve_base
+    from portllm_edge.patches import validate_adapter_dir
 
     p = Path(patch).expanduser()
     manifest = None
     if p.is_dir():
+        validate_adapter_dir(p)
         adapter_dir, name = p, p.name
     else:
         from portllm_edge.patches import PatchStore

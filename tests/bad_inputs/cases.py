@@ -1156,6 +1156,28 @@ HOSTILE3_CASES: list[Case] = [
         ("{tmp}/base/model.safetensors", "`model.layers.0.self_attn.q_proj.weight`", "NaN or Inf"),
     ),
     Case(
+        "patch-export-folder-nan",  # a folder (not stored, so never validated on import) was exported as is
+        _forecast_inputs(break_nan),
+        ("patch", "export", "{tmp}/adapter", "--format", "vllm", "--out", "{tmp}/out", "--base", "{tmp}/old"),
+        ("{tmp}/adapter/adapter_model.safetensors", "non-finite"),
+    ),
+    Case(
+        "patch-export-folder-rank-disagrees-with-r",  # the GGUF was written with alpha/r for r=8
+        _forecast_inputs(break_wrong_r),
+        (
+            "patch",
+            "export",
+            "{tmp}/adapter",
+            "--format",
+            "gguf-lora",
+            "--out",
+            "{tmp}/p.gguf",
+            "--base",
+            "{tmp}/old",
+        ),
+        ("{tmp}/adapter", "rank 4", "`r` is 8"),
+    ),
+    Case(
         "forecast-old-is-the-new-base",
         _forecast_inputs(),
         ("forecast", "{tmp}/adapter", "--base", "{tmp}/base", "--old", "{tmp}/base"),
