@@ -167,7 +167,7 @@ def drift_cmd(
     from portllm_edge.porting.drift import compute_drift
     from portllm_edge.workflow.resolve import resolve
 
-    r = resolve(patch, base, old=old or old_base, validate=False)
+    r = resolve(patch, base, old=old or old_base)  # validated: drift has no preflight to report a bad patch
     if r.old_base is None:
         raise ConfigError(
             "the old base is not known: the patch records no base that is in the model store.",

@@ -1178,6 +1178,12 @@ HOSTILE3_CASES: list[Case] = [
         ("{tmp}/adapter", "rank 4", "`r` is 8"),
     ),
     Case(
+        "drift-nan-patch",  # printed a table with a nan patch size and exit 0
+        _forecast_inputs(break_nan),
+        ("drift", "{tmp}/adapter", "--base", "{tmp}/base", "--old", "{tmp}/old"),
+        ("{tmp}/adapter/adapter_model.safetensors", "non-finite"),
+    ),
+    Case(
         "forecast-old-is-the-new-base",
         _forecast_inputs(),
         ("forecast", "{tmp}/adapter", "--base", "{tmp}/base", "--old", "{tmp}/base"),
