@@ -368,10 +368,11 @@ def print_port(res: Any) -> None:
         out.print(f"{e.task}: accuracy {e.accuracy:.3f} (95% CI {e.ci_low:.3f}-{e.ci_high:.3f}, n={e.n})")
     out.print("phases: " + ", ".join(f"{k} {v:.2f} s" for k, v in res.phases.items()))
     if res.memory is not None:
+        from portllm_edge.workflow.queries import job_label
+
         m = res.memory
-        out.print(
-            f"peak memory of load + attach + evaluate, in a worker process: {human_bytes(m.peak_bytes)} ({m.metric})"
-        )
+        what = job_label("port", res.precision, evaluated=res.evaluation is not None)
+        out.print(f"peak memory of {what}, in a worker process: {human_bytes(m.peak_bytes)} ({m.metric})")
     if res.saving is not None:
         s = res.saving
         ratio = f"{s.ratio:.2f}x" if s.ratio else "n/a"

@@ -71,16 +71,41 @@ class WrittenReport:
     warnings: list[str] = field(default_factory=list)
 
 
+_PORTING_KINDS = ("port", "fleet", "compare")
+
+
 def budget_candidates(runs: Sequence[Any]) -> list[str]:
-    """Model references the runs name (``new``, ``base``, ...), first seen first: budget-section candidates."""
+    """Model references the runs name (``new``, ``base``, ...): budget-section candidates.
+
+    The bases ported to come first (the newest porting run's first), then the other runs'
+    bases, first seen first: a report on a port sizes the new base, not the old one.
+    """
     out: list[str] = []
-    for r in runs:
+
+    def kind_of(r: Any) -> Any:
+        return r.kind if hasattr(r, "kind") else r.get("kind")
+
+    porting = [r for r in reversed(runs) if kind_of(r) in _PORTING_KINDS]
+    for r in porting + [r for r in runs if kind_of(r) not in _PORTING_KINDS]:
         inputs = r.inputs if hasattr(r, "inputs") else r.get("inputs") or {}
         for key in ("new", "base", "base_path", "base_id"):
             value = inputs.get(key)
             if isinstance(value, str) and value and value not in out:
                 out.append(value)
     return out
+
+
+def model_display_name(ref: str | None) -> str | None:
+    """``ref`` as a report names it: the store name for a folder in the local model store, else ``ref``."""
+    if not ref:
+        return ref
+    from portllm_edge import paths
+
+    try:
+        rel = Path(ref).expanduser().resolve().relative_to(paths.models_dir().resolve())
+    except (ValueError, OSError):
+        return ref
+    return rel.parts[0] if len(rel.parts) == 1 else ref
 
 
 def report_runs(
@@ -147,7 +172,7 @@ def report_runs(
             rid = run.id if hasattr(run, "id") else run.get("id")
             warnings.append(f"no planner estimates for run {rid} ({exc.message})")
             records.append(run)
-    report = build_report(records, budget=rows, budget_model=model_used, title=title)
+    report = build_report(records, budget=rows, budget_model=model_display_name(model_used), title=title)
     if left_out:
         from dataclasses import replace
 

@@ -454,3 +454,17 @@ def test_one_label_scheme_for_measured_jobs():
     (saving,) = latest_savings([bench])
     assert (saving.port_label, saving.finetune_label) == ("port + eval (bf16)", "LoRA fine-tune (bf16)")
     assert saving.saved_bytes == 92 * 2**20
+
+
+def test_budget_section_sizes_the_base_ported_to_by_its_store_name(portllm_home):
+    from portllm_edge.reports.assemble import budget_candidates, model_display_name
+
+    v2 = portllm_home / "models" / "tiny-v2"
+    v2.mkdir(parents=True)
+    runs = [
+        {"kind": "train", "inputs": {"base": "/data/tiny-v1"}},
+        {"kind": "port", "inputs": {"patch": "p", "base": str(v2), "old": "/data/tiny-v1"}},
+    ]
+    assert budget_candidates(runs)[0] == str(v2)
+    assert model_display_name(str(v2)) == "tiny-v2"
+    assert model_display_name("/data/tiny-v1") == "/data/tiny-v1"
