@@ -48,8 +48,9 @@ def probe_cmd(
     if as_json:
         _json(rep.to_dict())
         return
+    nvml = rep.nvml_status if rep.nvml_status.startswith("NVML") else f"NVML: {rep.nvml_status}"
     typer.echo(
-        f"NVML: {rep.nvml_status}; driver {rep.driver_version or 'n/a'}; CUDA (driver) {rep.cuda_driver_version or 'n/a'}"
+        f"{nvml}; driver {rep.driver_version or 'n/a'}; CUDA (driver) {rep.cuda_driver_version or 'n/a'}"
     )
     typer.echo(
         f"CUDA_VISIBLE_DEVICES: {rep.cuda_visible_devices if rep.cuda_visible_devices is not None else '(unset)'}"

@@ -267,7 +267,7 @@ def verify_cmd(
             "or remove it with `portllm-edge patch remove NAME`",
         )
     if not as_json:
-        typer.echo(f"{len(entries)} entries consistent")
+        typer.echo(f"{len(entries)} {'entry' if len(entries) == 1 else 'entries'} consistent")
 
 
 @patch_app.command("export")

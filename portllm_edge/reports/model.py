@@ -548,7 +548,20 @@ def ratios_of(results: Mapping[str, Any], run_id: str | None = None) -> list[Rat
 
 
 def describe_run(kind: str, inputs: Mapping[str, Any], results: Mapping[str, Any]) -> str:
-    """One short line about a run, for listings (``sst2: 0.812 (n=200) llama + p1 (nf4)``)."""
+    """One short line about a run, for listings (``sst2: 0.812 (n=200) llama + p1 (nf4)``).
+
+    A run that did not finish (failed, error, interrupted) leads with the reason its record
+    holds (``results["error"]``, :func:`portllm_edge.history.tracking`).
+    """
+    what = _describe_outcome(kind, inputs, results)
+    reason = results.get("error")
+    if isinstance(reason, str) and reason.strip():
+        return f"{reason.strip()} ({what})" if what else reason.strip()
+    return what
+
+
+def _describe_outcome(kind: str, inputs: Mapping[str, Any], results: Mapping[str, Any]) -> str:
+    """:func:`describe_run` without the failure reason."""
     if kind == "eval" and _num(results.get("accuracy")) is not None:
         n = results.get("n")
         task = task_label(str(results.get("task", inputs.get("task", "?"))), inputs, results)

@@ -157,6 +157,15 @@ def test_nvml_without_driver_is_not_available(use_nvml, no_cgroup):
     assert rep.nvml_status.startswith("NVML unavailable")
 
 
+def test_probe_command_names_nvml_once(use_nvml, capsys):
+    from portllm_edge.cli import main
+
+    use_nvml(fake_nvml([], init_error=NVMLError_LibraryNotFound))
+    assert main(["probe"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("NVML unavailable: ") and "NVML: NVML" not in first
+
+
 def test_consumer_gpu_reading_in_bytes(use_nvml, no_cgroup):
     use_nvml(fake_nvml([RTX3060]))
     rep = probe(**no_cgroup)

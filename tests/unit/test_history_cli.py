@@ -52,3 +52,18 @@ def test_runs_empty_and_unknown(capsys):
     assert "no run with id 'nope'" in err and "runs list" in err
     assert main(["runs", "list", "--kind", "tune"]) == 2
     assert "unknown run kind `tune`" in capsys.readouterr().err
+
+
+def test_a_failed_runs_summary_says_why(capsys):
+    import pytest
+
+    from portllm_edge.errors import CompatibilityError
+    from portllm_edge.history import list_runs, tracking
+
+    with pytest.raises(CompatibilityError), tracking("port", {"patch": "p1", "base": "v2"}):
+        raise CompatibilityError("hidden size 64 != 128", hint="port onto a base of the same family")
+    (run,) = list_runs()
+    assert run.status == "failed"
+    assert main(["runs", "show", run.id]) == 0
+    out = capsys.readouterr().out
+    assert "summary  hidden size 64 != 128. Fix: port onto a base of the same family (patch p1)" in out

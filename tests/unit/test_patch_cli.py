@@ -42,7 +42,7 @@ def test_import_list_show_verify_export_remove(capsys, tiny_adapters, tmp_path: 
     assert "r=4 alpha=8" in out and "adapter_model.safetensors" in out
 
     code, out, _ = run(capsys, "patch", "verify", "m1")
-    assert code == 0 and "1 entries consistent" in out
+    assert code == 0 and "1 entry consistent" in out
     code, out, _ = run(capsys, "patch", "verify", "--all", "--json")
     assert code == 0 and json.loads(out) == [
         {"name": "m1", "path": str(PatchStore().root / "m1"), "kind": "entry", "ok": True, "problems": []}
