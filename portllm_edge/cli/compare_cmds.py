@@ -23,7 +23,14 @@ def compare_cmd(
     data: Annotated[Path, typer.Option("--data", help="Evaluation file (or folder).")],
     limit: Annotated[Optional[int], typer.Option("--limit", help="Seeded subsample of N examples.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Subsample seed.")] = 0,
-    precision: Annotated[str, typer.Option("--precision", help="Load precision of every row.")] = "nf4",
+    precision: Annotated[
+        str,
+        typer.Option(
+            "--precision",
+            help="Load precision of every row: auto (the planner's choice for the new base, as for port), "
+            "nf4, int8, bf16 or fp32.",
+        ),
+    ] = "auto",
     baseline: Annotated[
         Optional[str],
         typer.Option("--baseline", help="A patch LoRA-trained on the new base (the fourth row)."),
@@ -49,7 +56,9 @@ def compare_cmd(
     if as_json:
         out.print_json(json.dumps(res.to_dict()))
         return
-    t = Table(title=f"PortLLM comparison — {res.task} ({res.data}), all rows at {precision}")
+    used = res.rows[0].precision if res.rows else precision
+    asked = f" (--precision {precision})" if used != precision else ""
+    t = Table(title=f"PortLLM comparison — {res.task} ({res.data}), all rows at {used}{asked}")
     for col in ("configuration", "base", "patch", "accuracy", "95% CI", "F1", "n"):
         t.add_column(col, justify="right" if col in ("accuracy", "95% CI", "F1", "n") else "left")
     for r in res.rows:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +36,7 @@ class CompareRequest:
     old: str
     new: str
     spec: EvalSpec
-    precision: str = "nf4"
+    precision: str = "auto"
     baseline: str | None = None
 
 
@@ -110,7 +110,7 @@ def compare(
     old: str,
     new: str,
     spec: EvalSpec,
-    precision: str = "nf4",
+    precision: str = "auto",
     baseline: str | None = None,
     on_row: Callable[[str], None] | None = None,
     record: bool = True,
@@ -122,7 +122,9 @@ def compare(
         patch: the patch trained on ``old`` (store name or folder).
         old, new: base references.
         spec: the evaluation examples (task, file, seeded subsample, template, batch size).
-        precision: load precision of every row.
+        precision: load precision of every row: auto, nf4, int8, bf16 or fp32. ``auto`` is the
+            planner's choice for porting onto ``new`` (:func:`portllm_edge.planning.decide_precision`,
+            as for ``port``); each row's ``precision`` holds the concrete one.
         baseline: a patch LoRA-fine-tuned on ``new`` (store name or folder); omitted row when None.
         on_row: called with each row's name as it starts.
         record: store the result as a ``compare`` run (also when it fails).
@@ -147,7 +149,8 @@ def compare(
     ):
         data = checks.check_eval_spec(spec)
         rows = _plan(req, Path(tmp))
-        checks.check_precision(precision, None, rows[0].base)
+        precision = checks.check_precision(precision, None, rows[0].base)  # rows[0]: the new base
+        req = replace(req, precision=precision)
         scored = []
         for row in rows:
             if on_row is not None:

@@ -53,6 +53,23 @@ def test_compare_on_real_sst2_rows(tiny_pairs, tiny_adapters, shared_data):
     assert CompareResult.from_dict(record.results).rows == res.rows
 
 
+def test_compare_default_precision_is_the_planners_choice_for_the_new_base(
+    tiny_pairs, tiny_adapters, shared_data, capsys
+):
+    from portllm_edge.planning import decide_precision
+    from portllm_edge.porting.load import default_device
+
+    PatchStore().import_dir(tiny_adapters["qwen2"], name="qp")
+    pair = tiny_pairs["qwen2"]
+    want = decide_precision(pair.new, device=default_device()).precision.value
+    args = ["compare", "qp", "--old", str(pair.old), "--new", str(pair.new), "--task", "sst2"]
+    code = main([*args, "--data", str(shared_data / "sst2" / "dev.tsv"), "--limit", "4"])
+    text = " ".join(capsys.readouterr().out.split())  # the table title may wrap
+    assert code == 0 and f"all rows at {want} (--precision auto)" in text
+    record = get_run(text.rsplit("run ", 1)[1].split()[0])
+    assert {r["precision"] for r in record.results["rows"]} == {want}
+
+
 def test_bench_measures_both_in_subprocesses(tiny_pairs, tiny_adapters, shared_data):
     pair = tiny_pairs["llama"]
     res = bench(
