@@ -293,13 +293,17 @@ def _from_pretrained(path: Any, kwargs: dict[str, Any], concrete: str) -> Any:
 
 @contextlib.contextmanager
 def _read_checkpoint_without_mmap() -> Iterator[None]:
-    """While a quantizing load runs, transformers reads safetensors shards with ``pread``, not ``mmap``.
+    """While a converting load runs, transformers reads safetensors shards with ``pread``, not ``mmap``.
+
+    A converting load is a quantizing one, or one whose dtype differs from the stored dtype
+    (an fp32 checkpoint loaded at bf16); a load at the stored dtype keeps the map, and its
+    tensors are the file's pages.
 
     transformers (5.x, ``PreTrainedModel._load_pretrained_model``) maps every shard for the
-    whole load; each 16-bit source tensor read once for quantizing then stays resident in
+    whole load; each source tensor read once for quantizing or casting then stays resident in
     the process's mapping until the load ends -- the whole checkpoint at once (2.1 GB at
     1.1B, 14.5 GB at 7B). With safetensors' ``pread`` backend (the one transformers itself
-    uses on Windows) each tensor is read into memory the quantizer frees, and the file's
+    uses on Windows) each tensor is read into memory freed once it is quantized or cast, and the file's
     pages stay reclaimable page cache, not the process's. A transformers without a
     module-level ``safe_open`` is left as it is.
     """
@@ -426,7 +430,8 @@ def load_base_model(
     if qcfg is not None and quantized_cache:
         cache_dir = _quantized_cache_dir(base, {**quant, "precision": concrete, "unquantized_dtype": keep})
     from_cache = cache_dir is not None and (cache_dir / "config.json").is_file()
-    reading = _read_checkpoint_without_mmap() if qcfg is not None else contextlib.nullcontext()
+    converting = qcfg is not None or keep != stored_dtype(base)
+    reading = _read_checkpoint_without_mmap() if converting else contextlib.nullcontext()
     with reading:
         if from_cache:
             assert cache_dir is not None
