@@ -98,6 +98,12 @@ def test_snapshot_demo_name_taken_modal_100x30(snap_compare, demo_home, tiny_pai
         screen.query_one("#precision").value = "fp32"
         await _settle(pilot)
         await pilot.press("ctrl+g")  # the preflight passes, then the taken name is offered
+        # On a loaded machine the preflight's worker can finish after _settle's rounds: wait
+        # (up to 20 s) for the modal itself, then settle its layout.
+        for _ in range(400):
+            if type(pilot.app.screen).__name__ == "NameTakenModal":
+                break
+            await pilot.pause(0.05)
         await _settle(pilot)
         assert type(pilot.app.screen).__name__ == "NameTakenModal", PORTED
 
