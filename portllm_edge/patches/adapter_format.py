@@ -301,10 +301,10 @@ class AdapterConfig(BaseModel):
     def _alpha(cls, v: Any) -> float:
         if not isinstance(v, (int, float)) or isinstance(v, bool):
             raise ValueError(f"`lora_alpha` is {v!r}; it must be a number")
-        if not math.isfinite(v) or v == 0:
+        if not (math.isfinite(v) and v > 0):
             raise ValueError(
-                f"`lora_alpha` is {v!r}; it must be a finite, non-zero number "
-                "(ΔW = lora_alpha/r·B·A, so 0 makes the patch do nothing)"
+                f"`lora_alpha` is {v!r}; it must be a finite, positive number "
+                "(ΔW = lora_alpha/r·B·A: 0 makes the patch do nothing, a negative value flips its sign)"
             )
         return float(v)
 
@@ -351,7 +351,9 @@ class AdapterConfig(BaseModel):
         if not isinstance(v, dict) or not all(
             isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v.values()
         ):
-            raise ValueError(f"`rank_pattern` is {v!r}; it must map module patterns to ranks")
+            raise ValueError(
+                f"`rank_pattern` is {v!r}; it must map module patterns to positive integer ranks"
+            )
         _check_pattern_keys("rank_pattern", v)
         return dict(v)
 
@@ -360,11 +362,11 @@ class AdapterConfig(BaseModel):
     def _alphas(cls, v: Any) -> dict[str, float]:
         v = v or {}
         if not isinstance(v, dict) or not all(
-            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x != 0
+            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
             for x in v.values()
         ):
             raise ValueError(
-                f"`alpha_pattern` is {v!r}; it must map module patterns to finite, non-zero alphas"
+                f"`alpha_pattern` is {v!r}; it must map module patterns to finite, positive alphas"
             )
         _check_pattern_keys("alpha_pattern", v)
         return {k: float(x) for k, x in v.items()}
@@ -522,8 +524,10 @@ _DEFAULT_HINT = "re-export the adapter with peft's `save_pretrained` (a LoRA ada
 def _hint_for(msg: str) -> str:
     if msg.startswith("`peft_type`"):
         return "train the patch as a LoRA adapter (peft LoraConfig), or use a LoRA export of it"
-    if msg.startswith("`lora_alpha`") and "non-zero" in msg:
+    if msg.startswith(("`lora_alpha`", "`alpha_pattern`")) and "positive" in msg:
         return "set `lora_alpha` to the value the patch was trained with (often 2 × r), or re-export it"
+    if msg.startswith(("`r`", "`rank_pattern`")) and "positive" in msg:
+        return "set `r` to the rank the patch was trained with (the lora_A tensors' first dimension), or re-export it"
     if "empty" in msg:
         return 'list the modules the patch was trained on (e.g. ["q_proj", "v_proj"]), or re-export it'
     if "regular expression" in msg and "_pattern`" in msg:

@@ -785,7 +785,13 @@ HOSTILE_CASES: list[Case] = [
         "patch-alpha-zero",
         _adapter_broken(lambda d: _edit_config(d, lora_alpha=0)),
         ("patch", "import", "{tmp}/adapter"),
-        ("adapter_config.json", "`lora_alpha` is 0", "non-zero", "trained with"),
+        ("adapter_config.json", "`lora_alpha` is 0", "positive", "trained with"),
+    ),
+    Case(
+        "patch-alpha-negative",
+        _adapter_broken(lambda d: _edit_config(d, lora_alpha=-16)),
+        ("patch", "import", "{tmp}/adapter"),
+        ("adapter_config.json", "`lora_alpha` is -16", "positive", "flips its sign", "trained with"),
     ),
     Case(
         "patch-alpha-nan",
@@ -809,7 +815,7 @@ HOSTILE_CASES: list[Case] = [
         "patch-alpha-pattern-not-number",
         _adapter_broken(lambda d: _edit_config(d, alpha_pattern={"q_proj": "x"})),
         ("patch", "import", "{tmp}/adapter"),
-        ("adapter_config.json", "`alpha_pattern`", "non-zero alphas"),
+        ("adapter_config.json", "`alpha_pattern`", "positive alphas"),
     ),
     Case(
         "patch-integer-factors",

@@ -91,6 +91,27 @@ def test_unknown_null_keys_are_dropped_with_a_warning_and_others_refused(caplog)
     assert lenient.refused == {"lora_scale_mode": "sqrt"}
 
 
+@pytest.mark.parametrize(
+    ("changes", "shown", "hint"),
+    [
+        ({"lora_alpha": -16}, "`lora_alpha` is -16", "set `lora_alpha`"),
+        ({"lora_alpha": 0}, "`lora_alpha` is 0", "set `lora_alpha`"),
+        ({"lora_alpha": float("nan")}, "`lora_alpha` is nan", "set `lora_alpha`"),
+        ({"lora_alpha": float("-inf")}, "`lora_alpha` is -inf", "set `lora_alpha`"),
+        ({"r": 0}, "`r` is 0", "set `r`"),
+        ({"r": -4}, "`r` is -4", "set `r`"),
+        ({"alpha_pattern": {"q_proj": -8}}, "`alpha_pattern` is {'q_proj': -8}", "set `lora_alpha`"),
+        ({"rank_pattern": {"q_proj": 0}}, "`rank_pattern` is {'q_proj': 0}", "set `r`"),
+    ],
+)
+def test_non_positive_rank_or_alpha_is_refused_naming_file_and_field(changes, shown, hint) -> None:
+    with pytest.raises(PatchError) as ei:
+        AdapterConfig.from_dict(_cfg(**changes), "ad/adapter_config.json")
+    assert str(ei.value).startswith(f"ad/adapter_config.json: {shown}; it must ")
+    assert "positive" in str(ei.value)
+    assert ei.value.hint.startswith(hint)
+
+
 def test_scaling_matches_peft_layers() -> None:
     """rsLoRA, rank_pattern and alpha_pattern give the scale peft's LoraLayer computes."""
     import torch
