@@ -111,6 +111,7 @@ def train_cmd(
 
 @app.command("simulate-update")
 def simulate_update_cmd(
+    ctx: typer.Context,
     base: Annotated[str, typer.Argument(help="Base model to update (folder, store name, .gguf).")],
     corpus: Annotated[list[Path], typer.Option("--corpus", help="Plain-text file or folder (repeatable).")],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for the updated base.")],
@@ -126,7 +127,7 @@ def simulate_update_cmd(
         typer.Option(
             "--chain",
             help="Successive updates v2..vK as STEPS:LR,STEPS:LR,... (one per new version, each trained "
-            "from the previous one) into --out/v2 ... --out/vK; --steps and --lr are then unused.",
+            "from the previous one) into --out/v2 ... --out/vK; not with --steps/--lr (each item gives both).",
         ),
     ] = None,
 ) -> None:
@@ -134,6 +135,7 @@ def simulate_update_cmd(
     from portllm_edge.workflow.train import UpdateRequest, update
 
     if chain is not None:
+        _refuse_steps_lr_with_chain(ctx, steps, lr)
         _simulate_chain(base, corpus, out_dir, chain, seq_len, batch_size, seed, force, as_json)
         return
     req = UpdateRequest(
@@ -152,16 +154,36 @@ def simulate_update_cmd(
         out.print(f"  {k:<50} {v:.4%}")
 
 
+def _refuse_steps_lr_with_chain(ctx: typer.Context, steps: int, lr: float) -> None:
+    """``--steps``/``--lr`` given with ``--chain`` would be unused (each chain item has its own)."""
+    # By name: typer vendors its own click, whose ParameterSource is not click.core's.
+    given = [
+        name
+        for name, param in (("--steps", "steps"), ("--lr", "lr"))
+        if getattr(ctx.get_parameter_source(param), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")
+    ]
+    if given:
+        shown = " and ".join(f"`{g}`" for g in given)
+        raise ConfigError(
+            f"{shown} can't be combined with `--chain`: each chain item sets its own steps and learning "
+            "rate as STEPS:LR.",
+            hint=f"drop {' and '.join(given)}; give each chain item its steps and learning rate, e.g. --chain {steps}:{lr:g}",
+        )
+
+
 def parse_chain(spec: str) -> list[tuple[int, float]]:
     """``"10:2e-5,20:5e-5"`` -> ``[(10, 2e-5), (20, 5e-5)]``.
 
     Raises:
-        ConfigError: an item is not ``STEPS:LR`` with an integer and a number.
+        ConfigError: an item is empty (``"2:1e-4,,"``) or not ``STEPS:LR`` with an integer and a number.
     """
-    from portllm_edge.errors import ConfigError
-
     stages = []
-    for item in (x.strip() for x in spec.split(",") if x.strip()):
+    for i, item in enumerate((x.strip() for x in spec.split(",")), start=1):
+        if not item:
+            raise ConfigError(
+                f"`--chain` {spec!r}: item {i} is empty.",
+                hint="give one STEPS:LR per new version, comma-separated, e.g. --chain 10:2e-5,20:5e-5,40:1e-4",
+            )
         steps, _, lr = item.partition(":")
         try:
             stages.append((int(steps), float(lr)))

@@ -1217,3 +1217,35 @@ HOSTILE3_CASES: list[Case] = [
 ]
 
 CASES += HOSTILE3_CASES
+
+
+# --------------------------------------------------------------------------- cases (fourth hostile pass)
+
+HOSTILE4_CASES: list[Case] = [
+    Case(
+        "update-chain-with-steps",  # --steps was silently unused with --chain
+        _base_and_corpus,
+        (*CHAIN_ARGV, "--out", "{tmp}/chain", "--steps", "5"),
+        ("`--steps`", "`--chain`", "STEPS:LR", "--chain 5:"),
+    ),
+    Case(
+        "update-chain-with-lr",
+        _base_and_corpus,
+        (*CHAIN_ARGV, "--out", "{tmp}/chain", "--lr", "1e-4"),
+        ("`--lr`", "`--chain`", "STEPS:LR", ":0.0001"),
+    ),
+    Case(
+        "update-chain-empty-item",  # `2:1e-4,,` ran one stage, ignoring the empty items
+        _base_and_corpus,
+        (*CHAIN_ARGV[:5], "2:1e-4,,", *CHAIN_ARGV[6:], "--out", "{tmp}/chain"),
+        ("`--chain` '2:1e-4,,'", "item 2 is empty", "--chain 10:2e-5"),
+    ),
+    Case(
+        "update-chain-empty",
+        _base_and_corpus,
+        (*CHAIN_ARGV[:5], " ", *CHAIN_ARGV[6:], "--out", "{tmp}/chain"),
+        ("`--chain` ' '", "item 1 is empty", "--chain 10:2e-5"),
+    ),
+]
+
+CASES += HOSTILE4_CASES
