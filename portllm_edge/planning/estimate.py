@@ -363,11 +363,13 @@ def estimate_inference_peak(
     *,
     double_quant: bool = True,
     device: DeviceKind = "cuda",
+    quantized_copy: bool = False,
 ) -> MemoryBreakdown:
     """Estimate the peak memory of running a base model for generation/evaluation.
 
     Total = weights + quantization constants + unquantized embeddings/lm_head/norms/biases
-    + KV cache + activation workspace + runtime (+ library imports on CPU).
+    + KV cache + activation workspace + runtime (+ library imports on CPU) (+ on CPU at 4 bit,
+    the quantizing load's transient, unless the load reads an already quantized copy).
 
     Args:
         config: A ``config.json`` dict or :class:`ModelArch`.
@@ -377,6 +379,9 @@ def estimate_inference_peak(
         double_quant: bitsandbytes ``bnb_4bit_use_double_quant`` (4-bit only).
         device: ``cuda``/``unified`` (adds the CUDA context) or ``cpu`` (adds the Python/torch
             and library resident memory).
+        quantized_copy: the load reads the model store's quantized copy of the base
+            (:func:`portllm_edge.porting.load.has_quantized_copy`), so nothing is quantized and
+            the ``quantizing_load`` term is left out.
 
     Returns:
         A :class:`MemoryBreakdown` (bytes).
@@ -409,7 +414,7 @@ def estimate_inference_peak(
         )
     )
     fraction = QUANTIZING_LOAD_HEAP_FRACTION.get(device)
-    if prec in (Precision.NF4, Precision.FP4) and fraction is not None:
+    if prec in (Precision.NF4, Precision.FP4) and fraction is not None and not quantized_copy:
         terms.append(
             MemoryTerm(
                 "quantizing_load",
@@ -423,6 +428,8 @@ def estimate_inference_peak(
     notes = list(arch.notes)
     if prec.is_quantized and prec is not Precision.INT8:
         notes.append(f"4-bit: blocksize {NF4_BLOCKSIZE}, double quant {'on' if double_quant else 'off'}")
+    if prec.is_quantized and quantized_copy:
+        notes.append("loads the model store's quantized copy of the base (nothing to quantize)")
     return MemoryBreakdown(
         mode="inference",
         precision=prec,

@@ -24,6 +24,7 @@ import functools
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from portllm_edge.errors import BaseModelError, ConfigError
@@ -325,14 +326,67 @@ def _read_checkpoint_without_mmap() -> Iterator[None]:
         setattr(modeling, "safe_open", original)  # noqa: B010
 
 
-def _quantized_cache_dir(base: ResolvedBase, settings: dict[str, Any]) -> Any:
-    """The store folder of ``base``'s quantized copy for ``settings`` (bitsandbytes version included)."""
+def quantization_settings(precision: str, compute_dtype: str) -> dict[str, Any]:
+    """The bitsandbytes settings of a load at ``precision`` (empty for 16/32-bit), as recorded and cache-keyed.
+
+    NF4: quant type, double quant, compute dtype, blocksize 64; int8: quant type, compute dtype.
+    """
+    if precision == "nf4":
+        return {"quant_type": "nf4", "double_quant": True, "compute_dtype": compute_dtype, "blocksize": 64}
+    if precision == "int8":
+        return {"quant_type": "int8", "compute_dtype": compute_dtype}
+    return {}
+
+
+def quantized_copy_dir(
+    base: ResolvedBase, precision: str, device: str, compute_dtype: str | None = None
+) -> Path | None:
+    """The model-store folder :func:`load_base_model` reads (or writes) ``base``'s quantized copy in.
+
+    Keyed by the base's fingerprint and every setting that changes the quantized bytes: the
+    :func:`quantization_settings`, the precision, the dtype of the unquantized tensors
+    (:func:`unquantized_dtype`) and the installed bitsandbytes version
+    (:func:`portllm_edge.models.store.quantized_cache_dir`). The load and the planner ask
+    this same function.
+
+    Args:
+        base: The resolved base.
+        precision: A concrete precision (nf4, int8, bf16, fp16, fp32).
+        device: ``cpu``, ``cuda`` or ``cuda:N``.
+        compute_dtype: fp32, bf16 or fp16; default :func:`default_compute_dtype`.
+
+    Returns:
+        The folder (it may not exist), or ``None`` for 16/32-bit precisions (no quantized copy).
+    """
+    if precision not in ("nf4", "int8"):
+        return None
+    from portllm_edge.hardware.compute import bitsandbytes_installed_version
     from portllm_edge.models.store import quantized_cache_dir
 
-    return quantized_cache_dir(base.fingerprint(), {**settings, "bitsandbytes": bitsandbytes_version()})
+    cdtype = compute_dtype or default_compute_dtype(device)
+    settings = {
+        **quantization_settings(precision, cdtype),
+        "precision": precision,
+        "unquantized_dtype": unquantized_dtype(base, device, cdtype),
+        "bitsandbytes": bitsandbytes_installed_version(),
+    }
+    return quantized_cache_dir(base.fingerprint(), settings)
 
 
-def _save_quantized(model: Any, cache_dir: Any, base: ResolvedBase) -> None:
+def has_quantized_copy(
+    base: ResolvedBase, precision: str, device: str, compute_dtype: str | None = None
+) -> bool:
+    """True when the model store holds ``base``'s quantized copy for these settings (:func:`quantized_copy_dir`).
+
+    A load at ``precision`` then reads that copy instead of quantizing the checkpoint, and its
+    peak has no quantizing transient (:func:`portllm_edge.planning.estimate_inference_peak`,
+    ``quantized_copy``).
+    """
+    folder = quantized_copy_dir(base, precision, device, compute_dtype)
+    return folder is not None and (folder / "config.json").is_file()
+
+
+def _save_quantized(model: Any, cache_dir: Path, base: ResolvedBase) -> None:
     """Save a freshly quantized model into the store's cache (atomically); a full disk only warns."""
     import shutil
     import warnings
@@ -419,16 +473,10 @@ def load_base_model(
 
         check_offload_precision(concrete)
         kwargs.update(load_kwargs(offload))
-    quant: dict[str, Any] = {}
-    if concrete == "nf4":
-        quant = {"quant_type": "nf4", "double_quant": True, "compute_dtype": cdtype, "blocksize": 64}
-    elif concrete == "int8":
-        quant = {"quant_type": "int8", "compute_dtype": cdtype}
+    quant = quantization_settings(concrete, cdtype)
     tokenizer = load_tokenizer(base, trust_remote_code=trust_remote_code)
     start = time.perf_counter()
-    cache_dir = None
-    if qcfg is not None and quantized_cache:
-        cache_dir = _quantized_cache_dir(base, {**quant, "precision": concrete, "unquantized_dtype": keep})
+    cache_dir = quantized_copy_dir(base, concrete, device, cdtype) if quantized_cache else None
     from_cache = cache_dir is not None and (cache_dir / "config.json").is_file()
     converting = qcfg is not None or keep != stored_dtype(base)
     reading = _read_checkpoint_without_mmap() if converting else contextlib.nullcontext()

@@ -306,7 +306,10 @@ def port_outcome(
         from portllm_edge.workflow.savings import port_saving
 
         shape = lora_shape(prep.checked.attach_dir)
-        saving = port_saving(m.memory, prep.resolved.base.path, shape.r, shape.target_modules, m.precision)
+        hit = bool((m.quantization.get("cache") or {}).get("hit"))
+        saving = port_saving(
+            m.memory, prep.resolved.base.path, shape.r, shape.target_modules, m.precision, quantized_copy=hit
+        )
     old = prep.resolved.old_base
     return PortOutcome(
         patch=req.patch,

@@ -54,26 +54,46 @@ def estimated_finetune_baseline(base_dir: Path, r: int, targets: tuple[str, ...]
     return int(estimate_lora_finetune_peak(spec.arch, None, r, targets, device=device).total_bytes)  # type: ignore[arg-type]
 
 
-def estimated_port_peak(base_dir: Path, precision: str, device: str) -> int | None:
-    """The planner's estimate of a port's peak at ``precision`` (bytes), or None when it can't size the base."""
+def estimated_port_peak(
+    base_dir: Path, precision: str, device: str, *, quantized_copy: bool = False
+) -> int | None:
+    """The planner's estimate of a port's peak at ``precision`` (bytes), or None when it can't size the base.
+
+    ``quantized_copy``: the port's load read the model store's quantized copy (its
+    ``quantization["cache"]["hit"]``), so the estimate has no quantizing transient.
+    """
     from portllm_edge.errors import PortllmError
     from portllm_edge.planning import estimate_inference_peak, port_peak_bytes, resolve_model_spec
 
     try:
         spec = resolve_model_spec(base_dir)
-        inference = estimate_inference_peak(spec.arch, precision, device=device)  # type: ignore[arg-type]
+        inference = estimate_inference_peak(
+            spec.arch,
+            precision,
+            device=device,  # type: ignore[arg-type]
+            quantized_copy=quantized_copy,
+        )
         return int(port_peak_bytes(spec, inference))
     except (PortllmError, ValueError):
         return None
 
 
 def port_saving(
-    memory: Memory, base_dir: Path, r: int, targets: tuple[str, ...], precision: str
+    memory: Memory,
+    base_dir: Path,
+    r: int,
+    targets: tuple[str, ...],
+    precision: str,
+    *,
+    quantized_copy: bool = False,
 ) -> Saving | None:
-    """The port's :class:`Saving` against the best baseline available (see the module docstring)."""
+    """The port's :class:`Saving` against the best baseline available (see the module docstring).
+
+    ``quantized_copy``: the port's load read the store's quantized copy (see :func:`estimated_port_peak`).
+    """
     from portllm_edge.errors import PortllmError
 
-    port_est = estimated_port_peak(base_dir, precision, memory.device)
+    port_est = estimated_port_peak(base_dir, precision, memory.device, quantized_copy=quantized_copy)
     found = measured_finetune_baseline(base_dir, memory.metric)
     if found is not None:
         from portllm_edge.reports.model import job_label

@@ -64,3 +64,41 @@ def test_cpu_nf4_keeps_unquantized_tensors_at_the_stored_dtype_where_native(tmp_
     with torch.no_grad():  # same NF4 weights; only the unquantized tensors' rounding differs
         a, b = kept.model(IDS).logits.float(), upcast.model(IDS).logits
     assert torch.allclose(a, b, atol=0.05 * b.abs().max().item())
+
+
+def test_planner_asks_the_loads_question_and_drops_the_quantizing_term(tiny_pairs):
+    """has_quantized_copy answers for the folder the load then reads; the estimate loses its quantizing term."""
+    from portllm_edge.models.refs import resolve_base
+    from portllm_edge.planning import ModelArch, estimate_inference_peak
+    from portllm_edge.porting.load import has_quantized_copy, quantized_copy_dir
+
+    base = resolve_base(str(tiny_pairs["llama"].new))
+    assert quantized_copy_dir(base, "bf16", "cpu") is None
+    assert not has_quantized_copy(base, "nf4", "cpu")
+    loaded = load_base_model(base, "nf4", device="cpu")
+    assert loaded.quantization["cache"]["dir"] == str(quantized_copy_dir(base, "nf4", "cpu"))
+    assert has_quantized_copy(base, "nf4", "cpu")
+    assert not has_quantized_copy(base, "nf4", "cpu", compute_dtype="bf16")  # other settings, other copy
+    assert not has_quantized_copy(base, "int8", "cpu")
+    arch = ModelArch.from_config(base.config())
+    first = estimate_inference_peak(arch, "nf4", 128, 1, device="cpu")
+    repeat = estimate_inference_peak(arch, "nf4", 128, 1, device="cpu", quantized_copy=True)
+    quantizing = first.term("quantizing_load")
+    assert quantizing == 6 * arch.max_linear().numel + int(0.1 * first.term("weights"))
+    assert repeat.term("quantizing_load") == 0
+    assert repeat.total_bytes == first.total_bytes - quantizing
+    assert any("quantized copy" in n for n in repeat.notes)
+
+
+def test_port_record_estimate_follows_the_loads_cache_hit(tiny_pairs):
+    from portllm_edge.planning import estimate_inference_peak, port_peak_bytes, resolve_model_spec
+    from portllm_edge.workflow.savings import estimated_port_peak
+
+    folder = tiny_pairs["llama"].new
+    spec = resolve_model_spec(folder)
+    arch = spec.arch
+    fresh = estimated_port_peak(folder, "nf4", "cpu")
+    hit = estimated_port_peak(folder, "nf4", "cpu", quantized_copy=True)
+    assert fresh == port_peak_bytes(spec, estimate_inference_peak(arch, "nf4", device="cpu"))
+    assert fresh is not None and hit is not None
+    assert fresh - hit == estimate_inference_peak(arch, "nf4", device="cpu").term("quantizing_load") > 0
