@@ -55,6 +55,7 @@ import synthetic  # noqa: E402
 from portllm_edge.measure.memory import HEADLINE_METRIC  # noqa: E402
 
 R = 16
+PORT_JOBS = ("port", "repeat_port", "port_nocache")
 TARGETS = ("q_proj", "v_proj")
 MiB = 1024**2
 
@@ -134,8 +135,8 @@ def run_job(job: str, p: dict[str, Any]) -> dict[str, Any]:
         out["cache_hit"] = loaded.quantization.get("cache", {}).get("hit")
         out["unquantized_dtype"] = loaded.unquantized_dtype
         model = PeftModel.from_pretrained(loaded.model, p["adapter"])
-        with torch.no_grad():
-            model(_tokens(shape, p["batch"], p["seq"]).to(model.device))
+        with torch.no_grad():  # logits of the scored (last) position only, as the product's scoring keeps
+            model(_tokens(shape, p["batch"], p["seq"]).to(model.device), logits_to_keep=1)
     elif job == "merge":
         from portllm_edge.porting.merge import stream_merge
 
@@ -212,8 +213,14 @@ def measure(job: str, params: dict[str, Any], env: dict[str, str], timeout: floa
     return {"error": (stderr or stdout).strip().splitlines()[-3:], **memory}
 
 
-def floors_and_estimates(shape: synthetic.Shape, args: argparse.Namespace, baseline: int) -> dict[str, Any]:
-    """Per job: (floor bytes, planner estimate bytes or None, the estimate's runtime terms)."""
+def floors_and_estimates(
+    shape: synthetic.Shape, args: argparse.Namespace, baseline: int, *, quantized_copy: bool = False
+) -> dict[str, Any]:
+    """Per job: (floor bytes, planner estimate bytes or None, the estimate's runtime terms).
+
+    ``quantized_copy``: the store holds the base's NF4 copy, so the port jobs' estimate has no
+    quantizing transient (the load will read that copy).
+    """
     from portllm_edge.planning import ModelArch, estimate_inference_peak, estimate_lora_finetune_peak
     from portllm_edge.planning.estimate import Precision, inference_activation_bytes, lora_param_count
     from portllm_edge.planning.pick import port_peak_bytes
@@ -221,7 +228,14 @@ def floors_and_estimates(shape: synthetic.Shape, args: argparse.Namespace, basel
 
     arch = ModelArch.from_config(shape.config(), shape.label)
     kind = "cpu" if args.device == "cpu" else "cuda"
-    nf4 = estimate_inference_peak(arch, "nf4", args.seq, args.batch, device=kind)  # type: ignore[arg-type]
+    nf4 = estimate_inference_peak(
+        arch,
+        "nf4",
+        args.seq,
+        args.batch,
+        device=kind,  # type: ignore[arg-type]
+        quantized_copy=quantized_copy,
+    )
     unq_stored = arch.unquantized_params * 2  # bf16 checkpoint, kept at its stored dtype
     weights_nf4 = nf4.term("weights") + nf4.term("quant_constants") + unq_stored
     acts = inference_activation_bytes(arch, Precision.NF4, args.seq, args.batch) + nf4.term("kv_cache")
@@ -272,7 +286,10 @@ def run_size(size: str, args: argparse.Namespace, env: dict[str, str], baseline:
     print(f"[{size}] inputs ready in {time.perf_counter() - t0:.0f} s", flush=True)
     if not args.keep_cache:  # the first port quantizes; repeat_port then loads the quantized copy
         shutil.rmtree(Path(env["PORTLLM_EDGE_HOME"]) / "models" / ".quantized", ignore_errors=True)
-    floors = floors_and_estimates(shape, args, baseline)
+    from portllm_edge.models.refs import resolve_base
+    from portllm_edge.porting.load import has_quantized_copy
+
+    resolved = resolve_base(str(base))
     common = {
         "size": size,
         "device": args.device,
@@ -285,9 +302,11 @@ def run_size(size: str, args: argparse.Namespace, env: dict[str, str], baseline:
     rows = []
     for job in jobs:
         params = {**common, "gguf": str(gguf), "merged": str(work / "merged")}
+        # the planner asks the load's own question: is there a quantized copy for this base?
+        cached = job != "port_nocache" and has_quantized_copy(resolved, "nf4", args.device)
+        floor, est, runtime = floors_and_estimates(shape, args, baseline, quantized_copy=cached)[job]
         res = measure(job, params, env, args.timeout)
         peak = res.get("cuda_max_reserved_bytes") or res["peak_bytes_rule"]
-        floor, est, runtime = floors[job]
         row = {
             "size": size,
             "label": shape.label,
@@ -298,6 +317,7 @@ def run_size(size: str, args: argparse.Namespace, env: dict[str, str], baseline:
             "floor_bytes": floor,
             "estimate_bytes": est,
             "est_over_meas_job": None if est is None else (est - runtime) / max(peak - baseline, 1),
+            "estimate_assumes_quantized_copy": cached if job in PORT_JOBS else None,
             "seconds": res.get("seconds"),
             **{k: v for k, v in res.items() if k not in ("seconds",)},
         }
@@ -373,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         "TOKENIZERS_PARALLELISM": "false",
     }
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    os.environ["PORTLLM_EDGE_HOME"] = env["PORTLLM_EDGE_HOME"]  # the parent asks the children's store
     base_run = measure("baseline", {}, env, 300)
     baseline = base_run["peak_bytes_rule"]
     print(
