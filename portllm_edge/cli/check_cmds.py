@@ -47,8 +47,8 @@ def _ratio(x: float) -> str:
     return "inf" if math.isinf(x) else f"{x:.3g}"
 
 
-def format_drift(drift: Any, forecast: Any = None) -> str:
-    """The drift report as an aligned text table with a median row, then the calibrated forecast if given."""
+def format_drift(drift: Any) -> str:
+    """The drift report as an aligned text table with a median row."""
     header = ("module", "shape", "base drift", "patch size", "drift/patch", "projected/patch")
     rows = [
         (
@@ -80,8 +80,6 @@ def format_drift(drift: Any, forecast: Any = None) -> str:
         "projected = the drift inside the patch's own row and column spaces, ‖U_Bᵀ(W_new−W_old)V_A‖; "
         "ratios are to the patch's ‖ΔW‖"
     )
-    if forecast is not None:
-        out.append(forecast.summary())
     return "\n".join(out)
 
 
@@ -112,6 +110,21 @@ def _old_line(resolved: Any) -> str | None:
     return f"old base: {resolved.old_base.model_id} ({how})"
 
 
+def format_forecast(res: Any) -> str:
+    """The forecast line of ``check`` (where it came from), or the note saying how to get one."""
+    if res.forecast is None:
+        return str(res.forecast_note or "")
+    line = res.forecast.summary()
+    if res.forecast_source == "recorded":
+        when = (res.forecast_at or "")[:16].replace("T", " ")
+        line += (
+            f" [recorded by run {res.forecast_run} at {when} UTC for this patch, these bases and calibration]"
+        )
+    elif res.forecast_source == "computed":
+        line += f" [computed now; recorded as run {res.forecast_run}]"
+    return line
+
+
 @app.command("check")
 def check_cmd(
     patch: PatchArg,
@@ -126,16 +139,27 @@ def check_cmd(
             help="With an old base: also measure weight drift (reads weights, streaming).",
         ),
     ] = True,
+    compute_forecast: Annotated[
+        bool,
+        typer.Option(
+            "--forecast",
+            help="Compute the forecast of the recovered gain now (forward passes over generic text) and "
+            "record it; without it, check shows the recorded one.",
+        ),
+    ] = False,
 ) -> None:
     """Preflight: does PATCH fit the base? Reads configs, tokenizers and safetensors headers only."""
     from portllm_edge.workflow import check
 
-    res = check(patch, base, old=old or old_base, drift=drift)
+    res = check(patch, base, old=old or old_base, drift=drift, compute_forecast=compute_forecast)
     report, drift_report = res.preflight, res.drift
     if as_json:
         data = report.to_dict()
         data["drift"] = None if drift_report is None else drift_report.to_dict()
         data["forecast"] = None if res.forecast is None else res.forecast.to_dict()
+        data["forecast_source"] = res.forecast_source
+        data["forecast_run"] = res.forecast_run
+        data["forecast_note"] = res.forecast_note
         data["old_base_source"] = res.resolved.old_base_source
         typer.echo(json.dumps(data, indent=2, default=str))
     else:
@@ -145,12 +169,8 @@ def check_cmd(
         typer.echo(format_report(report))
         if drift_report is not None:
             typer.echo("")
-            typer.echo(format_drift(drift_report, res.forecast))
-            if res.forecast is None:
-                typer.echo(
-                    "forecast of the recovered gain: run `portllm-edge forecast` (it runs the patch over "
-                    "generic text; see docs/forecast.md)"
-                )
+            typer.echo(format_drift(drift_report))
+        typer.echo(format_forecast(res))
     if not report.ok:
         raise _fail_report(report)
 
@@ -196,6 +216,8 @@ def forecast_cmd(
             "features": res.features.to_dict(),
             "old_base": str(res.resolved.old_base.path) if res.resolved.old_base else None,
             "seconds": res.seconds,
+            "run_id": res.run_id,
+            "key": None if res.key is None else res.key.to_dict(),
         }
         typer.echo(json.dumps(data, indent=2))
         return
@@ -210,7 +232,10 @@ def forecast_cmd(
         + (f", effect cosine on generic text {f.effect_cosine:.3f}" if f.effect_cosine is not None else "")
         + f" ({res.seconds:.1f} s)"
     )
-    typer.echo("what it rests on: docs/forecast.md")
+    typer.echo(
+        f"recorded as run {res.run_id}: `check` shows it for this patch and these bases; "
+        "what it rests on: docs/forecast.md"
+    )
 
 
 @app.command("merge")

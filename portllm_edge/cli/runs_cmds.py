@@ -45,7 +45,10 @@ def _duration(seconds: float | None) -> str:
 def list_cmd(
     kind: Annotated[
         Optional[str],
-        typer.Option("--kind", help="Only runs of this kind: train, port, eval, compare, bench."),
+        typer.Option(
+            "--kind",
+            help="Only runs of this kind: train, port, eval, compare, bench, update, fleet, forecast.",
+        ),
     ] = None,
     limit: Annotated[int, typer.Option("--limit", help="At most this many runs, newest first.")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (a list of run records).")] = False,

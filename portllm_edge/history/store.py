@@ -31,7 +31,7 @@ from typing import Any, Literal, get_args
 from portllm_edge import paths
 from portllm_edge.errors import ConfigError, StoreError
 
-RunKind = Literal["train", "port", "eval", "compare", "bench", "update", "fleet"]
+RunKind = Literal["train", "port", "eval", "compare", "bench", "update", "fleet", "forecast"]
 RUN_KINDS: tuple[str, ...] = get_args(RunKind)
 RunStatus = Literal["ok", "failed", "error", "running", "interrupted"]
 RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
@@ -66,7 +66,7 @@ class RunRecord:
     Attributes:
         id: ``<kind>-<UTC time>-<8 hex>`` (``eval-20250301T120000-1a2b3c4d``), sortable by time;
             ``runs show`` also takes a unique prefix or the 8-hex suffix.
-        kind: ``train``, ``port``, ``eval``, ``compare``, ``bench``, ``update`` or ``fleet``.
+        kind: ``train``, ``port``, ``eval``, ``compare``, ``bench``, ``update``, ``fleet`` or ``forecast``.
         started_at: ISO 8601 UTC time the run started.
         finished_at: ISO 8601 UTC time it finished, or ``None`` while running.
         status: ``ok``, ``failed``/``error``, ``running`` or ``interrupted``.
@@ -257,7 +257,7 @@ def record_run(
     """Store a finished run in one transaction and return its id.
 
     Args:
-        kind: ``train``, ``port``, ``eval``, ``compare``, ``bench``, ``update`` or ``fleet``.
+        kind: ``train``, ``port``, ``eval``, ``compare``, ``bench``, ``update``, ``fleet`` or ``forecast``.
         inputs: What the run was asked to do (dict, dataclass or pydantic model).
         results: What it measured (dict, dataclass with ``to_dict``, or pydantic model).
         versions: Library versions; default :func:`collect_versions`.

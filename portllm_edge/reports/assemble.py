@@ -25,6 +25,7 @@ REPORT_KINDS = ("compare", "eval", "bench", "port", "train")
 LEFT_OUT_WHY = {
     "update": "it makes a new base version and scores no patch (its weight drift: `portllm-edge runs show ID`)",
     "fleet": "each patch it ported is its own `port` run, which the report includes",
+    "forecast": "it predicts a recovered gain and measures none (`check` and `forecast` show it)",
 }
 """Why a default report leaves out a run of a kind not in :data:`REPORT_KINDS`."""
 

@@ -584,6 +584,13 @@ def _describe_outcome(kind: str, inputs: Mapping[str, Any], results: Mapping[str
         text += f"held-out accuracy {b:.3f} → {a:.3f}" if b is not None and a is not None else "trained"
         text += f" (n={after.get('n')}, training slice)" if after.get("n") else ""
         return text + (f", final loss {loss:.4f}" if loss is not None else "")
+    if kind == "forecast" and isinstance(results.get("forecast"), Mapping):
+        fc = results["forecast"]
+        pred, low, high = (_num(fc.get(k)) for k in ("predicted", "low", "high"))
+        if pred is not None and low is not None and high is not None:
+            text = f"forecast recovered gain {pred:.0%} [{low:.0%}, {high:.0%}]"
+            text += ", extrapolating" if fc.get("extrapolating") else ""
+            return text + f" — {inputs.get('patch')} onto {inputs.get('base')}"
     if kind in ("bench", "port", "train"):
         parts = []
         rs = ratios_of(results)

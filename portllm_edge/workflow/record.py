@@ -30,7 +30,7 @@ def recorded(kind: str, inputs: Mapping[str, Any] | Any) -> Iterator[RunTracker]
     """Record the run of the block in the run history (see :func:`portllm_edge.history.tracking`).
 
     Args:
-        kind: ``train``, ``port``, ``eval``, ``compare``, ``bench``, ``update`` or ``fleet``.
+        kind: ``train``, ``port``, ``eval``, ``compare``, ``bench``, ``update``, ``fleet`` or ``forecast``.
         inputs: what the run was asked to do (a dataclass or a mapping).
 
     Yields:

@@ -84,7 +84,8 @@ def distinct_weights(old: ResolvedBase, new: ResolvedBase, *, old_flag: str) -> 
     old_fp, new_fp = old.fingerprint(), new.fingerprint()
     if old_fp == new_fp:
         raise ConfigError(
-            f"{old_flag} {old.ref} and --base {new.ref} hold the same weights (fingerprint {new_fp}).",
+            f"{old_flag} {old.ref} and --base {new.ref} hold the same weights (fingerprint {new_fp}): "
+            "there is no update to port across.",
             hint=f"pass the updated base with --base and the base the patch was trained on with {old_flag}",
         )
     return old_fp, new_fp

@@ -51,12 +51,82 @@ def test_forecast_applies_the_calibration_to_the_projected_ratio(
     assert f"forecast recovered gain {expected:.0%}" in out and "EXTRAPOLATING" not in out
 
 
-def test_forecast_says_when_it_extrapolates(tiny_pairs, tiny_adapters, tmp_path, monkeypatch, capsys):
+def test_forecast_says_when_it_extrapolates_and_check_shows_the_recorded_one(
+    tiny_pairs, tiny_adapters, tmp_path, monkeypatch, capsys
+):
+    from portllm_edge.history import list_runs
+
     pair = tiny_pairs["llama"]
     _calibration(tmp_path, monkeypatch, "effect_cosine", 0.98, 0.999)
     args = [str(tiny_adapters["llama"]), "--base", str(pair.new), "--old", str(pair.old)]
-    assert main(["forecast", *args]) == 0
+    assert main(["check", *args, "--no-drift"]) == 0  # nothing recorded yet: one line says how
     out = capsys.readouterr().out
-    assert "EXTRAPOLATING: effect_cosine lies outside the calibrated range" in out
-    assert main(["check", *args]) == 0  # a text feature: check points to `forecast` instead
-    assert "run `portllm-edge forecast`" in capsys.readouterr().out
+    assert "none recorded for this patch and these bases; add --forecast to compute and record it" in out
+    assert main(["forecast", *args, "--json"]) == 0
+    made = json.loads(capsys.readouterr().out)
+    assert "EXTRAPOLATING" in calibrate.Forecast(**made["forecast"]).summary()
+    (run,) = list_runs("forecast")
+    assert run.id == made["run_id"] and run.inputs["key"] == made["key"]
+    assert made["key"]["patch"].startswith("p1:") and made["key"]["base"] != made["key"]["old_base"]
+    assert main(["runs", "list", "--kind", "forecast"]) == 0
+    assert f"forecast recovered gain {made['forecast']['predicted']:.0%}" in capsys.readouterr().out
+    assert main(["check", *args, "--no-drift"]) == 0  # the recorded forecast of this exact pair
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("forecast recovered gain"))
+    assert f"{made['forecast']['predicted']:.0%}" in line and f"recorded by run {run.id}" in line
+    assert "EXTRAPOLATING: effect_cosine lies outside the calibrated range" in line
+    # the reverse port (old and new swapped) is another pair: nothing recorded for it
+    swapped = [str(tiny_adapters["llama"]), "--base", str(pair.old), "--old", str(pair.new), "--no-drift"]
+    assert main(["check", *swapped]) == 0
+    assert "none recorded" in capsys.readouterr().out
+    # a new calibration is another key: check --forecast computes it now and records it
+    _calibration(tmp_path, monkeypatch, "effect_cosine", 0.5, 0.99)
+    assert main(["check", *args, "--no-drift", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["forecast"] is None
+    assert main(["check", *args, "--no-drift", "--forecast", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["forecast_source"] == "computed" and len(list_runs("forecast")) == 2
+    assert data["forecast"]["value"] == pytest.approx(made["forecast"]["value"], abs=1e-6)  # same feature
+    assert data["forecast"]["low"] <= data["forecast"]["predicted"] <= data["forecast"]["high"]
+    assert main(["check", *args, "--no-drift", "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["forecast_source"] == "recorded" and again["forecast_run"] == data["forecast_run"]
+
+
+def test_check_refuses_an_old_base_with_the_new_base_weights(tiny_pairs, tiny_adapters, tmp_path, capsys):
+    import shutil
+
+    pair = tiny_pairs["llama"]
+    copy = shutil.copytree(pair.new, tmp_path / "same-as-new")  # another folder, the same weights
+    assert main(["check", str(tiny_adapters["llama"]), "--base", str(pair.new), "--old", str(copy)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"--old {copy} and --base {pair.new} hold the same weights" in err
+        and "no update to port across" in err
+    )
+    assert "pass the updated base with --base and the base the patch was trained on with --old" in err
+
+
+def test_check_warns_when_old_is_not_the_base_the_adapter_config_names(
+    tiny_pairs, tiny_adapters, tmp_path, capsys
+):
+    import shutil
+
+    pair = tiny_pairs["llama"]
+    patch = shutil.copytree(tiny_adapters["llama"], tmp_path / "patch")
+    cfg = json.loads((patch / "adapter_config.json").read_text())
+    assert cfg["base_model_name_or_path"] == str(pair.old)
+    args = [str(patch), "--base", str(pair.new), "--old", str(pair.old), "--no-drift"]
+    assert main(["check", *args, "--json"]) == 0
+    assert "old_base" not in [c["name"] for c in json.loads(capsys.readouterr().out)["checks"]]
+    cfg["base_model_name_or_path"] = str(pair.new)  # the config now names another base than --old
+    (patch / "adapter_config.json").write_text(json.dumps(cfg))
+    assert main(["check", *args]) == 0  # a warning: the user may know better than the config
+    out = capsys.readouterr().out
+    warn = next(x for x in out.splitlines() if "old_base" in x)
+    assert warn.split()[0] == "WARN"
+    assert f"--old {pair.old} is not the base the patch names" in warn
+    assert f"`base_model_name_or_path` is '{pair.new}'" in warn and "weights differ" in warn
+    assert f"fix: pass --old {pair.new} if the patch was trained on it" in out
+    assert f"set `base_model_name_or_path` in {patch / 'adapter_config.json'} to {pair.old}" in out
+    assert "result: compatible (" in out
