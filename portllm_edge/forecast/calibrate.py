@@ -8,6 +8,7 @@ with its paired bootstrap interval, from ``benchmarks/successive_updates.py``), 
 * scores every candidate: the Spearman rank correlation with the measured gain, and the
   mean absolute error of a straight-line fit under leave-one-task-out (fit on the other
   tasks, predict the left-out one);
+* scores the constant forecasts a candidate has to beat (:data:`BASELINES`);
 * fits the best candidate on all points and stores the fit in ``calibration.json`` beside
   this file, with its provenance: the line, the calibrated feature range, and the interval
   half-width (the 90th percentile of the absolute leave-one-task-out errors);
@@ -22,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,39 @@ def score_candidates(points: Sequence[Mapping[str, Any]]) -> dict[str, dict[str,
     return out
 
 
+BASELINES = {
+    "all_kept": "always 1.0: every port keeps all of the patch's gain",
+    "other_tasks_mean": "the mean recovered gain of the other tasks' points (leave-one-task-out)",
+}
+"""Constant forecasts a candidate has to beat, by name -> what they predict."""
+
+
+def score_baselines(points: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Mean absolute error of each constant forecast in :data:`BASELINES` over the usable points.
+
+    The points are those with a measured recovered gain (and a gain of at least :data:`MIN_GAIN`
+    when ``gain`` is given), whatever their features; ``other_tasks_mean`` predicts each task's
+    points by the mean of the other tasks' points, as the candidates are scored. ``nan`` when
+    there are no such points (or, for ``other_tasks_mean``, fewer than 2 tasks).
+    """
+    pts = [
+        p
+        for p in points
+        if p.get("recovered_gain") is not None and (p.get("gain") is None or p["gain"] >= MIN_GAIN)
+    ]
+    kept = [abs(1.0 - p["recovered_gain"]) for p in pts]
+    loto = []
+    for task in sorted({p["task"] for p in pts}):
+        others = [p["recovered_gain"] for p in pts if p["task"] != task]
+        if others:
+            mean = sum(others) / len(others)
+            loto += [abs(mean - p["recovered_gain"]) for p in pts if p["task"] == task]
+    return {
+        "all_kept": sum(kept) / len(kept) if kept else math.nan,
+        "other_tasks_mean": sum(loto) / len(loto) if loto else math.nan,
+    }
+
+
 def best_candidate(scores: Mapping[str, Mapping[str, float]]) -> str:
     """The candidate with the lowest leave-one-task-out MAE (ties: the larger |Spearman|)."""
     ok = {k: v for k, v in scores.items() if math.isfinite(v["loto_mae"])}
@@ -149,6 +183,8 @@ class Calibration:
         half_width: the interval's half-width (90th percentile of |leave-one-task-out error|), a fraction.
         feature_min, feature_max: the calibrated range of the feature.
         scores: every candidate's Spearman and leave-one-task-out MAE.
+        baselines: the mean absolute error of each constant forecast (:func:`score_baselines`),
+            a fraction; empty in a calibration written before they were scored.
         provenance: how the points were made (benchmark, base, corpus, tasks, sizes).
         points: the calibration points (version, task, measured gain, features).
     """
@@ -163,6 +199,7 @@ class Calibration:
     scores: dict[str, dict[str, float]]
     provenance: dict[str, Any]
     points: list[dict[str, Any]]
+    baselines: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> Calibration:
@@ -179,7 +216,10 @@ class Calibration:
         hint = "reinstall portllm-edge, or run benchmarks/successive_updates.py calibrate"
         try:
             data = json.loads(src.read_text(encoding="utf-8"))
-            cal = cls(**{k: data[k] for k in cls.__dataclass_fields__})
+            cal = cls(
+                **{k: data[k] for k in cls.__dataclass_fields__ if k != "baselines"},
+                baselines=data.get("baselines") or {},
+            )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"{src}: not a readable forecast calibration ({exc}).", hint=hint) from exc
         problem = cal._problem()
@@ -231,6 +271,7 @@ def fit(
         scores=scores,
         provenance=dict(provenance),
         points=[dict(p) for p in points],
+        baselines=score_baselines(points),
     )
 
 

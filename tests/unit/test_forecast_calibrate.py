@@ -16,6 +16,7 @@ from portllm_edge.forecast.calibrate import (
     fit_and_write,
     forecast_from,
     loto_errors,
+    score_baselines,
     score_candidates,
     spearman,
 )
@@ -108,6 +109,23 @@ def test_points_where_the_patch_gains_too_little_are_left_out():
     points[0]["gain"], points[0]["recovered_gain"] = 0.01, -7.0  # a ratio of noise
     scores = score_candidates(points)
     assert scores["projected_ratio"]["n"] == 11 and scores["projected_ratio"]["loto_mae"] < 1e-9
+
+
+def test_constant_baselines_score_all_kept_and_the_other_tasks_mean():
+    points = [
+        {"task": "a", "recovered_gain": 1.0, "gain": 0.2},
+        {"task": "a", "recovered_gain": 0.6, "gain": 0.2},
+        {"task": "b", "recovered_gain": 0.2, "gain": 0.2},
+        {"task": "b", "recovered_gain": 5.0, "gain": 0.01},  # under MIN_GAIN: left out
+    ]
+    base = score_baselines(points)
+    # all kept: |1 - 1| + |1 - 0.6| + |1 - 0.2| over 3 points
+    assert base["all_kept"] == pytest.approx(1.2 / 3)
+    # a's points predicted by b's mean (0.2): 0.8, 0.4; b's point by a's mean (0.8): 0.6
+    assert base["other_tasks_mean"] == pytest.approx(1.8 / 3)
+    cal = fit(_points({"a": 5.0, "b": 20.0, "c": 50.0}), {"benchmark": "test"})
+    # gains 1.5, 1, 0.5, 0 in every task: |1 - g| is 0.5, 0, 0.5, 1
+    assert cal.baselines["all_kept"] == pytest.approx(0.5)
 
 
 def test_the_shipped_calibration_is_readable_and_has_provenance():
