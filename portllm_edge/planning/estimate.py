@@ -425,21 +425,12 @@ def estimate_inference_peak(
             )
         )
     terms.extend(_runtime_terms(device, training=False))
-    notes = list(arch.notes)
+    notes = []
     if prec.is_quantized and prec is not Precision.INT8:
         notes.append(f"4-bit: blocksize {NF4_BLOCKSIZE}, double quant {'on' if double_quant else 'off'}")
     if prec.is_quantized and quantized_copy:
         notes.append("loads the model store's quantized copy of the base (nothing to quantize)")
-    return MemoryBreakdown(
-        mode="inference",
-        precision=prec,
-        device=device,
-        context=context,
-        batch=batch,
-        params=arch.total_params,
-        terms=tuple(terms),
-        notes=tuple(notes),
-    )
+    return _breakdown("inference", arch, prec, device, context, batch, terms, notes)
 
 
 def decode_bytes_per_token(arch: ModelArch, precision: Precision | str, context: int = 2048) -> int:
@@ -625,22 +616,36 @@ def estimate_lora_finetune_peak(
         )
     )
     terms.extend(_runtime_terms(device, training=True))
-    notes = list(arch.notes)
+    notes = []
     if kbit:
         notes.append(
             "k-bit prep: embeddings, lm_head, norms and biases upcast to fp32 (peft prepare_model_for_kbit_training)"
         )
     if repeat_kv:
         notes.append("batch > 1: assumes a padding mask, so SDPA gets repeated KV heads")
+    return _breakdown("qlora" if kbit else "lora", arch, prec, device, seq_len, batch, terms, notes)
+
+
+def _breakdown(
+    mode: str,
+    arch: ModelArch,
+    precision: Precision,
+    device: str,
+    context: int,
+    batch: int,
+    terms: list[MemoryTerm],
+    notes: list[str],
+) -> MemoryBreakdown:
+    """The :class:`MemoryBreakdown` of an estimate: ``params`` and the leading notes come from ``arch``."""
     return MemoryBreakdown(
-        mode="qlora" if kbit else "lora",
-        precision=prec,
+        mode=mode,
+        precision=precision,
         device=device,
-        context=seq_len,
+        context=context,
         batch=batch,
         params=arch.total_params,
         terms=tuple(terms),
-        notes=tuple(notes),
+        notes=(*arch.notes, *notes),
     )
 
 
