@@ -6,7 +6,8 @@ Usage (run it under the shared CPU lock; see PROTOCOL.md):
     .venv/bin/python benchmarks/scale.py --sizes 7b --jobs import,port,repeat_port,merge --work /tmp/scale7b
 
 For each size (:data:`synthetic.SHAPES`): a bf16 safetensors base written layer by layer
-and a Q8_0 GGUF of it; then each job in its own Python process:
+and a Q8_0 GGUF of it; ``135m`` is the real SmolLM2-135M-Instruct, imported from its Q4_1
+GGUF (:func:`real_inputs`). Then each job in its own Python process:
 
 * ``baseline``: import torch, transformers, peft, bitsandbytes; nothing else (the runtime floor);
 * ``import``: :func:`portllm_edge.models.gguf.import_gguf` of the GGUF (streaming);
@@ -56,6 +57,8 @@ from portllm_edge.measure.memory import HEADLINE_METRIC  # noqa: E402
 
 R = 16
 PORT_JOBS = ("port", "repeat_port", "port_nocache")
+REAL = {"135m": "SmolLM2-135M (real)"}
+"""Sizes measured on a real model (:func:`real_inputs`) rather than a synthetic base."""
 TARGETS = ("q_proj", "v_proj")
 MiB = 1024**2
 
@@ -94,7 +97,7 @@ def _adapter(shape: synthetic.Shape, out: Path) -> Path:
     return out
 
 
-def _tokens(shape: synthetic.Shape, batch: int, seq: int) -> Any:
+def _tokens(batch: int, seq: int) -> Any:
     import torch
 
     return torch.randint(4, 260, (batch, seq), generator=torch.Generator().manual_seed(0))
@@ -117,7 +120,6 @@ def run_job(job: str, p: dict[str, Any]) -> dict[str, Any]:
 
     if job == "baseline":
         return {}
-    shape = synthetic.SHAPES[p["size"]]
     device = p["device"]
     out: dict[str, Any] = {}
     if job == "import":
@@ -135,8 +137,11 @@ def run_job(job: str, p: dict[str, Any]) -> dict[str, Any]:
         out["cache_hit"] = loaded.quantization.get("cache", {}).get("hit")
         out["unquantized_dtype"] = loaded.unquantized_dtype
         model = PeftModel.from_pretrained(loaded.model, p["adapter"])
-        with torch.no_grad():  # logits of the scored (last) position only, as the product's scoring keeps
-            model(_tokens(shape, p["batch"], p["seq"]).to(model.device), logits_to_keep=1)
+        from portllm_edge.evaluation.scoring import _EvalMode
+
+        # as the product's scoring: logits of the scored (last) position only, contiguous head input
+        with _EvalMode(model), torch.no_grad():
+            model(_tokens(p["batch"], p["seq"]).to(model.device), logits_to_keep=1)
     elif job == "merge":
         from portllm_edge.porting.merge import stream_merge
 
@@ -156,7 +161,7 @@ def run_job(job: str, p: dict[str, Any]) -> dict[str, Any]:
         model = get_peft_model(model, LoraConfig(r=R, lora_alpha=2 * R, target_modules=list(TARGETS)))
         model.train()
         opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-4)
-        ids = _tokens(shape, p["batch"], p["seq"]).to(model.device)
+        ids = _tokens(p["batch"], p["seq"]).to(model.device)
         for _ in range(p["steps"]):
             loss = model(input_ids=ids, labels=ids).loss
             loss.backward()
@@ -214,7 +219,12 @@ def measure(job: str, params: dict[str, Any], env: dict[str, str], timeout: floa
 
 
 def floors_and_estimates(
-    shape: synthetic.Shape, args: argparse.Namespace, baseline: int, *, quantized_copy: bool = False
+    shape: synthetic.Shape,
+    config: dict[str, Any],
+    args: argparse.Namespace,
+    baseline: int,
+    *,
+    quantized_copy: bool = False,
 ) -> dict[str, Any]:
     """Per job: (floor bytes, planner estimate bytes or None, the estimate's runtime terms).
 
@@ -226,7 +236,7 @@ def floors_and_estimates(
     from portllm_edge.planning.pick import port_peak_bytes
     from portllm_edge.planning.plan import ModelSpec
 
-    arch = ModelArch.from_config(shape.config(), shape.label)
+    arch = ModelArch.from_config(config, shape.label)
     kind = "cpu" if args.device == "cpu" else "cuda"
     nf4 = estimate_inference_peak(
         arch,
@@ -238,7 +248,7 @@ def floors_and_estimates(
     )
     unq_stored = arch.unquantized_params * 2  # bf16 checkpoint, kept at its stored dtype
     weights_nf4 = nf4.term("weights") + nf4.term("quant_constants") + unq_stored
-    acts = inference_activation_bytes(arch, Precision.NF4, args.seq, args.batch) + nf4.term("kv_cache")
+    acts = inference_activation_bytes(arch, Precision.NF4, args.seq, args.batch, kind) + nf4.term("kv_cache")  # type: ignore[arg-type]
     n_lora = lora_param_count(arch, R, TARGETS)
     largest_fp32 = max(arch.vocab_size * arch.hidden_size, arch.max_linear().numel) * 4
     ft = estimate_lora_finetune_peak(arch, "bf16", R, TARGETS, args.seq, args.batch, device=kind)  # type: ignore[arg-type]
@@ -272,16 +282,20 @@ def floors_and_estimates(
 
 
 def run_size(size: str, args: argparse.Namespace, env: dict[str, str], baseline: int) -> list[dict[str, Any]]:
-    shape = synthetic.SHAPES[size]
     work = Path(args.work) / size
-    base = work / "base"
     t0 = time.perf_counter()
-    if not (base / "config.json").is_file():
-        synthetic.write_base(shape, base)
-    gguf = work / f"{size}.Q8_0.gguf"
     jobs = jobs_for(size, args)
-    if "import" in jobs and not gguf.is_file():
-        synthetic.write_gguf(shape, base, gguf)
+    if size in REAL:
+        shape, base, gguf = real_inputs(size)
+    else:
+        shape = synthetic.SHAPES[size]
+        base = work / "base"
+        if not (base / "config.json").is_file():
+            synthetic.write_base(shape, base)
+        gguf = work / f"{size}.Q8_0.gguf"
+        if "import" in jobs and not gguf.is_file():
+            synthetic.write_gguf(shape, base, gguf)
+    config = json.loads((base / "config.json").read_text())
     adapter = synthetic_adapter(shape, work)
     print(f"[{size}] inputs ready in {time.perf_counter() - t0:.0f} s", flush=True)
     if not args.keep_cache:  # the first port quantizes; repeat_port then loads the quantized copy
@@ -304,7 +318,7 @@ def run_size(size: str, args: argparse.Namespace, env: dict[str, str], baseline:
         params = {**common, "gguf": str(gguf), "merged": str(work / "merged")}
         # the planner asks the load's own question: is there a quantized copy for this base?
         cached = job != "port_nocache" and has_quantized_copy(resolved, "nf4", args.device)
-        floor, est, runtime = floors_and_estimates(shape, args, baseline, quantized_copy=cached)[job]
+        floor, est, runtime = floors_and_estimates(shape, config, args, baseline, quantized_copy=cached)[job]
         res = measure(job, params, env, args.timeout)
         peak = res.get("cuda_max_reserved_bytes") or res["peak_bytes_rule"]
         row = {
@@ -326,6 +340,40 @@ def run_size(size: str, args: argparse.Namespace, env: dict[str, str], baseline:
         shutil.rmtree(work / "merged", ignore_errors=True)  # disk: a 7B output is 14.5 GB
         shutil.rmtree(Path(env["PORTLLM_EDGE_HOME"]) / "models" / f"imp-{size}", ignore_errors=True)
     return rows
+
+
+def smollm2_gguf() -> Path:
+    """The real SmolLM2-135M-Instruct GGUF: ``$PORTLLM_EDGE_SMOLLM2_GGUF`` or ``make smollm2``'s copy."""
+    env = os.environ.get("PORTLLM_EDGE_SMOLLM2_GGUF")
+    return Path(env) if env else REPO / ".cache" / "smollm2" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def real_inputs(size: str) -> tuple[synthetic.Shape, Path, Path]:
+    """A real model's size row: its shape (from its config), its base folder and its GGUF.
+
+    ``135m``: SmolLM2-135M-Instruct, imported from its Q4_1 GGUF (bf16 shards) into the
+    benchmark's model store once; the ``import`` job imports that GGUF again.
+    """
+    from portllm_edge.models.gguf import import_gguf
+
+    gguf = smollm2_gguf()
+    if not gguf.is_file():
+        raise SystemExit(f"{gguf}: no SmolLM2 GGUF; run `make smollm2` or set PORTLLM_EDGE_SMOLLM2_GGUF")
+    base = import_gguf(gguf, name=f"scale-base-{size}", reuse=True)
+    cfg = json.loads((base / "config.json").read_text())
+    shape = synthetic.Shape(
+        size,
+        REAL[size],
+        str(cfg["model_type"]),
+        int(cfg["hidden_size"]),
+        int(cfg["num_hidden_layers"]),
+        int(cfg["num_attention_heads"]),
+        int(cfg["num_key_value_heads"]),
+        int(cfg["intermediate_size"]),
+        int(cfg["vocab_size"]),
+        bool(cfg.get("tie_word_embeddings")),
+    )
+    return shape, base, gguf
 
 
 def jobs_for(size: str, args: argparse.Namespace) -> list[str]:
@@ -359,7 +407,9 @@ def _row_text(r: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--child", nargs=2, metavar=("JOB", "PARAMS"), help=argparse.SUPPRESS)
-    ap.add_argument("--sizes", default="0.5b,1.1b", help="comma list of " + ",".join(synthetic.SHAPES))
+    ap.add_argument(
+        "--sizes", default="0.5b,1.1b", help="comma list of " + ",".join([*REAL, *synthetic.SHAPES])
+    )
     ap.add_argument("--jobs", default="import,port,repeat_port,merge,finetune,qlora")
     ap.add_argument(
         "--jobs-for",
@@ -413,6 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         rows += run_size(size, args, env, baseline)
         if not args.keep:
             shutil.rmtree(work / size, ignore_errors=True)
+            shutil.rmtree(work / "home" / "models" / f"scale-base-{size}", ignore_errors=True)
     by = {(r["size"], r["job"]): r for r in rows if "error" not in r}
     for size in args.sizes.split(","):
         ft, port, rep = by.get((size, "finetune")), by.get((size, "port")), by.get((size, "repeat_port"))

@@ -100,13 +100,15 @@ OS, :func:`portllm_edge.porting.load.return_freed_buffers_to_os`): without the t
 and QLoRA estimates are 1.00-1.08 of the peaks measured by ``benchmarks/scale.py`` at 0.5B and
 1.1B shapes (it was 0.25, fit at 135M before that change). CUDA: the caching allocator's
 fragmentation, a conventional 10 % (uncalibrated here: no GPU was available)."""
-QUANTIZING_LOAD_HEAP_FRACTION = {"cpu": 0.1}
-"""What a CPU load that quantizes to 4 bit holds above its tensors, part 1: heap left behind, as a
-fraction of the packed 4-bit weights (glibc thresholds fixed at 128 KiB,
-:func:`portllm_edge.porting.load.return_freed_buffers_to_os`). Part 2 is the tensor being
-quantized: its 16-bit source and fp32 copy, ``6 × max n`` bytes. Fit to ``benchmarks/scale.py``
-first ports at 0.5B, 1.1B and 7B shapes (measured excess over the other terms 73, 131 and 666 MiB;
-this term gives 42, 112 and 670 MiB). Other devices are uncalibrated and get no term."""
+QUANTIZE_TEMP_BYTES_PER_WEIGHT = {"cpu": 15}
+"""Temporaries of bitsandbytes' CPU ``quantize_4bit`` per weight of one call (fp32 copy, scaled and
+clamped copies, int32 codes, uint8 codes): measured 14.2 bytes/weight on a 4096 × 14336 bf16
+weight. CPU loads quantize in slices of :data:`portllm_edge.porting.quant.QUANTIZE_CHUNK_ELEMENTS`
+weights (:func:`portllm_edge.porting.quant.chunked_4bit_quantization`). Other devices quantize
+with their own kernels (uncalibrated here) and get no quantizing term."""
+CPU_QUANTIZED_COMPUTE_BYTES = 4
+"""Bytes of the compute dtype of 4/8-bit layers on CPU: fp32
+(:func:`portllm_edge.porting.load.default_compute_dtype`); on CUDA it is the 16-bit ``c``."""
 LIBRARIES_TRAINING_BYTES = 176 * MiB
 """Host memory of transformers + peft (+ bitsandbytes) on top of torch (measured: +174 MiB)."""
 
@@ -332,7 +334,9 @@ def _weight_terms(
 # --------------------------------------------------------------------------------------------------
 
 
-def inference_activation_bytes(arch: ModelArch, precision: Precision, context: int, batch: int) -> int:
+def inference_activation_bytes(
+    arch: ModelArch, precision: Precision, context: int, batch: int, device: DeviceKind = "cuda"
+) -> int:
     """Transient workspace of a prefill forward pass over ``T = b·s`` tokens, no autograd.
 
     Peak of three phases (only one layer's temporaries live at a time under ``no_grad``):
@@ -340,8 +344,9 @@ def inference_activation_bytes(arch: ModelArch, precision: Precision, context: i
           reshaped copy (SDPA's fused kernels never materialize the ``s×s`` scores);
         * MLP: ``T·c·(2H + 3I)`` — residual, normed input, act(gate), up, their product;
         * logits: ``T·H·c + b·V·(c + 4)`` — last-token logits and the fp32 copy ``generate`` makes.
-    Plus, for 4/8-bit, the dequantized copy of the largest projection (``max n × c``): bitsandbytes
-    dequantizes the weight for multi-token matmuls.
+    Plus, for 4/8-bit, the dequantized copy of the largest projection (``max n ×`` the compute
+    dtype's bytes: ``c``, or 4 on CPU where the compute dtype is fp32): bitsandbytes dequantizes
+    the weight for multi-token matmuls.
 
     Source: transformers Llama/Mistral/Qwen2/Gemma2 modeling code; bitsandbytes ``matmul_4bit``.
     """
@@ -351,7 +356,8 @@ def inference_activation_bytes(arch: ModelArch, precision: Precision, context: i
     attn = t * c * (2 * h + arch.q_width + 2 * arch.kv_width + 2 * arch.q_width)
     mlp = t * c * (2 * h + 3 * i)
     logits = t * h * c + batch * arch.vocab_size * (c + 4)
-    dequant = arch.max_linear().numel * c if precision.is_quantized else 0
+    dequant_bytes = CPU_QUANTIZED_COMPUTE_BYTES if device == "cpu" else c
+    dequant = arch.max_linear().numel * dequant_bytes if precision.is_quantized else 0
     return max(attn, mlp, logits) + dequant
 
 
@@ -408,20 +414,26 @@ def estimate_inference_peak(
         MemoryTerm(
             "activations",
             "activation workspace",
-            inference_activation_bytes(arch, prec, context, batch),
+            inference_activation_bytes(arch, prec, context, batch, device),
             "max(attn, MLP, logits phase) + dequantized largest projection (4/8-bit)",
             "transformers modeling code; bitsandbytes matmul_4bit",
         )
     )
-    fraction = QUANTIZING_LOAD_HEAP_FRACTION.get(device)
-    if prec in (Precision.NF4, Precision.FP4) and fraction is not None and not quantized_copy:
+    per_weight = QUANTIZE_TEMP_BYTES_PER_WEIGHT.get(device)
+    if prec in (Precision.NF4, Precision.FP4) and per_weight is not None and not quantized_copy:
+        from portllm_edge.porting.quant import QUANTIZE_CHUNK_ELEMENTS
+
+        n = arch.max_linear().numel
+        loading = 3 * n + per_weight * min(n, QUANTIZE_CHUNK_ELEMENTS)
+        workspace = terms[-1].bytes + terms[-2].bytes  # the evaluation's activations + KV cache
         terms.append(
             MemoryTerm(
                 "quantizing_load",
-                "quantizing load (tensor in flight, heap)",
-                6 * arch.max_linear().numel + int(fraction * terms[0].bytes),
-                f"6 × max n + {fraction} × 4-bit weights",
-                "measured on CPU (benchmarks/scale.py, 0.5B, 1.1B and 7B shapes)",
+                "quantizing load beyond the evaluation's workspace",
+                max(0, loading - workspace),
+                f"max(0, 3 × max n + {per_weight} × min(max n, slice) − activations − KV cache)",
+                "largest projection in flight: 16-bit source + packed codes twice; bitsandbytes "
+                "quantize_4bit temporaries per slice; the load ends before the evaluation starts",
             )
         )
     terms.extend(_runtime_terms(device, training=False))

@@ -487,7 +487,11 @@ def load_base_model(
                 cache_dir, {k: v for k, v in kwargs.items() if k != "quantization_config"}, concrete
             )
         else:
-            model = _from_pretrained(base.path, kwargs, concrete)
+            from portllm_edge.porting.quant import chunked_4bit_quantization
+
+            slicing = chunked_4bit_quantization() if concrete == "nf4" else contextlib.nullcontext()
+            with slicing:  # bounded temporaries while each weight is quantized
+                model = _from_pretrained(base.path, kwargs, concrete)
         if cache_dir is not None:
             _save_quantized(model, cache_dir, base)  # before any forward: no CPU repacking yet
     model.eval()

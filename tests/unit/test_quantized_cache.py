@@ -81,10 +81,11 @@ def test_planner_asks_the_loads_question_and_drops_the_quantizing_term(tiny_pair
     assert not has_quantized_copy(base, "nf4", "cpu", compute_dtype="bf16")  # other settings, other copy
     assert not has_quantized_copy(base, "int8", "cpu")
     arch = ModelArch.from_config(base.config())
-    first = estimate_inference_peak(arch, "nf4", 128, 1, device="cpu")
-    repeat = estimate_inference_peak(arch, "nf4", 128, 1, device="cpu", quantized_copy=True)
+    first = estimate_inference_peak(arch, "nf4", 1, 1, device="cpu")  # one token: little workspace
+    repeat = estimate_inference_peak(arch, "nf4", 1, 1, device="cpu", quantized_copy=True)
     quantizing = first.term("quantizing_load")
-    assert quantizing == 6 * arch.max_linear().numel + int(0.1 * first.term("weights"))
+    n = arch.max_linear().numel  # 128 x 64: one slice; 16-bit source + packed twice + 15 B/weight
+    assert quantizing == 3 * n + 15 * n - first.term("activations") - first.term("kv_cache") > 0
     assert repeat.term("quantizing_load") == 0
     assert repeat.total_bytes == first.total_bytes - quantizing
     assert any("quantized copy" in n for n in repeat.notes)
@@ -99,6 +100,9 @@ def test_port_record_estimate_follows_the_loads_cache_hit(tiny_pairs):
     arch = spec.arch
     fresh = estimated_port_peak(folder, "nf4", "cpu")
     hit = estimated_port_peak(folder, "nf4", "cpu", quantized_copy=True)
-    assert fresh == port_peak_bytes(spec, estimate_inference_peak(arch, "nf4", device="cpu"))
-    assert fresh is not None and hit is not None
-    assert fresh - hit == estimate_inference_peak(arch, "nf4", device="cpu").term("quantizing_load") > 0
+    for copy, got in ((False, fresh), (True, hit)):
+        want = estimate_inference_peak(arch, "nf4", device="cpu", quantized_copy=copy)
+        assert got == port_peak_bytes(spec, want)
+        assert (
+            "loads the model store's quantized copy of the base (nothing to quantize)" in want.notes
+        ) is copy
