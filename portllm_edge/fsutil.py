@@ -135,18 +135,33 @@ def atomic_dir(dest: str | os.PathLike[str], *, overwrite: bool = False) -> Iter
         raise
 
 
+def empty_path_reason(dest: str | os.PathLike[str]) -> str | None:
+    """Why ``dest`` is refused for being empty (or blank), or None when it is not.
+
+    ``Path("")`` is ``Path(".")``: an empty destination would silently write into, or with
+    ``--overwrite``/``--force`` replace, the current folder. The CLI applies this to every
+    destination option as it parses it (:func:`portllm_edge.cli._options.dest_path`).
+    """
+    if os.fspath(dest).strip():
+        return None
+    return "the path is empty, which would mean the current folder; pass a path (or pass . for the current folder)"
+
+
 def unwritable_reason(dest: str | os.PathLike[str]) -> str | None:
     """Why ``dest`` (a file or folder to create or replace) can't be written, or None when it can.
 
-    Walks up to the nearest existing ancestor: it must be a folder in which a
-    temporary entry can be created (the probe is removed at once). Catches a
-    parent that is a file, a read-only or virtual file system and a folder
-    without write permission, before any work is done. A destination inside the
-    patch store, or one that holds it, is refused too: only the store writes
-    there, so an export, merge or report replacing it can't lose a stored patch.
+    An empty path is refused (:func:`empty_path_reason`). Walks up to the nearest existing
+    ancestor: it must be a folder in which a temporary entry can be created (the probe is
+    removed at once). Catches a parent that is a file, a read-only or virtual file system and a
+    folder without write permission, before any work is done. A destination inside the patch
+    store, or one that holds it, is refused too: only the store writes there, so an export,
+    merge or report replacing it can't lose a stored patch.
     """
     from portllm_edge import paths
 
+    empty = empty_path_reason(dest)
+    if empty is not None:
+        return empty
     final = Path(dest).absolute()
     store = paths.patches_dir().resolve()
     resolved = final.resolve()

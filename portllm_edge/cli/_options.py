@@ -7,7 +7,8 @@ here; an option whose help differs by command (``--limit``, ``--precision``) sta
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from pathlib import Path
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -55,6 +56,31 @@ MaxMemory = Annotated[
 """``--max-memory`` (eval, port); see :func:`portllm_edge.porting.offload.offload_request`."""
 
 
+def dest_path(value: str | Path) -> Path:
+    """Typer ``parser=`` of every destination (``--out``, ``--merge-to``, ``--predictions``, ...).
+
+    Raises:
+        typer.BadParameter: the value is empty or blank (:func:`portllm_edge.fsutil.empty_path_reason`);
+            the CLI prints it naming the option and exits 2.
+    """
+    from portllm_edge.fsutil import empty_path_reason
+
+    reason = empty_path_reason(value)
+    if reason is not None:
+        raise typer.BadParameter(reason)
+    return Path(value)
+
+
+def dest_option(*names: str, help: str) -> Any:
+    """A destination option (``--out``, ``--merge-to``, ...): parsed by :func:`dest_path`, shown as ``<path>``."""
+    return typer.Option(*names, parser=dest_path, metavar="<path>", help=help)
+
+
+def dest_argument(*, help: str) -> Any:
+    """A destination argument, parsed by :func:`dest_path` (see :func:`dest_option`)."""
+    return typer.Argument(parser=dest_path, help=help)
+
+
 def verbalizer_map(values: Optional[list[str]]) -> Optional[dict[str, str]]:
     """``--verbalizer`` values -> ``{"0": "negative", "1": "positive"}`` (class order kept), or None.
 
@@ -66,4 +92,15 @@ def verbalizer_map(values: Optional[list[str]]) -> Optional[dict[str, str]]:
     return parse_verbalizers(values) if values else None
 
 
-__all__ = ["DeviceMap", "MaxMemory", "OldBaseAlias", "OldOpt", "Template", "Verbalizers", "verbalizer_map"]
+__all__ = [
+    "DeviceMap",
+    "MaxMemory",
+    "OldBaseAlias",
+    "OldOpt",
+    "Template",
+    "Verbalizers",
+    "dest_argument",
+    "dest_option",
+    "dest_path",
+    "verbalizer_map",
+]

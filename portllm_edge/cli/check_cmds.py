@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from portllm_edge.cli._options import OldBaseAlias, OldOpt
+from portllm_edge.cli._options import OldBaseAlias, OldOpt, dest_option
 from portllm_edge.cli.app import app
 from portllm_edge.errors import CompatibilityError, ConfigError
 
@@ -242,7 +242,7 @@ def forecast_cmd(
 def merge_cmd(
     patch: PatchArg,
     base: BaseOpt,
-    out: Annotated[Path, typer.Option("--out", help="Folder for the merged model (must not exist).")],
+    out: Annotated[Path, dest_option("--out", help="Folder for the merged model (must not exist).")],
     dtype: Annotated[
         str, typer.Option("--dtype", help="auto (the base's own dtype), bf16, fp16 or fp32 (never 4-bit).")
     ] = "auto",

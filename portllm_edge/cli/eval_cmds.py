@@ -20,6 +20,7 @@ from portllm_edge.cli._options import (
     OldOpt,
     Template,
     Verbalizers,
+    dest_option,
     verbalizer_map,
 )
 from portllm_edge.cli.app import app
@@ -113,7 +114,8 @@ def eval_cmd(
     template: Template = None,
     verbalizer: Verbalizers = None,
     predictions: Annotated[
-        Optional[Path], typer.Option("--predictions", help="Also write per-example predictions (JSON) here.")
+        Optional[Path],
+        dest_option("--predictions", help="Also write per-example predictions (JSON) here."),
     ] = None,
     record: Annotated[
         bool, typer.Option("--record/--no-record", help="Store the run in the history.")

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from portllm_edge.cli._options import dest_argument
 from portllm_edge.cli._ui import console, human_bytes, out
 from portllm_edge.cli.app import app
 
@@ -83,7 +84,7 @@ def list_cmd(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")
 @models_app.command("convert-pickle")
 def convert_pickle_cmd(
     src: Annotated[Path, typer.Argument(help="A pickled .bin/.pt weight file.")],
-    dst: Annotated[Path, typer.Argument(help="Output .safetensors file.")],
+    dst: Annotated[Path, dest_argument(help="Output .safetensors file.")],
 ) -> None:
     """Convert a pickled weight file to safetensors, loading it with torch.load(weights_only=True)."""
     from portllm_edge.tensorio import convert_pickle_to_safetensors

@@ -21,6 +21,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from portllm_edge.cli._options import dest_argument, dest_option
 from portllm_edge.cli.app import app
 from portllm_edge.errors import PatchError, StoreError
 
@@ -275,7 +276,7 @@ def export_cmd(
     name: Annotated[str, typer.Argument(help="Store name (or, for vllm/gguf-lora, an adapter folder).")],
     dest: Annotated[
         Optional[Path],
-        typer.Argument(help="Same as --out (kept for `patch export NAME DEST`)."),
+        dest_argument(help="Same as --out (kept for `patch export NAME DEST`)."),
     ] = None,
     fmt: Annotated[
         str,
@@ -285,7 +286,7 @@ def export_cmd(
             "vllm: a folder for `vllm serve --enable-lora`; gguf-lora: a llama.cpp LoRA .gguf.",
         ),
     ] = "peft",
-    out: Annotated[Optional[Path], typer.Option("--out", help="Destination folder or file.")] = None,
+    out: Annotated[Optional[Path], dest_option("--out", help="Destination folder or file.")] = None,
     base: Annotated[
         Optional[str],
         typer.Option(
@@ -295,7 +296,10 @@ def export_cmd(
     ] = None,
     merge_to: Annotated[
         Optional[Path],
-        typer.Option("--merge-to", help="Also write W_base + ΔW as a .gguf (base imported from GGUF)."),
+        dest_option(
+            "--merge-to",
+            help="Also write W_base + ΔW as a .gguf (base imported from GGUF).",
+        ),
     ] = None,
     merge_dtype: Annotated[
         str, typer.Option("--merge-dtype", help="f16, bf16 or q8_0 for --merge-to.")
@@ -386,7 +390,7 @@ def convert_cmd(
     ],
     out: Annotated[
         Optional[Path],
-        typer.Option("--out", help="Write a converted copy of the folder here instead of in place."),
+        dest_option("--out", help="Write a converted copy of the folder here instead of in place."),
     ] = None,
 ) -> None:
     """Convert a pickled adapter to safetensors with torch.load(weights_only=True), then validate it."""

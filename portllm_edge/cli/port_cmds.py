@@ -15,6 +15,7 @@ from portllm_edge.cli._options import (
     OldOpt,
     Template,
     Verbalizers,
+    dest_option,
     verbalizer_map,
 )
 from portllm_edge.cli._ui import console, human_bytes, out, phase_printer, step_progress
@@ -114,7 +115,7 @@ def simulate_update_cmd(
     ctx: typer.Context,
     base: Annotated[str, typer.Argument(help="Base model to update (folder, store name, .gguf).")],
     corpus: Annotated[list[Path], typer.Option("--corpus", help="Plain-text file or folder (repeatable).")],
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the updated base.")],
+    out_dir: Annotated[Path, dest_option("--out", help="Folder for the updated base.")],
     steps: Annotated[int, typer.Option("--steps", help="Optimizer steps.")] = 50,
     seq_len: Annotated[int, typer.Option("--seq-len", help="Tokens per block.")] = 256,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Blocks per step.")] = 4,
@@ -246,7 +247,7 @@ def port_cmd(
     old_base: OldBaseAlias = None,
     merge_to: Annotated[
         Optional[Path],
-        typer.Option(
+        dest_option(
             "--merge-to",
             help="Also write W_new + ΔW here (streamed): a folder, or a .gguf file for llama.cpp/Ollama "
             "(base imported from GGUF).",

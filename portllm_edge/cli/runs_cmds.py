@@ -13,6 +13,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from portllm_edge.cli._options import dest_option
 from portllm_edge.cli.app import app
 from portllm_edge.errors import PortllmError
 
@@ -125,7 +126,8 @@ def report_cmd(
         typer.Argument(help="Runs to include (default: the latest compare/eval/bench/port/train runs)."),
     ] = None,
     out: Annotated[
-        Path, typer.Option("--out", help="Folder for report.md, report.json and the PNG charts.")
+        Path,
+        dest_option("--out", help="Folder for report.md, report.json and the PNG charts."),
     ] = Path("report"),
     last: Annotated[int, typer.Option("--last", help="Without RUN_IDs: include this many recent runs.")] = 20,
     budget_model: Annotated[

@@ -18,7 +18,7 @@ from typing import Any
 
 from portllm_edge.errors import BaseModelError, ExportError, StoreError
 from portllm_edge.export.serving import FORMAT_RUNTIME, ServingReport, check_serving, vllm_max_lora_rank
-from portllm_edge.fsutil import unwritable_reason
+from portllm_edge.fsutil import empty_path_reason, unwritable_reason
 
 EXPORT_FORMATS: tuple[str, ...] = ("peft", "vllm", "gguf-lora")
 
@@ -199,6 +199,11 @@ def export_patch(
         raise ExportError(
             f"{target.adapter_dir}: {runtime} cannot serve this patch: {blockers[0].problem}{more}",
             hint=blockers[0].fix,
+        )
+    reason = empty_path_reason(out)
+    if reason is not None:
+        raise ExportError(
+            f"export destination {str(out)!r}: {reason}", hint="pass --out a folder or file path"
         )
     out = Path(out).expanduser()
     reason = unwritable_reason(out)

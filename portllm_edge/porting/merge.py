@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from portllm_edge.errors import ConfigError, PortingError
-from portllm_edge.fsutil import atomic_dir, unwritable_reason
+from portllm_edge.fsutil import atomic_dir, empty_path_reason, unwritable_reason
 from portllm_edge.patches.adapter_format import (
     AdapterConfig,
     AdapterLayout,
@@ -564,6 +564,9 @@ def check_merge_target(
             f"merge dtype `{dtype}` is not supported (a merge never writes 4-bit/8-bit weights)",
             hint="use --dtype auto (the base's own dtype), bf16, fp16 or fp32",
         )
+    empty = empty_path_reason(out_dir)
+    if empty is not None:
+        raise PortingError(f"merge output {str(out_dir)!r}: {empty}", hint="pass an output folder")
     out = Path(out_dir)
     if out.resolve() in (Path(base_dir).resolve(), Path(adapter_dir).resolve()):
         raise PortingError(

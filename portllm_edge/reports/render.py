@@ -469,8 +469,18 @@ def write_report(report: Report, out_dir: str | Path) -> list[Path]:
         ConfigError: ``out_dir`` is a file, or can't be created or written
             (:func:`~portllm_edge.fsutil.unwritable_reason`).
     """
-    from portllm_edge.fsutil import atomic_write_bytes, atomic_write_text, unwritable_reason
+    from portllm_edge.fsutil import (
+        atomic_write_bytes,
+        atomic_write_text,
+        empty_path_reason,
+        unwritable_reason,
+    )
 
+    empty = empty_path_reason(out_dir)
+    if empty is not None:
+        raise ConfigError(
+            f"report folder {str(out_dir)!r}: {empty}", hint="pass --out a folder, e.g. --out report"
+        )
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(

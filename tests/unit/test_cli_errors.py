@@ -70,3 +70,55 @@ def test_port_name_checks_are_recorded_as_a_failed_run(capsys) -> None:
     runs = list_runs("port")
     assert runs and runs[0].status in ("failed", "error")
     assert "--no-save" in runs[0].results["error"] and runs[0].results["error_type"] == "ConfigError"
+
+
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (("report", "--out", "", "--no-budget"), "--out"),
+        (("report", "--out", " ", "--no-budget"), "--out"),
+        (("merge", "no-such-patch", "--base", "no-such-base", "--out", "", "--overwrite"), "--out"),
+        (("simulate-update", "no-such-base", "--corpus", "c.txt", "--out", "", "--force"), "--out"),
+        (("port", "no-such-patch", "--base", "no-such-base", "--merge-to", ""), "--merge-to"),
+        (("patch", "export", "no-such-patch", "--out", ""), "--out"),
+        (("patch", "export", "no-such-patch", ""), "dest"),
+        (("patch", "export", "no-such-patch", "--out", "x", "--merge-to", ""), "--merge-to"),
+        (("patch", "convert", "no-such-folder", "--out", ""), "--out"),
+        (("eval", "--task", "sst2", "--data", "d.tsv", "--base", "b", "--predictions", ""), "--predictions"),
+        (("models", "convert-pickle", "w.bin", ""), "dst"),
+    ],
+)
+def test_an_empty_destination_is_refused_before_anything_is_written(
+    capsys, tmp_path, monkeypatch, argv, option
+) -> None:
+    """An empty --out meant the current folder (report wrote report.md there; merge/simulate-update
+    with --overwrite/--force would have replaced it)."""
+    from portllm_edge.history import record_run
+
+    record_run("eval", {"task": "sst2"}, {"accuracy": 0.5, "n": 2}, versions={}, hardware={})
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    code, err = run(capsys, *argv)
+    assert code == 2
+    assert err.startswith(f"error: Invalid value for '{option}': the path is empty"), err
+    assert "current folder" in err and "pass ." in err
+    assert list(cwd.iterdir()) == []
+
+
+def test_the_core_refuses_an_empty_destination_too(tmp_path, monkeypatch) -> None:
+    """Library and app callers pass strings: the core's own checks refuse "" as the CLI does."""
+    from portllm_edge.errors import ConfigError, PortingError
+    from portllm_edge.fsutil import unwritable_reason
+    from portllm_edge.porting.merge import check_merge_target
+    from portllm_edge.reports import build_report, write_report
+
+    monkeypatch.chdir(tmp_path)
+    assert unwritable_reason("").startswith("the path is empty, which would mean the current folder")
+    assert unwritable_reason("  ") == unwritable_reason("")
+    assert unwritable_reason(tmp_path / "ok") is None
+    with pytest.raises(ConfigError, match="report folder '': the path is empty"):
+        write_report(build_report([], generated_at="2025-03-01T13:00:00+00:00"), "")
+    with pytest.raises(PortingError, match="merge output '': the path is empty"):
+        check_merge_target(tmp_path / "a", tmp_path / "b", "", dtype="auto", overwrite=True)
+    assert list(tmp_path.iterdir()) == []
