@@ -147,15 +147,20 @@ def empty_path_reason(dest: str | os.PathLike[str]) -> str | None:
     return "the path is empty, which would mean the current folder; pass a path (or pass . for the current folder)"
 
 
-def unwritable_reason(dest: str | os.PathLike[str]) -> str | None:
+def unwritable_reason(dest: str | os.PathLike[str], *, model_store_entry: bool = False) -> str | None:
     """Why ``dest`` (a file or folder to create or replace) can't be written, or None when it can.
 
-    An empty path is refused (:func:`empty_path_reason`). Walks up to the nearest existing
-    ancestor: it must be a folder in which a temporary entry can be created (the probe is
-    removed at once). Catches a parent that is a file, a read-only or virtual file system and a
-    folder without write permission, before any work is done. A destination inside the patch
-    store, or one that holds it, is refused too: only the store writes there, so an export,
-    merge or report replacing it can't lose a stored patch.
+    An empty path is refused (:func:`empty_path_reason`). A destination inside the patch store or
+    the model store, or one that holds either, is refused: only the stores write there, so an
+    export, merge, update or report can't replace a stored patch or base model. Then walks up
+    to the nearest existing ancestor: it must be a folder in which a temporary entry can be
+    created (the probe is removed at once). Catches a parent that is a file, a read-only or
+    virtual file system and a folder without write permission, before any work is done.
+
+    Args:
+        dest: The file or folder to write.
+        model_store_entry: ``dest`` is a model written into the model store on the store's behalf
+            (the demo's updated base, ``models/NAME``): allowed there, and only there.
     """
     from portllm_edge import paths
 
@@ -163,12 +168,20 @@ def unwritable_reason(dest: str | os.PathLike[str]) -> str | None:
     if empty is not None:
         return empty
     final = Path(dest).absolute()
-    store = paths.patches_dir().resolve()
     resolved = final.resolve()
-    if resolved == store or store in resolved.parents:
-        return f"it is inside the patch store {store} (written only by `patch import`, `train` and `port`)"
-    if resolved in store.parents:
-        return f"it holds the patch store {store}; replacing it would delete the stored patches"
+    stores = (
+        (paths.patches_dir().resolve(), "patch store", "`patch import`, `train` and `port`", "stored patches"),
+        (paths.models_dir().resolve(), "model store", "`models import`, `models import-gguf` and the demo", "stored base models"),
+    )  # fmt: skip
+    for store, what, writers, lost in stores:
+        if what == "model store" and model_store_entry:
+            if resolved.parent != store or resolved.name.startswith("."):
+                return f"it is not an entry of the model store {store} (expected {store}/NAME)"
+            continue
+        if resolved == store or store in resolved.parents:
+            return f"it is inside the {what} {store} (written only by {writers})"
+        if resolved in store.parents:
+            return f"it holds the {what} {store}; replacing it would delete the {lost}"
     probe = final.parent
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent

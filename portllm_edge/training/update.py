@@ -173,12 +173,15 @@ def check_update_args(
     batch_size: int,
     learning_rate: float,
     chain_item: str | None = None,
+    model_store_entry: bool = False,
 ) -> None:
     """Refuse settings that would crash the run, change nothing, or overwrite the base itself.
 
     Args:
         chain_item: the ``--chain`` item ``STEPS:LR`` that ``steps`` and ``learning_rate`` come
             from, named in their errors instead of ``--steps``/``--lr``.
+        model_store_entry: ``out_dir`` is a model store entry written on the store's behalf
+            (the demo's v2; :func:`~portllm_edge.fsutil.unwritable_reason`).
 
     Raises:
         ConfigError: naming the option and a valid value.
@@ -212,7 +215,7 @@ def check_update_args(
             "the base being updated.",
             hint="choose a new folder for --out",
         )
-    reason = unwritable_reason(out_dir)
+    reason = unwritable_reason(out_dir, model_store_entry=model_store_entry)
     if reason is not None:
         raise ConfigError(
             f"{out_dir}: `--out` can't be written: {reason}.", hint="pass a folder you can write to"
@@ -231,6 +234,7 @@ def simulate_update(
     seed: int = 0,
     force: bool = False,
     progress: Callable[[int, int, float], None] | None = None,
+    model_store_entry: bool = False,
 ) -> UpdateResult:
     """Continue pretraining all parameters of ``base_dir`` on ``corpus``; save the updated base.
 
@@ -245,6 +249,8 @@ def simulate_update(
         seed: shuffling seed.
         force: replace an existing ``out_dir``.
         progress: called after each step with (step, total, loss).
+        model_store_entry: ``out_dir`` is ``models/NAME`` of the model store, written on the
+            store's behalf (the demo's v2); any other destination in the store is refused.
 
     Returns:
         An :class:`UpdateResult`; the same data is saved as ``out_dir/portllm_update.json``.
@@ -260,8 +266,9 @@ def simulate_update(
     from portllm_edge.training.batches import chunk_text
 
     check_update_args(
-        base_dir, out_dir, steps=steps, seq_len=seq_len, batch_size=batch_size, learning_rate=learning_rate
-    )
+        base_dir, out_dir, steps=steps, seq_len=seq_len, batch_size=batch_size, learning_rate=learning_rate,
+        model_store_entry=model_store_entry,
+    )  # fmt: skip
     out_dir = Path(out_dir)
     if out_dir.exists() and not force:
         raise FileExistsError(str(out_dir))

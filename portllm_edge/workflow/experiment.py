@@ -151,7 +151,7 @@ def _ensure_v2(ctx: _Ctx, v1: ResolvedBase, corpus: list[Path], v2_name: str) ->
             s.update_batch, s.update_lr, s.seed, force=True,
         )  # fmt: skip
         with ctx.bar("continued pretraining") as progress:
-            update(req, progress=progress)
+            update(req, progress=progress, model_store_entry=True)
         meta = json.loads(meta_path.read_text())
         atomic_write_json(meta_path, {**meta, "experiment_key": key})
     meta = json.loads(meta_path.read_text())

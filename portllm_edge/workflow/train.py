@@ -122,8 +122,16 @@ class UpdateRequest:
     """The version this update makes in a chain (``v3``), or ``None`` for a single update."""
 
 
-def update(req: UpdateRequest, *, progress: ProgressFn | None = None) -> UpdateResult:
+def update(
+    req: UpdateRequest, *, progress: ProgressFn | None = None, model_store_entry: bool = False
+) -> UpdateResult:
     """Make an updated base by full-parameter continued pretraining (see :mod:`portllm_edge.training.update`).
+
+    Args:
+        req: What to do.
+        progress: Called after each step.
+        model_store_entry: ``req.out`` is ``models/NAME`` in the model store, written on the store's
+            behalf (the demo's v2); a user's ``--out`` inside the store is refused.
 
     Raises:
         ConfigError, TrainingError (arguments, an existing ``out`` without ``force``) -- before
@@ -138,8 +146,8 @@ def update(req: UpdateRequest, *, progress: ProgressFn | None = None) -> UpdateR
     with recorded("update", req) as run:
         resolved = resolve_base(req.base)
         check_update_args(
-            resolved.path, out_dir, steps=req.steps, seq_len=req.seq_len, batch_size=req.batch_size,
-            learning_rate=req.lr,
+            resolved.path, req.out, steps=req.steps, seq_len=req.seq_len, batch_size=req.batch_size,
+            learning_rate=req.lr, model_store_entry=model_store_entry,
         )  # fmt: skip
         if out_dir.exists() and not req.force:
             raise TrainingError(
@@ -148,6 +156,7 @@ def update(req: UpdateRequest, *, progress: ProgressFn | None = None) -> UpdateR
         res = simulate_update(
             resolved.path, [Path(c) for c in req.corpus], out_dir, steps=req.steps, seq_len=req.seq_len,
             batch_size=req.batch_size, learning_rate=req.lr, seed=req.seed, force=req.force, progress=progress,
+            model_store_entry=model_store_entry,
         )  # fmt: skip
         record = res.to_dict()
         record.pop("losses", None)

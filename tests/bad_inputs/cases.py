@@ -1246,6 +1246,49 @@ HOSTILE4_CASES: list[Case] = [
         (*CHAIN_ARGV[:5], " ", *CHAIN_ARGV[6:], "--out", "{tmp}/chain"),
         ("`--chain` ' '", "item 1 is empty", "--chain 10:2e-5"),
     ),
+    # Destinations inside the model store, refused like the patch store (only the store writes there)
+    Case(
+        "merge-out-into-the-model-store",
+        _stored_patch_and_base,
+        ("merge", "sst2-llama", "--base", "{tmp}/base", "--out", "{home}/models/merged"),
+        ("{home}/models/merged", "inside the model store", "models import"),
+    ),
+    Case(
+        "merge-out-holds-the-model-store",
+        _stored_patch_and_base,
+        ("merge", "sst2-llama", "--base", "{tmp}/base", "--out", "{home}/models", "--overwrite"),
+        ("{home}/models", "inside the model store"),
+    ),
+    Case(
+        "port-merge-to-into-the-model-store",
+        _stored_patch_and_base,
+        (*PORT_MERGE, "--merge-to", "{home}/models/merged", "--no-save"),
+        ("{home}/models/merged", "inside the model store"),
+    ),
+    Case(
+        "update-out-into-the-model-store",
+        _base_and_corpus,
+        (*UPDATE_ARGV[:-1], "{home}/models/v2", "--steps", "1"),
+        ("{home}/models/v2", "inside the model store", "models import"),
+    ),
+    Case(
+        "update-chain-out-into-the-model-store",
+        _base_and_corpus,
+        (*CHAIN_ARGV, "--out", "{home}/models/chain"),
+        ("{home}/models/chain", "inside the model store"),
+    ),
+    Case(
+        "patch-export-into-the-model-store",
+        _stored_patch_and_base,
+        ("patch", "export", "sst2-llama", "--format", "vllm", "--out", "{home}/models/other", "--force"),
+        ("{home}/models/other", "inside the model store"),
+    ),
+    Case(
+        "report-out-into-the-model-store",
+        _one_recorded_run,
+        ("report", "--out", "{home}/models/rep", "--no-budget"),
+        ("{home}/models/rep", "inside the model store"),
+    ),
 ]
 
 CASES += HOSTILE4_CASES
