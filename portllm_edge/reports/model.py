@@ -412,6 +412,52 @@ def job_label(name: str, precision: str | None = None, *, evaluated: bool = Fals
     return f"{what} ({prec})" if prec else what
 
 
+def short_run_id(run_id: str) -> str:
+    """The random suffix of a run id (``port-20261201T150203-1a2b3c4d`` -> ``1a2b3c4d``).
+
+    ``portllm-edge runs show SUFFIX`` finds the run (:func:`portllm_edge.history.get_run`).
+    """
+    return run_id.rsplit("-", 1)[-1]
+
+
+def _with_run(label: str, run_id: str | None) -> str:
+    return f"{label} · {short_run_id(run_id)}" if run_id else label
+
+
+def memory_labels(phases: Sequence[MemoryPhase]) -> list[str]:
+    """One distinct label per phase, for charts and tables: the :func:`job_label` where it occurs
+    once, else ``"port (bf16) · 1a2b3c4d"`` (the run's :func:`short_run_id`), then ``#2``, ``#3``
+    for phases of one run that still share a label."""
+    counts: dict[str, int] = {}
+    for p in phases:
+        counts[p.label] = counts.get(p.label, 0) + 1
+    labels = [_with_run(p.label, p.run_id) if counts[p.label] > 1 else p.label for p in phases]
+    return _numbered(labels)
+
+
+def accuracy_series(rows: Sequence[AccuracyRow]) -> list[str]:
+    """The chart series of each accuracy row: its configuration label, with the run's
+    :func:`short_run_id` appended where the same configuration of one task comes from more than
+    one run (so two runs' rows are never merged into one bar)."""
+    runs: dict[tuple[str, str], set[str | None]] = {}
+    for r in rows:
+        runs.setdefault((r.task, r.config), set()).add(r.run_id)
+    shared = {config for (_, config), ids in runs.items() if len(ids) > 1}
+    labels = [_with_run(r.config, r.run_id) if r.config in shared else r.config for r in rows]
+    keyed = _numbered([f"{r.task}\0{label}" for r, label in zip(rows, labels, strict=True)])
+    return [k.split("\0", 1)[1] for k in keyed]
+
+
+def _numbered(labels: Sequence[str]) -> list[str]:
+    """``labels`` with ``#2``, ``#3`` ... appended to the second and later copies of a label."""
+    seen: dict[str, int] = {}
+    out = []
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+        out.append(label if seen[label] == 1 else f"{label} #{seen[label]}")
+    return out
+
+
 def _phase(
     label: str, d: Mapping[str, Any], run_id: str | None, evaluated: bool = False, precision: Any = None
 ) -> MemoryPhase | None:

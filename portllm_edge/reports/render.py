@@ -20,7 +20,13 @@ from typing import Any
 
 from portllm_edge.errors import ConfigError
 from portllm_edge.hardware.sizes import format_size
-from portllm_edge.reports.model import BREAKDOWN_KEYS, Report
+from portllm_edge.reports.model import (
+    BREAKDOWN_KEYS,
+    AccuracyRow,
+    Report,
+    accuracy_series,
+    memory_labels,
+)
 
 CHART_ACCURACY = "accuracy.png"
 CHART_MEMORY = "memory_breakdown.png"
@@ -123,12 +129,12 @@ def _memory_section(report: Report, charts: Sequence[str]) -> list[str]:
         "| planner estimate | estimate / measured | wall time |"
     ]
     out.append("|" + "---|" * (len(BREAKDOWN_KEYS) + 8))
-    for p in report.memory:
+    for p, label in zip(report.memory, memory_labels(report.memory), strict=True):
         parts = [format_size(p.breakdown[k]) if p.breakdown else "n/a" for k in BREAKDOWN_KEYS]
         ratio = f"{p.estimate_ratio:.2f}" if p.estimate_ratio is not None else "n/a"
         wall = f"{p.wall_seconds:.1f} s" if p.wall_seconds is not None else "n/a"
         out.append(
-            f"| {_md_escape(p.label)} | {p.metric or 'n/a'} | {format_size(p.peak_bytes)} | "
+            f"| {_md_escape(label)} | {p.metric or 'n/a'} | {format_size(p.peak_bytes)} | "
             f"{format_size(p.spread_bytes) if p.spread_bytes is not None else 'n/a'} | "
             + " | ".join(parts)
             + f" | {p.breakdown_source or 'n/a'} | {format_size(p.estimate_bytes)} | {ratio} | {wall} |"
@@ -273,26 +279,28 @@ def chart_accuracy(report: Report) -> bytes | None:
         return None
     tasks: list[str] = []
     configs: list[str] = []
-    for r in report.accuracy:
+    bars: dict[tuple[str, str], AccuracyRow] = {}
+    for r, series in zip(report.accuracy, accuracy_series(report.accuracy), strict=True):
         if r.task not in tasks:
             tasks.append(r.task)
-        if r.config not in configs:
-            configs.append(r.config)
+        if series not in configs:
+            configs.append(series)
+        bars[(r.task, series)] = r
     fig = _figure(max(6.0, 1.6 * len(tasks) * max(1, len(configs)) ** 0.5 + 3), 4.2)
     ax = fig.add_subplot(1, 1, 1)
     width = 0.8 / len(configs)
     for j, config in enumerate(configs):
         xs, ys, lo, hi = [], [], [], []
         for i, task in enumerate(tasks):
-            row = next((r for r in report.accuracy if r.task == task and r.config == config), None)
+            row = bars.get((task, config))
             if row is None:
                 continue
             xs.append(i - 0.4 + width * (j + 0.5))
             ys.append(100 * row.accuracy)
             lo.append(100 * (row.accuracy - row.ci_low) if row.ci_low is not None else 0.0)
             hi.append(100 * (row.ci_high - row.accuracy) if row.ci_high is not None else 0.0)
-        bars = ax.bar(xs, ys, width * 0.95, yerr=[lo, hi], capsize=3, label=config)
-        ax.bar_label(bars, labels=[f"{y:.1f}" for y in ys], fontsize=7, padding=2)
+        drawn = ax.bar(xs, ys, width * 0.95, yerr=[lo, hi], capsize=3, label=config)
+        ax.bar_label(drawn, labels=[f"{y:.1f}" for y in ys], fontsize=7, padding=2)
     ax.set_xticks(range(len(tasks)), tasks)
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 105)
@@ -350,7 +358,7 @@ def chart_memory(report: Report) -> bytes | None:
         color="#222222",
     )
     ax.bar_label(meas, labels=[f"{_gib(p.peak_bytes):.2f}" for p in phases], fontsize=7, padding=2)
-    ax.set_xticks(xs, [p.label for p in phases], rotation=15, ha="right", fontsize=8)
+    ax.set_xticks(xs, memory_labels(phases), rotation=15, ha="right", fontsize=8)
     ax.set_ylabel("GiB")
     metrics = sorted({p.metric for p in phases if p.metric})
     ax.set_title(
@@ -366,9 +374,14 @@ def chart_memory(report: Report) -> bytes | None:
 
 def chart_estimates(report: Report) -> bytes | None:
     """Side-by-side bars: planner estimate and measured peak, for phases that have both (GiB, PNG)."""
-    both = [p for p in report.memory if p.estimate_bytes is not None]
-    if not both:
+    pairs = [
+        (p, label)
+        for p, label in zip(report.memory, memory_labels(report.memory), strict=True)
+        if p.estimate_bytes is not None
+    ]
+    if not pairs:
         return None
+    both, labels = [p for p, _ in pairs], [label for _, label in pairs]
     fig = _figure(max(6.0, 1.3 * len(both) + 3), 4.0)
     ax = fig.add_subplot(1, 1, 1)
     xs = list(range(len(both)))
@@ -384,7 +397,7 @@ def chart_estimates(report: Report) -> bytes | None:
     )
     ax.bar_label(est, fmt="%.2f", fontsize=7, padding=2)
     ax.bar_label(meas, fmt="%.2f", fontsize=7, padding=2)
-    ax.set_xticks(xs, [p.label for p in both], rotation=15, ha="right", fontsize=8)
+    ax.set_xticks(xs, labels, rotation=15, ha="right", fontsize=8)
     ax.set_ylabel("GiB")
     ax.set_title(
         "Planner estimate vs measured peak\n(each measured in a worker process of its own)", fontsize=10

@@ -468,3 +468,50 @@ def test_budget_section_sizes_the_base_ported_to_by_its_store_name(portllm_home)
     assert budget_candidates(runs)[0] == str(v2)
     assert model_display_name(str(v2)) == "tiny-v2"
     assert model_display_name("/data/tiny-v1") == "/data/tiny-v1"
+
+
+def _port_run(i: int) -> dict:
+    mem = {"metric": "peak_anon_rss", "peak_bytes": (600 + i) * 2**20, "wall_seconds": 2.0}
+    return {
+        "id": f"port-20261201T1500{i:02d}-{i:08x}",
+        "kind": "port",
+        "status": "ok",
+        "started_at": f"2026-12-01T15:00:{i:02d}+00:00",
+        "inputs": {"base": "v2", "patch": "p"},
+        "results": {"precision": "bf16", "memory": mem, "estimate": {"total_bytes": 500 * 2**20}},
+    }
+
+
+def test_chart_labels_are_unique_and_name_the_run_where_job_labels_repeat():
+    """Ten `port (bf16)` bars were ten identical x labels: each now carries its run's id suffix
+    (`runs show SUFFIX` finds the run); a label that occurs once keeps the plain job label."""
+    from portllm_edge.reports.model import memory_labels
+
+    rep = build_report([_port_run(i) for i in range(10)] + [BENCH])
+    labels = memory_labels(rep.memory)
+    assert len(rep.memory) == 12 and len(set(labels)) == 12
+    assert labels[:10] == [f"port (bf16) · {i:08x}" for i in range(10)]
+    assert labels[10:] == ["port (nf4)", "LoRA fine-tune (bf16)"]
+    for phase, label in zip(rep.memory, labels, strict=True):
+        assert phase.label in label and (label == phase.label or phase.run_id.endswith(label[-8:]))
+    md = render_markdown(rep)
+    assert "| port (bf16) · 00000009 |" in md
+
+
+def test_accuracy_series_keep_runs_with_the_same_configuration_apart():
+    """Two compare runs on sst2 with the same configuration names were merged into one bar each
+    (the first run's); now each run's configurations are their own series, named by the run."""
+    from portllm_edge.reports.model import accuracy_series
+
+    second = {**COMPARE, "id": "compare-20250302T100000-bbbb0001"}
+    rep = build_report([COMPARE, second, EVAL_MRPC])
+    series = accuracy_series(rep.accuracy)
+    bars = list(zip((r.task for r in rep.accuracy), series, strict=True))
+    assert len(set(bars)) == len(bars) == 7
+    assert series[:3] == [
+        "v2 zero-shot · aaaa0001",
+        "v1 + patch · aaaa0001",
+        "v2 + ported patch (nf4) · aaaa0001",
+    ]
+    assert series[3] == "v2 zero-shot · bbbb0001"
+    assert series[6] == rep.accuracy[6].config  # the mrpc row is alone on its task: its plain label
