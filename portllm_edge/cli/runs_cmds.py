@@ -28,10 +28,16 @@ runs_app = typer.Typer(
 app.add_typer(runs_app, name="runs")
 
 
-def _console() -> Any:
+LIST_WIDTH = 100
+"""Columns ``runs list`` fits in (a terminal's own width when narrower)."""
+
+
+def _console(width: int) -> Any:
+    """A console ``width`` columns wide, or the terminal's width where that is narrower."""
     from rich.console import Console
 
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+    terminal = Console().width if sys.stdout.isatty() else width
+    return Console(highlight=False, width=min(width, terminal))
 
 
 def _duration(seconds: float | None) -> str:
@@ -68,19 +74,33 @@ def list_cmd(
         return
     from rich.table import Table
 
-    table = Table(title=f"Runs in {paths.runs_db()}")
-    for col in ("id", "kind", "status", "started (UTC)", "took", "summary"):
-        table.add_column(col, overflow="fold")
-    for r in runs:
-        table.add_row(
-            r.id,
-            r.kind,
-            r.status,
-            r.started_at[:19].replace("T", " "),
-            _duration(r.seconds),
-            describe_run(r.kind, r.inputs, r.results),
+    # One line per run: the id whole (it names the kind and start; `runs show` takes it), the
+    # summary cut to the width left (whole in `runs show`).
+    rows = [
+        (r.id, r.status, r.started_at[5:16].replace("T", " "), _duration(r.seconds), describe_run(r.kind, r.inputs, r.results))
+        for r in runs
+    ]  # fmt: skip
+    console = _console(LIST_WIDTH)
+
+    def table(summary_width: int | None) -> Table:
+        t = Table(
+            title=f"Runs in {paths.runs_db()}",
+            box=None,
+            pad_edge=False,
+            header_style="bold",
+            title_justify="left",
         )
-    _console().print(table)
+        for head in ("id", "status", "started UTC", "took"):
+            t.add_column(head, no_wrap=True, justify="right" if head == "took" else "left")
+        t.add_column("summary", no_wrap=True, overflow="ellipsis", width=summary_width)
+        for row in rows:
+            t.add_row(*row[:4], row[4] if summary_width else "")
+        return t
+
+    # The summary gets what the other columns leave of the width (at least its heading).
+    rest = console.measure(table(None)).maximum - len("summary")
+    console.print(table(max(console.width - rest, len("summary"))))
+    console.print("full records: portllm-edge runs show ID (or its last 8 characters)")
 
 
 @runs_app.command("show")

@@ -67,3 +67,29 @@ def test_a_failed_runs_summary_says_why(capsys):
     assert main(["runs", "show", run.id]) == 0
     out = capsys.readouterr().out
     assert "summary  hidden size 64 != 128. Fix: port onto a base of the same family (patch p1)" in out
+
+
+def test_runs_list_fits_100_columns_with_whole_ids_and_shortened_summaries(capsys):
+    """`runs list` was about 200 columns wide; now one line per run within 100 columns, each id
+    whole (to copy into `runs show`), a long summary cut with an ellipsis (in full in `runs show`)."""
+    import re
+
+    import pytest
+
+    from portllm_edge.errors import CompatibilityError
+    from portllm_edge.history import tracking
+
+    a, b = _seed_runs()
+    reason = "the patch's target module model.layers.0.self_attn.q_proj has no counterpart " * 3
+    with pytest.raises(CompatibilityError), tracking("port", {"patch": "p1", "base": "v2"}):
+        raise CompatibilityError(reason, hint="port onto a base of the same family")
+    assert main(["runs", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in lines) <= 100
+    rows = [line for line in lines if re.match(r"[a-z]+-\d{8}T\d{6}-[0-9a-f]{8} ", line.strip())]
+    assert len(rows) == 3  # one line per run
+    assert rows[1].split()[0] == b and rows[2].split()[0] == a
+    assert rows[0].split()[0].startswith("port-") and rows[0].split()[1] == "failed"
+    assert rows[0].rstrip().endswith("…") and "the patch's target module" in rows[0]
+    assert "sst2: accuracy 0.812 (n=16) — v2 (nf4)" in rows[2]
+    assert lines[-1] == "full records: portllm-edge runs show ID (or its last 8 characters)"
