@@ -129,7 +129,11 @@ def import_cmd(
 def list_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (a list of manifests).")] = False,
 ) -> None:
-    """List stored patches."""
+    """List stored patches.
+
+    times ported: the port steps in the patch's own lineage, i.e. how many base updates it has
+    been carried across (0 as trained or imported; `patch show NAME` lists the steps).
+    """
     store = _store()
     with _manifest_warnings():
         manifests = store.list()
@@ -145,7 +149,7 @@ def list_cmd(
         from rich.table import Table
 
         table = Table(title=f"Patches in {store.root}")
-        for col in ("name", "task", "r", "alpha", "targets", "source base", "ports", "created"):
+        for col in ("name", "task", "r", "alpha", "targets", "source base", "times ported", "created"):
             table.add_column(col)
         for m in manifests:
             ports = sum(1 for e in m.lineage if e.kind == "port")

@@ -143,3 +143,31 @@ def test_archive_export_import_via_cli(capsys, tiny_adapters, tmp_path: Path) ->
     assert code == 0, err
     assert "from archive" in out
     assert PatchStore().get("p-copy").manifest.task == "sst2"
+
+
+def test_patch_list_says_what_its_port_count_counts(capsys, tiny_adapters) -> None:
+    """The column was headed `ports`; it counts the port steps in the patch's own lineage
+    (how many base updates the patch has been carried across), not the ported copies made of it."""
+    from portllm_edge.patches.manifest import LineageEntry
+
+    store = PatchStore()
+    src = tiny_adapters["llama"]
+    store.import_dir(src, name="p")
+    once = [LineageEntry(kind="import"), LineageEntry(kind="port", parent="p", base_id="v2")]
+    store.import_dir(src, name="p-v2", lineage=once)
+    twice = [*once, LineageEntry(kind="port", parent="p-v2", base_id="v3")]
+    store.import_dir(src, name="p-v3", lineage=twice)
+    code, out, _ = run(capsys, "patch", "list")
+    assert code == 0
+    lines = out.splitlines()
+    head = next(line for line in lines if "name" in line)
+    assert "times ported" in head and " ports " not in head
+    col = head.index("times ported")
+    counts = {
+        line.split()[1]: line[col : col + 12].strip()
+        for line in lines
+        if line.split()[1:2] in (["p"], ["p-v2"], ["p-v3"])
+    }
+    assert counts == {"p": "0", "p-v2": "1", "p-v3": "2"}
+    code, out, _ = run(capsys, "patch", "list", "--help")
+    assert "times ported: the port steps in the patch's own lineage" in " ".join(out.split())
