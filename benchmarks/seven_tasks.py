@@ -66,7 +66,7 @@ def main() -> int:
     from portllm_edge import paths
     from portllm_edge.patches import PatchStore
     from portllm_edge.training.lora import LoraHyperparams
-    from portllm_edge.workflow import EvalSpec, bench, compare, train
+    from portllm_edge.workflow import EvalSpec, TrainSpec, bench, compare, train
 
     data = args.shared / "data"
     run_ids: list[str] = []
@@ -90,7 +90,7 @@ def main() -> int:
                 max_length=max_len,
                 lora_dropout=0.0,
             )
-            train(args.v1, task, train_file, name=name, hp=hp, limit=args.train_limit)
+            train(TrainSpec(args.v1, task, train_file, name, hp=hp, limit=args.train_limit))
         limit = max(8, args.limit // 4) if task == "gsm8k" else args.limit
         print(f"[{task}] compare on {limit} examples", flush=True)
         res = compare(

@@ -118,7 +118,7 @@ def patch_name(task: str) -> str:
 def stage_patches(args: argparse.Namespace) -> None:
     from portllm_edge.patches import PatchStore
     from portllm_edge.training.lora import LoraHyperparams
-    from portllm_edge.workflow import train
+    from portllm_edge.workflow import TrainSpec, train
 
     for task in args.tasks:
         if patch_name(task) in PatchStore().names():
@@ -128,7 +128,7 @@ def stage_patches(args: argparse.Namespace) -> None:
         train_file, _ = task_files(args, task)
         steps, lr, limit = TRAIN[task]
         hp = LoraHyperparams(**LORA, max_length=TASKS[task][2], max_steps=steps, learning_rate=lr)  # type: ignore[arg-type]
-        out = train(str(v1_dir()), task, train_file, name=patch_name(task), hp=hp, limit=limit)
+        out = train(TrainSpec(str(v1_dir()), task, train_file, patch_name(task), hp=hp, limit=limit))
         b, a = out.heldout_before, out.heldout_after
         print(
             f"[{task}] held-out {b.accuracy if b else float('nan'):.3f} -> {a.accuracy if a else float('nan'):.3f} "

@@ -65,7 +65,7 @@ def train_cmd(
 ) -> None:
     """LoRA fine-tune a base on a task's local data and store the result as a patch."""
     from portllm_edge.training.lora import LoraHyperparams
-    from portllm_edge.workflow import train
+    from portllm_edge.workflow import TrainSpec, train
     from portllm_edge.workflow.train import no_gain_hint
 
     hp = LoraHyperparams(
@@ -80,19 +80,11 @@ def train_cmd(
         seed=seed,
     )
     with step_progress(f"training {name}") as update:
-        res = train(
-            base,
-            task,
-            data,
-            name=name,
-            hp=hp,
-            limit=limit,
-            precision=precision,
-            template=template,
+        spec = TrainSpec(
+            base, task, data, name, hp=hp, limit=limit, precision=precision, template=template,
             verbalizers=verbalizer_map(verbalizers),
-            force=force,
-            progress=update,
-        )
+        )  # fmt: skip
+        res = train(spec, force=force, progress=update)
     out.print(
         f"stored patch {res.name}: {res.steps} steps on {res.examples} examples, final loss {res.final_loss:.4f}, "
         f"{res.seconds:.1f} s (base {res.base_id}, fingerprint {res.base_fingerprint}, run {res.run_id})"

@@ -76,25 +76,13 @@ def split_heldout(data: TaskData, seed: int) -> tuple[TaskData, TaskData | None]
     return replace(data, examples=train), replace(data, examples=heldout)
 
 
-def train_patch(
-    base: str,
-    task: str,
-    data: str | Path,
-    *,
-    name: str,
-    hp: LoraHyperparams | None = None,
-    limit: int | None = None,
-    precision: str = "fp32",
-    template: str | None = None,
-    verbalizers: dict[str, str] | None = None,
-    force: bool = False,
-    progress: ProgressFn | None = None,
-    note: str | None = None,
-    run_id: str | None = None,
-) -> TrainPatchResult:
-    """LoRA fine-tune ``base`` on ``task`` examples from ``data`` and store the adapter as patch ``name``.
+@dataclass(frozen=True)
+class TrainSpec:
+    """What to train: a LoRA patch of ``base`` on ``task`` examples from ``data``, stored as ``name``.
 
-    Args:
+    Also the run record's inputs of a ``train`` run (:func:`portllm_edge.workflow.train`).
+
+    Attributes:
         base: a base reference (folder, store name, GGUF file, cached hub id).
         task: a task name (``sst2``, ``boolq``, ``jsonl`` ...; see ``portllm-edge eval --help``).
         data: the task's training file (or folder).
@@ -103,6 +91,31 @@ def train_patch(
         limit: train on a seeded subsample of this many examples (the held-out slice comes out of it).
         precision: fp32/bf16 for LoRA, nf4 for QLoRA.
         template, verbalizers: prompt template and label words for the ``jsonl`` task.
+    """
+
+    base: str
+    task: str
+    data: str | Path
+    name: str
+    hp: LoraHyperparams = field(default_factory=LoraHyperparams)
+    limit: int | None = None
+    precision: str = "fp32"
+    template: str | None = None
+    verbalizers: dict[str, str] | None = None
+
+
+def train_patch(
+    spec: TrainSpec,
+    *,
+    force: bool = False,
+    progress: ProgressFn | None = None,
+    note: str | None = None,
+    run_id: str | None = None,
+) -> TrainPatchResult:
+    """LoRA fine-tune ``spec.base`` on ``spec.task`` examples and store the adapter as patch ``spec.name``.
+
+    Args:
+        spec: what to train (:class:`TrainSpec`).
         force: replace an existing patch of that name.
         progress: called after each step with (step, total, loss).
         note: appended to the lineage entry's note (e.g. an experiment's settings key).
@@ -116,7 +129,7 @@ def train_patch(
     from portllm_edge.patches import PatchStore, validate_name
     from portllm_edge.porting.load import load_base_model
 
-    hp = hp or LoraHyperparams()
+    name, hp = spec.name, spec.hp
     validate_name(name)
     if name in PatchStore().names() and not force:
         from portllm_edge.errors import StoreError
@@ -125,12 +138,12 @@ def train_patch(
             f"patch store already has {name!r}.", hint="pass --force to replace it, or choose --name"
         )
     start = time.perf_counter()
-    resolved = resolve_base(base)
-    options = LoadOptions(template=template, verbalizers=verbalizers)
+    resolved = resolve_base(spec.base)
+    options = LoadOptions(template=spec.template, verbalizers=spec.verbalizers)
     train_data, heldout = split_heldout(
-        load_task(task, data, limit=limit, seed=hp.seed, options=options), hp.seed
+        load_task(spec.task, spec.data, limit=spec.limit, seed=hp.seed, options=options), hp.seed
     )
-    loaded = load_base_model(resolved, precision)
+    loaded = load_base_model(resolved, spec.precision)
     before = _score(loaded, heldout, hp.batch_size)
     with tempfile.TemporaryDirectory(prefix="portllm-train-") as tmp:
         result = _train_and_store(

@@ -41,7 +41,7 @@ from portllm_edge.workflow.fleet import FleetItem, FleetOutcome, port_fleet
 from portllm_edge.workflow.forecast import ForecastOutcome, forecast
 from portllm_edge.workflow.port import LoraShape, PortRequest, port
 from portllm_edge.workflow.train import (
-    TrainRequest,
+    TrainSpec,
     UpdateChainRequest,
     UpdateRequest,
     no_gain_hint,
@@ -82,7 +82,7 @@ __all__ = [
     "RunCancelled",
     "Saving",
     "TrainOutcome",
-    "TrainRequest",
+    "TrainSpec",
     "UpdateChainRequest",
     "UpdateRequest",
     "UpdateSummary",

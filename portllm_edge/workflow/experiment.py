@@ -178,7 +178,7 @@ def _hyperparams(s: ExperimentSettings) -> LoraHyperparams:
 def _ensure_patch(ctx: _Ctx, name: str, base: ResolvedBase, label: str) -> None:
     """Steps 3-4: a LoRA patch of ``base`` (reused when trained with the same settings on the same weights)."""
     from portllm_edge.patches import PatchStore
-    from portllm_edge.workflow.train import no_gain_hint, train
+    from portllm_edge.workflow.train import TrainSpec, no_gain_hint, train
 
     hp, t = _hyperparams(ctx.s), ctx.task
     train_key = _key(hp.__dict__, ctx.s.train_limit, str(t.train_data), t.template, t.verbalizers)
@@ -192,11 +192,11 @@ def _ensure_patch(ctx: _Ctx, name: str, base: ResolvedBase, label: str) -> None:
         ctx.say("    (cached)")
         return
     with ctx.bar(label) as progress:
-        out = train(
-            str(base.path), t.task, t.train_data, name=name, hp=hp, limit=ctx.s.train_limit,
-            template=t.template, verbalizers=t.verbalizers, force=True, progress=progress,
-            note=f"experiment key {train_key}",
+        spec = TrainSpec(
+            str(base.path), t.task, t.train_data, name, hp=hp, limit=ctx.s.train_limit,
+            template=t.template, verbalizers=t.verbalizers,
         )  # fmt: skip
+        out = train(spec, force=True, progress=progress, note=f"experiment key {train_key}")
     before, after = out.heldout_before, out.heldout_after
     if before is not None and after is not None:
         ctx.say(f"    held-out accuracy {before.accuracy:.3f} -> {after.accuracy:.3f}")

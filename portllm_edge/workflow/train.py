@@ -7,30 +7,16 @@ continued pretraining -> save -> record.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from portllm_edge.training.patch import TrainSpec
 from portllm_edge.workflow.types import EvalSummary, TrainOutcome
 
 if TYPE_CHECKING:
-    from portllm_edge.training.lora import LoraHyperparams, ProgressFn
+    from portllm_edge.training.lora import ProgressFn
     from portllm_edge.training.update import LineageVersion, UpdateResult, UpdateStage
-
-
-@dataclass(frozen=True)
-class TrainRequest:
-    """What a training run was asked to do (the run record's inputs). See :func:`train`."""
-
-    base: str
-    task: str
-    data: str
-    name: str
-    hp: dict[str, Any]
-    limit: int | None = None
-    precision: str = "fp32"
-    template: str | None = None
-    verbalizers: dict[str, str] | None = None
 
 
 def no_gain_hint(outcome: TrainOutcome) -> str | None:
@@ -48,40 +34,22 @@ def no_gain_hint(outcome: TrainOutcome) -> str | None:
 
 
 def train(
-    base: str,
-    task: str,
-    data: str | Path,
-    *,
-    name: str,
-    hp: LoraHyperparams | None = None,
-    limit: int | None = None,
-    precision: str = "fp32",
-    template: str | None = None,
-    verbalizers: dict[str, str] | None = None,
-    force: bool = False,
-    progress: ProgressFn | None = None,
-    note: str | None = None,
+    spec: TrainSpec, *, force: bool = False, progress: ProgressFn | None = None, note: str | None = None
 ) -> TrainOutcome:
-    """LoRA fine-tune ``base`` on ``task`` data, store patch ``name``, and check it on a held-out slice.
+    """LoRA fine-tune ``spec.base`` on ``spec.task`` data, store patch ``spec.name``, and check it on a held-out slice.
 
-    See :func:`portllm_edge.training.patch.train_patch` for the arguments. The held-out
-    slice (a fifth of the examples, at most 64; none under 10) is not trained on; it is
-    scored before and after training (``TrainOutcome.heldout_gain``).
+    ``spec`` is also the run record's inputs. See :func:`portllm_edge.training.patch.train_patch`
+    for the arguments. The held-out slice (a fifth of the examples, at most 64; none under 10)
+    is not trained on; it is scored before and after training (``TrainOutcome.heldout_gain``).
 
     Raises:
         StoreError (name taken), DataError, ConfigError -- before any load; BaseModelError, TrainingError.
     """
-    from portllm_edge.training.lora import LoraHyperparams
     from portllm_edge.training.patch import train_patch
     from portllm_edge.workflow.record import recorded
 
-    hp = hp or LoraHyperparams()
-    req = TrainRequest(base, task, str(data), name, asdict(hp), limit, precision, template, verbalizers)
-    with recorded("train", req) as run:
-        res = train_patch(
-            base, task, data, name=name, hp=hp, limit=limit, precision=precision, template=template,
-            verbalizers=verbalizers, force=force, progress=progress, note=note, run_id=run.id,
-        )  # fmt: skip
+    with recorded("train", spec) as run:
+        res = train_patch(spec, force=force, progress=progress, note=note, run_id=run.id)
         outcome = TrainOutcome(
             name=res.name,
             base_id=res.base_id,
