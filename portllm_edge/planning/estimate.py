@@ -335,7 +335,12 @@ def _weight_terms(
 
 
 def inference_activation_bytes(
-    arch: ModelArch, precision: Precision, context: int, batch: int, device: DeviceKind = "cuda"
+    arch: ModelArch,
+    precision: Precision,
+    context: int,
+    batch: int,
+    device: DeviceKind = "cuda",
+    logits_positions: int = 1,
 ) -> int:
     """Transient workspace of a prefill forward pass over ``T = b·s`` tokens, no autograd.
 
@@ -343,7 +348,9 @@ def inference_activation_bytes(
         * attention: ``T·c·(2H + q + 2kv + 2q)`` — residual, normed input, q/k/v, SDPA output and its
           reshaped copy (SDPA's fused kernels never materialize the ``s×s`` scores);
         * MLP: ``T·c·(2H + 3I)`` — residual, normed input, act(gate), up, their product;
-        * logits: ``T·H·c + b·V·(c + 4)`` — last-token logits and the fp32 copy ``generate`` makes.
+        * logits: ``T·H·c + b·k·V·c + b·V·4`` — the logits of the ``k = logits_positions`` kept
+          positions per sequence (1 in generation and in scoring's last position; ``s`` for a plain
+          forward, which keeps them all) and the fp32 copy of the last one ``generate`` makes.
     Plus, for 4/8-bit, the dequantized copy of the largest projection (``max n ×`` the compute
     dtype's bytes: ``c``, or 4 on CPU where the compute dtype is fp32): bitsandbytes dequantizes
     the weight for multi-token matmuls.
@@ -355,7 +362,10 @@ def inference_activation_bytes(
     h, i = arch.hidden_size, arch.intermediate_size
     attn = t * c * (2 * h + arch.q_width + 2 * arch.kv_width + 2 * arch.q_width)
     mlp = t * c * (2 * h + 3 * i)
-    logits = t * h * c + batch * arch.vocab_size * (c + 4)
+    _positive("logits_positions", logits_positions)
+    logits = (
+        t * h * c + batch * min(logits_positions, context) * arch.vocab_size * c + batch * arch.vocab_size * 4
+    )
     dequant_bytes = CPU_QUANTIZED_COMPUTE_BYTES if device == "cpu" else c
     dequant = arch.max_linear().numel * dequant_bytes if precision.is_quantized else 0
     return max(attn, mlp, logits) + dequant
@@ -370,6 +380,7 @@ def estimate_inference_peak(
     double_quant: bool = True,
     device: DeviceKind = "cuda",
     quantized_copy: bool = False,
+    logits_positions: int = 1,
 ) -> MemoryBreakdown:
     """Estimate the peak memory of running a base model for generation/evaluation.
 
@@ -388,6 +399,8 @@ def estimate_inference_peak(
         quantized_copy: the load reads the model store's quantized copy of the base
             (:func:`portllm_edge.porting.load.has_quantized_copy`), so nothing is quantized and
             the ``quantizing_load`` term is left out.
+        logits_positions: positions per sequence whose logits the pass keeps: 1 (generation, the
+            default) up to ``context`` (a plain forward), see :func:`inference_activation_bytes`.
 
     Returns:
         A :class:`MemoryBreakdown` (bytes).
@@ -414,7 +427,7 @@ def estimate_inference_peak(
         MemoryTerm(
             "activations",
             "activation workspace",
-            inference_activation_bytes(arch, prec, context, batch, device),
+            inference_activation_bytes(arch, prec, context, batch, device, logits_positions),
             "max(attn, MLP, logits phase) + dequantized largest projection (4/8-bit)",
             "transformers modeling code; bitsandbytes matmul_4bit",
         )

@@ -195,3 +195,23 @@ def test_model_reference_kinds(tmp_path, portllm_home):
 def test_budget_from_probe_is_usable():
     b = memory_budget()
     assert b.source == "probe" and b.total_bytes > 0 and b.usable_bytes <= b.available_bytes
+
+
+def test_logits_positions_and_cpu_dequantized_projection():
+    """Qwen2-0.5B sizes, 128 tokens: a plain forward's logits (every position) outweigh the MLP phase."""
+    from portllm_edge.planning.estimate import inference_activation_bytes
+
+    arch = ModelArch.from_config(
+        {"model_type": "qwen2", "hidden_size": 896, "num_hidden_layers": 24, "num_attention_heads": 14,
+         "num_key_value_heads": 2, "intermediate_size": 4864, "vocab_size": 151936, "tie_word_embeddings": True}
+    )  # fmt: skip
+    v, h, t, n = 151936, 896, 128, 4864 * 896
+    last = inference_activation_bytes(arch, Precision.NF4, t, 1, "cpu")
+    every = inference_activation_bytes(arch, Precision.NF4, t, 1, "cpu", logits_positions=t)
+    assert last == t * 2 * (2 * h + 3 * 4864) + n * 4  # MLP phase + fp32 dequantized projection on CPU
+    assert every == t * h * 2 + t * v * 2 + v * 4 + n * 4
+    assert inference_activation_bytes(arch, Precision.NF4, t, 1, "cuda") == last - n * 2  # bf16 there
+    est = estimate_inference_peak(arch, "nf4", t, 1, device="cpu", logits_positions=t)
+    assert est.term("activations") == every
+    with pytest.raises(PlanningError, match="logits_positions"):
+        inference_activation_bytes(arch, Precision.NF4, t, 1, "cpu", logits_positions=0)
