@@ -82,6 +82,18 @@ class PreflightDone(Message):
     """Continue with the port when the report has no failure."""
     default_name: str | None = None
     """The store name the port gets without a typed name (``<patch>@<base id>``)."""
+    check: Any = None
+    """The :class:`portllm_edge.workflow.CheckOutcome` the report came from (its recorded forecast)."""
+
+
+@dataclass
+class ForecastDone(Message):
+    """A forecast computed on demand on the Port screen (``ctrl+f``)."""
+
+    patch: str
+    base: str
+    outcome: Any
+    """:class:`portllm_edge.workflow.ForecastOutcome`."""
 
 
 @dataclass

@@ -111,17 +111,13 @@ def _old_line(resolved: Any) -> str | None:
 
 
 def format_forecast(res: Any) -> str:
-    """The forecast line of ``check`` (where it came from), or the note saying how to get one."""
-    if res.forecast is None:
-        return str(res.forecast_note or "")
-    line = res.forecast.summary()
-    if res.forecast_source == "recorded":
-        when = (res.forecast_at or "")[:16].replace("T", " ")
+    """The forecast line of ``check`` (where it came from), or why there is none and how to get it."""
+    line = str(res.forecast_line())
+    if res.forecast is None and res.can_compute_forecast:
         line += (
-            f" [recorded by run {res.forecast_run} at {when} UTC for this patch, these bases and calibration]"
+            "; add --forecast to compute and record it (forward passes over generic text, as "
+            "`portllm-edge forecast` does)"
         )
-    elif res.forecast_source == "computed":
-        line += f" [computed now; recorded as run {res.forecast_run}]"
     return line
 
 

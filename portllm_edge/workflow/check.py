@@ -8,7 +8,7 @@ The forecast of the recovered gain comes from the drift table when the calibrate
 reads weights only; else it is the one recorded in the run history for exactly this patch,
 these bases and this calibration (``portllm-edge forecast`` records each one it computes),
 or, with ``compute_forecast``, it is computed now (forward passes over generic text) and
-recorded. Without any of these, :attr:`CheckOutcome.forecast_note` says how to get one.
+recorded. Without any of these, :attr:`CheckOutcome.forecast_note` says why.
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ class CheckOutcome:
             ``computed`` (now, with ``compute_forecast``; recorded as run ``forecast_run``).
         forecast_run: the ``forecast`` run that holds it (recorded or computed).
         forecast_at: when that run started (ISO 8601 UTC).
-        forecast_note: without a forecast, why and how to get one (one line).
+        forecast_note: without a forecast, why (one line; :attr:`can_compute_forecast` says whether
+            computing it now would work).
     """
 
     resolved: Resolved
@@ -58,6 +59,23 @@ class CheckOutcome:
     forecast_run: str | None = None
     forecast_at: str | None = None
     forecast_note: str | None = None
+
+    @property
+    def can_compute_forecast(self) -> bool:
+        """True when a forecast could be computed now (the old base is known and the preflight passed)."""
+        return self.resolved.old_base is not None and self.preflight.ok
+
+    def forecast_line(self) -> str:
+        """One line: the forecast with where it came from, or :attr:`forecast_note`."""
+        if self.forecast is None:
+            return self.forecast_note or ""
+        line = self.forecast.summary()
+        if self.forecast_source == "recorded":
+            when = (self.forecast_at or "")[:16].replace("T", " ")
+            line += f" [recorded by run {self.forecast_run} at {when} UTC for this patch, these bases and calibration]"
+        elif self.forecast_source == "computed":
+            line += f" [computed now; recorded as run {self.forecast_run}]"
+        return line
 
 
 def _named_base(patch: PatchRef) -> tuple[str, Path, ResolvedBase] | None:
@@ -156,9 +174,7 @@ def _forecast_fields(
     found = recorded_forecast(key)
     if found is None:
         return {
-            "forecast_note": "forecast of the recovered gain: none recorded for this patch and these bases; "
-            "add --forecast to compute and record it (forward passes over generic text, as "
-            "`portllm-edge forecast` does)"
+            "forecast_note": "forecast of the recovered gain: none recorded for this patch and these bases"
         }
     return {
         "forecast": found.forecast,

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from portllm_edge.history import RunRecord as RunRecord
     from portllm_edge.history import get_run as get_run
     from portllm_edge.history import list_runs as list_runs
+    from portllm_edge.history.health import PatchHealth as PatchHealth
+    from portllm_edge.history.health import patch_health as patch_health
     from portllm_edge.models.gguf import import_gguf as import_gguf
     from portllm_edge.models.store import import_model_folder as import_model_folder
     from portllm_edge.patches import PatchStore as PatchStore
@@ -64,6 +66,8 @@ _LAZY = {
     "import_gguf": ("portllm_edge.models.gguf", "import_gguf"),
     "list_runs": ("portllm_edge.history", "list_runs"),
     "get_run": ("portllm_edge.history", "get_run"),
+    "patch_health": ("portllm_edge.history.health", "patch_health"),
+    "PatchHealth": ("portllm_edge.history.health", "PatchHealth"),
     "describe_run": ("portllm_edge.reports", "describe_run"),
     "job_label": ("portllm_edge.reports", "job_label"),
     "build_report": ("portllm_edge.reports", "build_report"),

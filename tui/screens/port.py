@@ -44,6 +44,7 @@ from ..messages import (
     BaselineMeasured,
     FleetFinished,
     FleetProgress,
+    ForecastDone,
     PortFinished,
     PortOptionsLoaded,
     PortPhase,
@@ -360,6 +361,11 @@ class NameTakenModal(ModalScreen[tuple[str, str] | None]):
         self.dismiss(None)
 
 
+def _forecast_style(forecast: Any) -> str:
+    """Yellow when the forecast extrapolates beyond its calibration, else green."""
+    return "yellow" if forecast.extrapolating else "green"
+
+
 def _status_text(status: str) -> Text:
     style = {"pass": "green", "warn": "yellow", "fail": "bold red"}.get(status, "")
     return Text(status, style=style)
@@ -377,6 +383,7 @@ class PortScreen(BaseScreen):
         Binding("ctrl+g", "port", "Port", priority=True),
         Binding("ctrl+b", "cancel", "Cancel port", priority=True),
         Binding("ctrl+r", "measure_baseline", "Measure baseline", priority=True),
+        Binding("ctrl+f", "forecast", "Forecast", priority=True),
     ]
 
     def __init__(self) -> None:
@@ -401,6 +408,8 @@ class PortScreen(BaseScreen):
         """A baseline measurement (ctrl+r) is running."""
         self.default_name: str | None = None
         """The store name a port gets when the name field is empty (``<patch>@<base id>``)."""
+        self.forecasting = False
+        """A forecast (ctrl+f) is being computed."""
 
     def compose_body(self) -> ComposeResult:
         with Vertical(id="port-form", classes="panel"):
@@ -444,6 +453,7 @@ class PortScreen(BaseScreen):
             with Horizontal(classes="row buttons"):
                 yield Button("4 Check (^t)", id="check-btn", compact=True)
                 yield Button("5 Port (^g)", id="port-btn", variant="primary", compact=True)
+                yield Button("Forecast (^f)", id="forecast-btn", compact=True)
                 yield Button("Cancel (^b)", id="cancel-btn", variant="error", compact=True, disabled=True)
             with Horizontal(classes="row"):
                 yield Label("  Progress", classes="step")
@@ -452,6 +462,7 @@ class PortScreen(BaseScreen):
         with VerticalScroll(id="port-output", classes="panel") as out:
             out.border_title = "Preflight and result"
             yield Static("Choose a patch and a base, then Check (ctrl+t) or Port (ctrl+g).", id="port-status")
+            yield Static("", id="forecast")
             yield DataTable(id="preflight", cursor_type="row", show_cursor=False)
             yield Static("", id="summary")
 
@@ -459,6 +470,7 @@ class PortScreen(BaseScreen):
         table = self.query_one("#preflight", DataTable)
         table.add_columns("check", "status", "reason")
         table.display = False
+        self.query_one("#forecast", Static).display = False
 
     def on_screen_resume(self) -> None:
         self.load_options()
@@ -467,6 +479,11 @@ class PortScreen(BaseScreen):
         return [
             ("Run preflight check", "Check the patch against the base (headers only)", self.action_check),
             ("Start port", "Port the chosen patch onto the chosen base", self.action_port),
+            (
+                "Forecast the recovered gain",
+                "Predict, without task data, the share of the patch's gain the port keeps (recorded)",
+                self.action_forecast,
+            ),
             ("Cancel port", "Stop the running port at the next phase", self.action_cancel),
             (
                 "Measure fine-tune baseline",
@@ -552,6 +569,8 @@ class PortScreen(BaseScreen):
     def _stale(self) -> None:
         if self.preflight_key != (self.patch_name(), self.base_ref()):
             self.preflight = None
+            if not self.forecasting:  # a forecast of other inputs would mislead
+                self.query_one("#forecast", Static).display = False
 
     def _base_changed(self) -> None:
         self._stale()
@@ -654,16 +673,14 @@ class PortScreen(BaseScreen):
         loaded with its template and verbalizers, so a bad file or template fails here, before
         any weights are loaded.
         """
-        from portllm_edge.workflow.queries import ported_patch_name, run_preflight
-        from portllm_edge.workflow.resolve import resolve
+        from portllm_edge.workflow import check
+        from portllm_edge.workflow.queries import ported_patch_name
 
         try:
-            # The same resolve step as the port: the old base is looked up in the model store,
-            # so the tokenizer and drift checks run without asking for it.
-            r = resolve(patch, base)
-            report = run_preflight(
-                r.patch.adapter_dir, r.base.path, old_base_dir=r.old_base.path if r.old_base else None
-            )
+            # The workflow's check, as the CLI's: the old base is looked up in the model store, so
+            # the tokenizer check runs without asking for it, and a recorded forecast is found.
+            outcome = check(patch, base, drift=False)
+            r, report = outcome.resolved, outcome.preflight
             default_name = ported_patch_name(r.patch.name, r.base.model_id)
             if evaluation is not None and evaluation.spec() is not None:
                 from portllm_edge.workflow.checks import check_eval_spec
@@ -672,7 +689,9 @@ class PortScreen(BaseScreen):
         except Exception as exc:
             notify_error_from_thread(self.app, exc)
             return
-        self.post_message(PreflightDone(report, then_port=then_port, default_name=default_name))
+        self.post_message(
+            PreflightDone(report, then_port=then_port, default_name=default_name, check=outcome)
+        )
 
     def on_preflight_done(self, message: PreflightDone) -> None:
         report = message.report
@@ -704,6 +723,8 @@ class PortScreen(BaseScreen):
                 if c.hint:
                     line.append(f"\n    fix: {c.hint}", style="dim")
         status.update(line)
+        if message.check is not None:
+            self._show_forecast(message.check)
         if not report.ok:
             first = report.failures[0]
             more = f" (+{len(report.failures) - 1} more)" if len(report.failures) > 1 else ""
@@ -717,6 +738,77 @@ class PortScreen(BaseScreen):
             return
         if message.then_port:
             self._start_port()
+
+    # ------------------------------------------------------------------ forecast
+
+    def _show_forecast(self, outcome: Any) -> None:
+        """The check's forecast line (recorded, or why there is none and the key that computes it)."""
+        box = self.query_one("#forecast", Static)
+        box.display = True
+        if outcome.forecast is not None:
+            box.update(Text(outcome.forecast_line(), style=_forecast_style(outcome.forecast)))
+            return
+        line = Text(outcome.forecast_line(), style="dim")
+        if outcome.can_compute_forecast:
+            line.append(". Press ctrl+f to compute and record it (forward passes over generic text).")
+        box.update(line)
+
+    def action_forecast(self) -> None:
+        if self.running or self.forecasting:
+            self.notify("a port or a forecast is running; wait for it", severity="warning")
+            return
+        inputs = self._inputs()
+        if not inputs:
+            return
+        self.forecasting = True
+        self.query_one("#forecast-btn", Button).disabled = True
+        box = self.query_one("#forecast", Static)
+        box.display = True
+        box.update(
+            Text(
+                f"Forecasting {inputs[0]} on {inputs[1]}: the patch over generic text on both bases ...",
+                style="bold",
+            )
+        )
+        self.run_forecast(*inputs)
+
+    @on(Button.Pressed, "#forecast-btn")
+    def _forecast_pressed(self) -> None:
+        self.action_forecast()
+
+    @work(thread=True, exclusive=True, group="port-forecast")
+    def run_forecast(self, patch: str, base: str) -> None:
+        """:func:`portllm_edge.workflow.forecast` (records the run); posts :class:`ForecastDone`."""
+        from portllm_edge.workflow import forecast
+
+        try:
+            outcome = forecast(patch, base)
+        except Exception as exc:
+            notify_error_from_thread(self.app, exc)
+            self.post_message(ForecastDone(patch, base, None))
+            return
+        self.post_message(ForecastDone(patch, base, outcome))
+
+    def on_forecast_done(self, message: ForecastDone) -> None:
+        self.forecasting = False
+        self.query_one("#forecast-btn", Button).disabled = False
+        box = self.query_one("#forecast", Static)
+        o = message.outcome
+        if o is None:
+            box.update(
+                Text(
+                    f"forecast of {message.patch} on {message.base}: failed (see the notification)",
+                    style="red",
+                )
+            )
+            return
+        box.update(
+            Text(
+                f"{message.patch} on {message.base}: {o.forecast.summary()} "
+                f"[computed in {o.seconds:.1f} s; recorded as run {o.run_id}]",
+                style=_forecast_style(o.forecast),
+            )
+        )
 
     # ------------------------------------------------------------------ port
 

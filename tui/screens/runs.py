@@ -2,7 +2,10 @@
 
 The chart is drawn with block characters in a Static (see :func:`render_chart`):
 accuracy per configuration for eval/compare runs, measured memory peaks
-for bench runs, and wall time per phase for port and train runs. "Write report"
+for bench runs, and wall time per phase for port and train runs. A compare run against a
+version of an update chain also gets its patch-health chart (:func:`health_chart`: recovered
+gain per version with its interval, from :func:`portllm_edge.history.health.patch_health`,
+the function the report's ``patch_health.png`` is drawn from); ``h`` shows every lineage's. "Write report"
 calls :func:`portllm_edge.reports.report_runs` on the listed runs (Markdown, JSON,
 PNG charts: the same files as the CLI's ``report``) in a thread worker.
 """
@@ -96,6 +99,69 @@ def render_chart(run: Any, width: int) -> Text:
     return text
 
 
+HEALTH_AXIS = (-0.5, 2.0)
+"""The health chart's axis is clipped to -50 % .. 200 %, as the report's chart is."""
+
+
+def health_chart(series: Any, width: int) -> Text:
+    """One lineage's recovered gain per version (``●``) with its 95 % paired interval (``├──┤``).
+
+    Args:
+        series: a :class:`~portllm_edge.history.health.PatchHealth`.
+        width: cells available.
+
+    The axis spans 0 % to 100 % at least (``┆`` marks 100 %: the whole gain kept), widened to the
+    intervals within :data:`HEALTH_AXIS`; a value beyond it is drawn at the edge.
+    """
+    text = Text(f"patch health: {series.label}\n", style="bold")
+    text.append("recovered gain per version, 95% paired bootstrap interval\n", style="dim")
+    values = [v for p in series.points for v in (p.recovered_gain, p.low, p.high) if v is not None]
+    lo = max(HEALTH_AXIS[0], min([0.0, *values]))
+    hi = min(HEALTH_AXIS[1], max([1.0, *values]))
+    label_w = max(len(p.version) for p in series.points)
+    cols = [
+        f"{p.recovered_gain:.0%}"
+        + (f" [{p.low:.0%}, {p.high:.0%}]" if p.low is not None and p.high is not None else "")
+        for p in series.points
+    ]
+    value_w = max(len(c) for c in cols)
+    axis_w = max(10, width - label_w - value_w - 3)
+
+    def cell(v: float) -> int:
+        return round((min(max(v, lo), hi) - lo) / (hi - lo) * (axis_w - 1))
+
+    for p, col in zip(series.points, cols, strict=True):
+        row = [" "] * axis_w
+        row[cell(1.0)] = "┆"
+        if p.low is not None and p.high is not None:
+            a, b = cell(p.low), cell(p.high)
+            for i in range(a, b + 1):
+                row[i] = "─"
+            row[a], row[b] = "├", "┤"
+        row[cell(p.recovered_gain)] = "●"
+        text.append(f"{p.version:<{label_w}} ")
+        text.append("".join(row), style="cyan")
+        text.append(f" {col:>{value_w}}\n")
+    scale = [" "] * axis_w
+    for v, mark in ((0.0, "0%"), (1.0, "100%")):
+        at = min(cell(v), axis_w - len(mark))
+        scale[at : at + len(mark)] = list(mark)
+    text.append(" " * (label_w + 1) + "".join(scale) + "\n", style="dim")
+    return text
+
+
+def run_health(run: Any, runs: Any) -> list[Any]:
+    """The patch-health series ``run`` is a point of (a compare run against a chain version), or none."""
+    from portllm_edge.workflow.queries import patch_health
+
+    if run.kind != "compare":
+        return []
+    lineage = ((run.results or {}).get("extras") or {}).get("lineage")
+    if not isinstance(lineage, dict):
+        return []
+    return [s for s in patch_health(runs) if any(p.run_id == run.id for p in s.points)]
+
+
 def paired_lines(results: dict[str, Any]) -> list[str]:
     """A compare run's paired statistics (recovered gain interval, McNemar, paired differences), or none."""
     from portllm_edge.workflow.queries import PortStatistics
@@ -158,6 +224,7 @@ class RunsScreen(BaseScreen):
         Binding("w", "write_report", "Write report"),
         Binding("j", "show_json", "JSON"),
         Binding("g", "refresh", "Refresh"),
+        Binding("h", "show_health", "Patch health"),
     ]
 
     def __init__(self) -> None:
@@ -191,6 +258,11 @@ class RunsScreen(BaseScreen):
             ("Write report", "Markdown, JSON and PNG charts of the listed runs", self.action_write_report),
             ("Show run JSON", "The selected run's full record", self.action_show_json),
             ("Refresh runs", "Re-read the run history", self.action_refresh),
+            (
+                "Show patch health",
+                "Recovered gain per version of every update chain a patch was compared on",
+                self.action_show_health,
+            ),
         ]
 
     def action_refresh(self) -> None:
@@ -251,9 +323,32 @@ class RunsScreen(BaseScreen):
         chart = self.query_one("#run-chart", Static)
         size = chart.content_size
         try:
-            chart.update(render_chart(run, size.width or 40))
+            text = render_chart(run, size.width or 40)
+            for series in run_health(run, self.runs.values()):
+                text.append_text(health_chart(series, size.width or 40))
+            chart.update(text)
         except Exception as exc:  # a chart is a nicety; a bad record must not break the screen
             chart.update(Text(f"no chart: {exc}", style="dim"))
+
+    def action_show_health(self) -> None:
+        """Every patch-health series of the listed runs in the chart panel (``h``)."""
+        from portllm_edge.workflow.queries import patch_health
+
+        chart = self.query_one("#run-chart", Static)
+        series = patch_health(self.runs.values())
+        if not series:
+            chart.update(
+                Text(
+                    "No patch health yet: compare a patch against the versions of an update chain "
+                    "(`simulate-update --chain`, then `compare` per version).",
+                    style="dim",
+                )
+            )
+            return
+        text = Text()
+        for s in series:
+            text.append_text(health_chart(s, chart.content_size.width or 40))
+        chart.update(text)
 
     def on_resize(self) -> None:
         if self.selected:
