@@ -157,7 +157,10 @@ def _forecast_fields(
     )
 
     if r.old_base is None:
-        return {"forecast_note": "forecast: needs the base the patch was trained on; pass --old OLD"}
+        return {
+            "forecast_note": "forecast: needs the base the patch was trained on, which is not in the model "
+            "store; import it, or name it with --old"
+        }
     if compute:
         if not report.ok:
             return {"forecast_note": "forecast: not computed, the preflight failed (see above)"}
