@@ -89,3 +89,22 @@ def smollm2_gguf() -> Path:
     if not path.is_file():
         pytest.skip(f"SmolLM2 GGUF not found at {path}; run `make smollm2` or set PORTLLM_EDGE_SMOLLM2_GGUF")
     return path
+
+
+@pytest.fixture(scope="session")
+def smollm2_model(smollm2_gguf, tmp_path_factory) -> Path:
+    """SmolLM2 imported from its GGUF once per session (:func:`~portllm_edge.models.gguf.import_gguf`,
+    default name and dtype), in a store of its own: the import is ~20-30 s on 2 cores.
+
+    Tests only read it: the GGUF import test asserts on it; a test that needs it in its own
+    model store hard-links it there (:func:`factories.link_model`) and ``import_gguf(..., reuse=True)``
+    then returns that copy.
+    """
+    from portllm_edge import paths
+    from portllm_edge.models.gguf import import_gguf
+
+    paths.set_home(tmp_path_factory.mktemp("smollm2-home"))
+    try:
+        return import_gguf(smollm2_gguf)
+    finally:
+        paths.set_home(None)

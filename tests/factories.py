@@ -17,6 +17,8 @@ relative Frobenius), which is what a continued-pretraining update looks like.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -211,3 +213,15 @@ def build_lora_adapter(
     data["base_model_name_or_path"] = str(base_dir)
     cfg_path.write_text(json.dumps(data, indent=2))
     return out
+
+
+def link_model(folder: Path, models_dir: Path) -> Path:
+    """Put a model store folder into another model store by hard links (no bytes copied); returns the new folder.
+
+    Store writes replace files (temp then rename), so the linked copies never change the source.
+    """
+    dest = models_dir / folder.name
+    if not dest.exists():
+        models_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(folder, dest, copy_function=os.link)
+    return dest

@@ -52,19 +52,18 @@ def _llama_cpp():
 
 
 @pytest.fixture(scope="module")
-def setup(smollm2_gguf, tmp_path_factory):
+def setup(smollm2_model, tmp_path_factory):
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from portllm_edge import paths
     from portllm_edge.export.merged_gguf import write_merged_gguf
-    from portllm_edge.models.gguf import import_gguf
 
     work = tmp_path_factory.mktemp("llama-cpp")
     paths.set_home(work / "home")
     try:
-        base = import_gguf(smollm2_gguf)
+        base = smollm2_model  # import_gguf(smollm2_gguf), once per session; only read here
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
         cfg = LoraConfig(

@@ -51,15 +51,8 @@ def test_tiny_model_matches_the_harness(task, tiny_pairs, shared_data):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("task", harness_tasks.TASKS)
-def test_smollm2_matches_the_harness(task, smollm2_gguf, shared_data, tmp_path_factory):
-    from portllm_edge import paths
-    from portllm_edge.models.gguf import import_gguf
-
-    paths.set_home(tmp_path_factory.getbasetemp() / "smol-parity-home")
-    try:
-        model_dir = import_gguf(smollm2_gguf, reuse=True)
-    finally:
-        paths.set_home(None)
+def test_smollm2_matches_the_harness(task, smollm2_model, shared_data):
+    model_dir = smollm2_model  # imported from the GGUF once per session
     ours = harness_tasks.run_ours(model_dir, task, shared_data, limit=64)
     theirs = harness_tasks.run_harness(model_dir, task, shared_data, limit=64)
     _assert_parity(ours, theirs, task)

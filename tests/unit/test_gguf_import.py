@@ -110,10 +110,12 @@ def test_output_dtype_rule():
 
 
 @pytest.mark.slow
-def test_smollm2_streamed_import_matches_the_fp32_import_rounded_to_bf16(smollm2_gguf, tmp_path):
+def test_smollm2_streamed_import_matches_the_fp32_import_rounded_to_bf16(smollm2_gguf, smollm2_model):
+    """``smollm2_model`` is ``import_gguf(smollm2_gguf)``, made once per session (tests/conftest.py)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder = import_gguf(smollm2_gguf, name="s")
+    folder = smollm2_model
+    assert json.loads((folder / "portllm_model.json").read_text())["dtype"] == "bfloat16"  # Q4_1 -> bf16
     got = _streamed(folder)
     oracle = AutoModelForCausalLM.from_pretrained(
         smollm2_gguf.parent, gguf_file=smollm2_gguf.name, dtype=torch.float32

@@ -68,19 +68,23 @@ def test_decode_bytes_per_token_counts_weights_head_and_kv():
     assert decode_bytes_per_token(arch, "nf4", context=1) < 0.35 * bf16
 
 
-def test_smollm2_plan_pick_port_auto_app_and_demo_agree(smollm2_gguf, capsys):
+def test_smollm2_plan_pick_port_auto_app_and_demo_agree(smollm2_model, capsys):
     """The issue's acceptance test: the same answer from every asker, for SmolLM2 on this machine."""
     from dataclasses import replace
 
+    import factories
+
+    from portllm_edge import paths
     from portllm_edge.cli import main
     from portllm_edge.demo import ExperimentSettings
-    from portllm_edge.models.gguf import import_gguf
     from portllm_edge.models.refs import resolve_base
     from portllm_edge.planning import memory_budget
     from portllm_edge.porting.load import default_device, resolve_precision
     from tui.screens.port import PORT_PRECISIONS
 
-    folder = import_gguf(smollm2_gguf)
+    folder = factories.link_model(
+        smollm2_model, paths.models_dir()
+    )  # the imported GGUF, in this test's store
     device = default_device()
     budget = memory_budget(device=device)
     answer = decide_precision(folder, device=device).precision.value
