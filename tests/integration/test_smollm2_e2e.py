@@ -19,13 +19,19 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 
 @pytest.fixture(scope="module")
-def _smol_home(tmp_path_factory):
-    return tmp_path_factory.mktemp("smol-home")
+def _smol_home(tmp_path_factory, smollm2_model):
+    """This module's home; its model store starts with the session's SmolLM2 import (hard links),
+    so ``import_gguf(smollm2_gguf, reuse=True)`` returns it."""
+    import factories
+
+    home = tmp_path_factory.mktemp("smol-home")
+    factories.link_model(smollm2_model, home / "models")
+    return home
 
 
 @pytest.fixture(autouse=True)
 def portllm_home(_smol_home, monkeypatch):
-    """One home for this module: the second test reuses the first one's v2, patches and results (cached)."""
+    """One home for this module: every test sees the experiment's v2, patches and runs."""
     from portllm_edge import paths
 
     monkeypatch.setenv(paths.ENV_HOME, str(_smol_home))
@@ -50,19 +56,31 @@ CI_SETTINGS = ExperimentSettings(
 )
 
 
-def test_sst2_patch_ports_from_v1_to_v2_in_nf4(smollm2_gguf, shared_data):
-    v1 = import_gguf(smollm2_gguf, reuse=True)
-    task = ExperimentTask(
-        task="sst2",
-        train_data=shared_data / "sst2" / "train.tsv",
-        eval_data=shared_data / "sst2" / "dev.tsv",
-        title="SST-2",
-        patch_name="sst2-smol",
-    )
-    lines: list[str] = []
-    res = experiment(
-        v1, [shared_data / "gutenberg" / "pg1342.txt"], task, settings=CI_SETTINGS, say=lines.append
-    )
+@pytest.fixture(scope="module")
+def sst2_experiment(smollm2_gguf, shared_data, _smol_home):
+    """The experiment (v1 -> v2, patch, baseline, table, measurements, port), run once for this module's tests."""
+    from portllm_edge import paths
+
+    paths.set_home(_smol_home)
+    try:
+        v1 = import_gguf(smollm2_gguf, reuse=True)
+        task = ExperimentTask(
+            task="sst2",
+            train_data=shared_data / "sst2" / "train.tsv",
+            eval_data=shared_data / "sst2" / "dev.tsv",
+            title="SST-2",
+            patch_name="sst2-smol",
+        )
+        res = experiment(
+            v1, [shared_data / "gutenberg" / "pg1342.txt"], task, settings=CI_SETTINGS, say=lambda _line: None
+        )
+    finally:
+        paths.set_home(None)
+    return v1, res
+
+
+def test_sst2_patch_ports_from_v1_to_v2_in_nf4(sst2_experiment):
+    _v1, res = sst2_experiment
     rows = {r.config: r for r in res.compare.rows}
     zero, old, ported, own = (
         rows[k].accuracy
@@ -90,7 +108,7 @@ def test_sst2_patch_ports_from_v1_to_v2_in_nf4(smollm2_gguf, shared_data):
     assert res.update.mean_linear_drift > 0
 
 
-def test_drift_table_and_exact_streaming_merge_on_smollm2(smollm2_gguf, shared_data, tmp_path, capsys):
+def test_drift_table_and_exact_streaming_merge_on_smollm2(sst2_experiment, tmp_path, capsys):
     """Issue 3's real input: the drift table of the SST-2 patch on the SmolLM2 update, and a streamed
     merge whose logits equal the unmerged port (fp32, ≤ 1e-4 relative)."""
     import torch
@@ -101,17 +119,7 @@ def test_drift_table_and_exact_streaming_merge_on_smollm2(smollm2_gguf, shared_d
     from portllm_edge.porting.drift import compute_drift
     from portllm_edge.porting.load import load_base_model
 
-    v1 = import_gguf(smollm2_gguf, reuse=True)
-    task = ExperimentTask(
-        task="sst2",
-        train_data=shared_data / "sst2" / "train.tsv",
-        eval_data=shared_data / "sst2" / "dev.tsv",
-        title="SST-2",
-        patch_name="sst2-smol",
-    )
-    res = experiment(
-        v1, [shared_data / "gutenberg" / "pg1342.txt"], task, settings=CI_SETTINGS, say=lambda _line: None
-    )
+    v1, res = sst2_experiment
     v2 = resolve_base(f"{v1.name}-sst2-smol-v2")
     patch_dir = PatchStore().get("sst2-smol").adapter_dir
 
