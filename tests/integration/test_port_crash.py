@@ -14,13 +14,22 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from crash_harness import cli, kill_at_random, listing_changes
+from crash_harness import kill_at_random, listing_changes
 
 from portllm_edge import paths
 from portllm_edge.patches import PatchStore
 
 PORT_TRIALS = 5
 HISTORY_TRIALS = 5
+
+# The port of the CLI's `port g --base NEW --precision fp32 --force --overwrite`, through the same
+# workflow call with load -> attach in this process (isolate=False): a kill interrupts the same
+# store write, without a measurement worker's start-up (seconds of torch imports) in every trial.
+PORT_WRITER = """
+import sys
+from portllm_edge.workflow import port
+port("g", sys.argv[1], precision="fp32", force=True, overwrite=True, isolate=False)
+"""
 
 HISTORY_WRITER = """
 import sys
@@ -44,10 +53,8 @@ def test_port_save_survives_sigkill(tmp_path, tiny_pairs, tiny_adapters):
     killed = 0
     stored = False
     for seed in range(PORT_TRIALS):
-        # --overwrite: after the first complete port, each trial replaces it (the store must never lose it)
-        cmd = cli(
-            "port", "g", "--base", tiny_pairs["gemma2"].new, "--precision", "fp32", "--force", "--overwrite"
-        )
+        # overwrite: after the first complete port, each trial replaces it (the store must never lose it)
+        cmd = [sys.executable, "-c", PORT_WRITER, str(tiny_pairs["gemma2"].new)]
         # kill once the store's listing changes (the ported entry's temp folder appears), within its write window
         outcome = kill_at_random(
             cmd, seed, max_delay_s=0.15, wait_for=listing_changes(store.root), env=_env(home), timeout_s=120
