@@ -212,11 +212,12 @@ def test_name_collision_offers_rename_or_overwrite_before_any_load(
     stored_llama_patch: str, tiny_pairs
 ) -> None:
     phases: list[str] = []
-    seen: set[int] = set()
+    seen: dict[int, object] = {}  # id -> the message itself: kept alive, so no id is reused
 
     def hook(message) -> None:
+        # The hook sees a message at each pump it reaches (screen, then app when it bubbles).
         if type(message).__name__ == "PortPhase" and id(message) not in seen:
-            seen.add(id(message))
+            seen[id(message)] = message
             phases.append(message.phase)
 
     async def body() -> None:

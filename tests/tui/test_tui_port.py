@@ -41,12 +41,12 @@ def test_port_screen_ports_tiny_llama_patch_and_shows_summary(
     ).best
     assert expected_pick is not None
     seen_phases: list[str] = []
-    seen_ids: set[int] = set()
+    seen: dict[int, object] = {}  # id -> the message itself: kept alive, so no id is reused
 
     def hook(message) -> None:
         # The hook sees a message at each pump it reaches (screen, then app when it bubbles).
-        if type(message).__name__ == "PortPhase" and id(message) not in seen_ids:
-            seen_ids.add(id(message))
+        if type(message).__name__ == "PortPhase" and id(message) not in seen:
+            seen[id(message)] = message
             seen_phases.append(message.phase)
 
     async def body() -> None:
