@@ -70,7 +70,7 @@ def _harness_gsm8k(shared_data):
     cfg = {k: v for k, v in raw.items() if k not in ("tag", "dataset_name", "dataset_path")}
     files = {split: str(shared_data / "gsm8k" / f"{split}.jsonl") for split in ("train", "test")}
     cfg.update(task="local_gsm8k", dataset_path="json", dataset_kwargs={"data_files": files})
-    return raw, get_task_dict([cfg])["local_gsm8k"]
+    return raw, get_task_dict([cfg], harness_tasks.task_manager())["local_gsm8k"]
 
 
 def test_gsm8k_five_shot_prompts_are_the_harness_prompts(shared_data):
