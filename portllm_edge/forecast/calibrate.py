@@ -6,11 +6,12 @@ Given points (one per version × task: the feature values and the measured recov
 with its paired bootstrap interval, from ``benchmarks/successive_updates.py``), this module
 
 * scores every candidate: the Spearman rank correlation with the measured gain, and the
-  mean absolute error of a straight-line fit under leave-one-task-out (fit on the other
-  tasks, predict the left-out one);
+  mean absolute error under leave-one-task-out (fit on the other tasks, predict the left-out
+  one) of two curves in the (transformed) feature: a straight line, and a logistic curve
+  from 0 to 1 (a patch that keeps its gain up to some drift and loses it past it);
 * scores the constant forecasts a candidate has to beat (:data:`BASELINES`);
-* fits the best candidate on all points and stores the fit in ``calibration.json`` beside
-  this file, with its provenance: the line, the calibrated feature range, and the interval
+* fits the best candidate and curve on all points and stores the fit in ``calibration.json``
+  beside this file, with its provenance: the curve, the calibrated feature range, and the interval
   half-width (the 90th percentile of the absolute leave-one-task-out errors);
 * turns a new feature value into a :class:`Forecast`, saying when the value lies outside the
   calibrated range (an extrapolation).
@@ -34,7 +35,14 @@ CANDIDATES: dict[str, str] = {
     "effect_kept": "identity",
     "drift_ratio": "log10",
 }
-"""Candidate feature -> the transform the straight line is fitted on (ratios span decades)."""
+"""Candidate feature -> the transform the curve is fitted on (ratios span decades)."""
+LINKS = ("line", "logistic")
+"""The fitted curves: ``line`` predicts ``a + b·t``; ``logistic`` predicts ``1 / (1 + exp(−(a + b·t)))``
+(``t``: the transformed feature)."""
+LOGISTIC_MIN_WIDTH = 0.01
+"""The logistic fit's steepest transition, as a share of the fitted feature span (no infinite slope)."""
+OPTIONAL_FIELDS = ("baselines", "link")
+"""Calibration fields a file written by an earlier version may lack (their defaults apply)."""
 INTERVAL_QUANTILE = 0.9
 MIN_GAIN = 0.05
 """Points whose patch gains less than this over the new base's zero-shot accuracy (old + patch −
@@ -80,6 +88,47 @@ def fit_line(t: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
     return float(a), float(b)
 
 
+def predict(link: str, a: float, b: float, t: float) -> float:
+    """The curve ``link`` (:data:`LINKS`) with coefficients ``(a, b)`` at the transformed feature ``t``."""
+    z = a + b * t
+    if link == "line":
+        return z
+    return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
+
+
+def fit_logistic(t: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
+    """Least-squares ``y ≈ 1 / (1 + exp(−(a + b·t)))``; returns ``(a, b)``.
+
+    A grid search over the curve's centre (401 points across the range of ``t``), its width
+    (61 values from :data:`LOGISTIC_MIN_WIDTH` of the span to the whole span, geometric) and
+    its direction; the recovered gain runs from 1 (all kept) to 0 (all lost), so the curve
+    is not scaled. A constant ``t`` gives ``b = 0`` and ``a`` the logit of the clipped mean.
+    """
+    import numpy as np
+
+    ta, ya = np.asarray(t, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    span = float(ta.max() - ta.min()) if len(ta) else 0.0
+    if span == 0:
+        m = min(max(float(ya.mean()), 1e-6), 1 - 1e-6)
+        return math.log(m / (1 - m)), 0.0
+    centres = np.linspace(ta.min(), ta.max(), 401)[:, None]
+    best = (math.inf, 0.0, 0.0)
+    for width in span * np.geomspace(LOGISTIC_MIN_WIDTH, 1.0, 61):
+        for sign in (1.0, -1.0):
+            b = sign / width
+            z = np.clip(b * (ta[None, :] - centres), -50, 50)
+            sse = ((1 / (1 + np.exp(-z)) - ya[None, :]) ** 2).sum(axis=1)
+            i = int(sse.argmin())
+            if float(sse[i]) < best[0]:
+                best = (float(sse[i]), float(-b * centres[i, 0]), float(b))
+    return best[1], best[2]
+
+
+def fit_curve(link: str, t: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
+    """:func:`fit_line` or :func:`fit_logistic`, by ``link``."""
+    return fit_line(t, y) if link == "line" else fit_logistic(t, y)
+
+
 def _usable(points: Sequence[Mapping[str, Any]], name: str) -> list[Mapping[str, Any]]:
     """Points with a measured gain (at least :data:`MIN_GAIN` when ``gain`` is given) and a finite feature."""
     return [
@@ -92,19 +141,21 @@ def _usable(points: Sequence[Mapping[str, Any]], name: str) -> list[Mapping[str,
     ]
 
 
-def loto_errors(points: Sequence[Mapping[str, Any]], name: str) -> list[float]:
-    """Signed errors (predicted − measured) of each point, predicted by a line fitted on the other tasks."""
+def loto_errors(points: Sequence[Mapping[str, Any]], name: str, link: str = "line") -> list[float]:
+    """Signed errors (predicted − measured) of each point, predicted by a curve fitted on the other tasks."""
     pts = _usable(points, name)
     errors = []
     for task in sorted({p["task"] for p in pts}):
         train = [p for p in pts if p["task"] != task]
         if len(train) < 2:
             continue
-        a, b = fit_line(
-            [_transform(name, p["features"][name]) for p in train], [p["recovered_gain"] for p in train]
+        a, b = fit_curve(
+            link,
+            [_transform(name, p["features"][name]) for p in train],
+            [p["recovered_gain"] for p in train],
         )
         errors += [
-            a + b * _transform(name, p["features"][name]) - p["recovered_gain"]
+            predict(link, a, b, _transform(name, p["features"][name])) - p["recovered_gain"]
             for p in pts
             if p["task"] == task
         ]
@@ -112,7 +163,10 @@ def loto_errors(points: Sequence[Mapping[str, Any]], name: str) -> list[float]:
 
 
 def score_candidates(points: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
-    """``{candidate: {"spearman", "loto_mae", "n"}}`` against the measured recovered gain.
+    """``{candidate: {"spearman", "loto_mae", "loto_mae_logistic", "n"}}`` against the measured recovered gain.
+
+    ``loto_mae`` is the straight line's leave-one-task-out mean absolute error, ``loto_mae_logistic``
+    the logistic curve's (:data:`LINKS`).
 
     Args:
         points: dicts with ``task``, ``recovered_gain`` (a fraction), ``features`` (a
@@ -123,9 +177,11 @@ def score_candidates(points: Sequence[Mapping[str, Any]]) -> dict[str, dict[str,
     for name in CANDIDATES:
         pts = _usable(points, name)
         errors = loto_errors(points, name)
+        logistic = loto_errors(points, name, "logistic")
         out[name] = {
             "spearman": spearman([p["features"][name] for p in pts], [p["recovered_gain"] for p in pts]),
             "loto_mae": sum(abs(e) for e in errors) / len(errors) if errors else math.nan,
+            "loto_mae_logistic": sum(abs(e) for e in logistic) / len(logistic) if logistic else math.nan,
             "n": len(pts),
         }
     return out
@@ -164,27 +220,50 @@ def score_baselines(points: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     }
 
 
-def best_candidate(scores: Mapping[str, Mapping[str, float]]) -> str:
-    """The candidate with the lowest leave-one-task-out MAE (ties: the larger |Spearman|)."""
-    ok = {k: v for k, v in scores.items() if math.isfinite(v["loto_mae"])}
-    if not ok:
+def _mae(score: Mapping[str, float], link: str) -> float:
+    value = score.get("loto_mae" if link == "line" else "loto_mae_logistic", math.nan)
+    return float(value) if value is not None and math.isfinite(value) else math.inf
+
+
+def best_fit(scores: Mapping[str, Mapping[str, float]]) -> tuple[str, str]:
+    """``(candidate, link)`` with the lowest leave-one-task-out MAE (ties: the line, then the larger |Spearman|).
+
+    Raises:
+        ValueError: no candidate has a finite leave-one-task-out error (points of fewer than 2 tasks).
+    """
+    pairs = [(k, link) for k in scores for link in LINKS if math.isfinite(_mae(scores[k], link))]
+    if not pairs:
         raise ValueError("no candidate has a finite leave-one-task-out error; need points of 2+ tasks")
-    return min(ok, key=lambda k: (ok[k]["loto_mae"], -abs(ok[k]["spearman"] or 0.0)))
+    return min(
+        pairs,
+        key=lambda kl: (
+            _mae(scores[kl[0]], kl[1]),
+            LINKS.index(kl[1]),
+            -abs(scores[kl[0]]["spearman"] or 0.0),
+        ),
+    )
+
+
+def best_candidate(scores: Mapping[str, Mapping[str, float]]) -> str:
+    """The candidate of :func:`best_fit`."""
+    return best_fit(scores)[0]
 
 
 @dataclass(frozen=True)
 class Calibration:
-    """A fitted forecast: ``recovered gain ≈ intercept + slope · transform(feature)``.
+    """A fitted forecast: ``recovered gain ≈ curve(intercept + slope · transform(feature))``.
 
     Attributes:
         feature: the candidate used (a :class:`~portllm_edge.forecast.features.ForecastFeatures` field).
         transform: ``log10`` or ``identity``.
-        intercept, slope: the line.
+        intercept, slope: the curve's coefficients (:func:`predict`).
         half_width: the interval's half-width (90th percentile of |leave-one-task-out error|), a fraction.
         feature_min, feature_max: the calibrated range of the feature.
         scores: every candidate's Spearman and leave-one-task-out MAE.
         baselines: the mean absolute error of each constant forecast (:func:`score_baselines`),
             a fraction; empty in a calibration written before they were scored.
+        link: the curve, ``line`` or ``logistic`` (:data:`LINKS`); ``line`` in a calibration
+            written before the logistic curve was scored.
         provenance: how the points were made (benchmark, base, corpus, tasks, sizes).
         points: the calibration points (version, task, measured gain, features).
     """
@@ -200,6 +279,7 @@ class Calibration:
     provenance: dict[str, Any]
     points: list[dict[str, Any]]
     baselines: dict[str, float] = field(default_factory=dict)
+    link: str = "line"
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> Calibration:
@@ -217,8 +297,8 @@ class Calibration:
         try:
             data = json.loads(src.read_text(encoding="utf-8"))
             cal = cls(
-                **{k: data[k] for k in cls.__dataclass_fields__ if k != "baselines"},
-                baselines=data.get("baselines") or {},
+                **{k: data[k] for k in cls.__dataclass_fields__ if k not in OPTIONAL_FIELDS},
+                **{k: data[k] for k in OPTIONAL_FIELDS if data.get(k) is not None},
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"{src}: not a readable forecast calibration ({exc}).", hint=hint) from exc
@@ -231,6 +311,8 @@ class Calibration:
         """What makes this calibration unusable by :func:`forecast_from`, or None."""
         if self.feature not in CANDIDATES:
             return f"`feature` is {self.feature!r}; it must be one of {', '.join(CANDIDATES)}"
+        if self.link not in LINKS:
+            return f"`link` is {self.link!r}; it must be one of {', '.join(LINKS)}"
         if self.transform != CANDIDATES[self.feature]:
             return f"`transform` is {self.transform!r}; `{self.feature}` is fitted on {CANDIDATES[self.feature]!r}"
         for name in ("intercept", "slope", "half_width", "feature_min", "feature_max"):
@@ -245,9 +327,12 @@ class Calibration:
 
 
 def fit(
-    points: Sequence[Mapping[str, Any]], provenance: Mapping[str, Any], feature: str | None = None
+    points: Sequence[Mapping[str, Any]],
+    provenance: Mapping[str, Any],
+    feature: str | None = None,
+    link: str | None = None,
 ) -> Calibration:
-    """Fit the best (or the named) candidate on every point; the interval from its leave-one-task-out errors.
+    """Fit the best (or the named) candidate and curve on every point; the interval from its leave-one-task-out errors.
 
     Raises:
         ValueError: fewer than 2 tasks with usable points.
@@ -255,10 +340,20 @@ def fit(
     import numpy as np
 
     scores = score_candidates(points)
-    name = feature or best_candidate(scores)
+    if feature is None and link is None:
+        name, chosen = best_fit(scores)
+    elif feature is None:
+        finite = [k for k in scores if math.isfinite(_mae(scores[k], str(link)))]
+        if not finite:
+            raise ValueError("no candidate has a finite leave-one-task-out error; need points of 2+ tasks")
+        name, chosen = min(finite, key=lambda k: _mae(scores[k], str(link))), str(link)
+    else:
+        name, chosen = feature, link or min(LINKS, key=lambda lk: _mae(scores[feature], lk))
     pts = _usable(points, name)
-    a, b = fit_line([_transform(name, p["features"][name]) for p in pts], [p["recovered_gain"] for p in pts])
-    errors = np.abs(np.asarray(loto_errors(points, name)))
+    a, b = fit_curve(
+        chosen, [_transform(name, p["features"][name]) for p in pts], [p["recovered_gain"] for p in pts]
+    )
+    errors = np.abs(np.asarray(loto_errors(points, name, chosen)))
     values = [float(p["features"][name]) for p in pts]
     return Calibration(
         feature=name,
@@ -272,6 +367,7 @@ def fit(
         provenance=dict(provenance),
         points=[dict(p) for p in points],
         baselines=score_baselines(points),
+        link=chosen,
     )
 
 
@@ -342,7 +438,7 @@ def forecast_from(features: Mapping[str, Any], calibration: Calibration | None =
             hint="an all-zero patch, or effects not computed: pass effects=True",
         )
     t = math.log10(max(float(value), 1e-12)) if cal.transform == "log10" else float(value)
-    pred = cal.intercept + cal.slope * t
+    pred = predict(cal.link, cal.intercept, cal.slope, t)
     return Forecast(
         predicted=pred,
         low=pred - cal.half_width,

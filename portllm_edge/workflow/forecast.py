@@ -122,10 +122,19 @@ def patch_fingerprint(patch: PatchRef) -> str:
 
 
 def calibration_id(cal: Calibration) -> str:
-    """``"c1:<sha256 hex, 12 chars>"`` of the fitted values a forecast depends on (feature, line, interval, range)."""
+    """``"c1:<sha256 hex, 12 chars>"`` of the fitted values a forecast depends on (feature, curve, interval, range)."""
     fitted = {
         k: getattr(cal, k)
-        for k in ("feature", "transform", "intercept", "slope", "half_width", "feature_min", "feature_max")
+        for k in (
+            "feature",
+            "transform",
+            "link",
+            "intercept",
+            "slope",
+            "half_width",
+            "feature_min",
+            "feature_max",
+        )
     }
     return "c1:" + hashlib.sha256(json.dumps(fitted, sort_keys=True).encode()).hexdigest()[:12]
 

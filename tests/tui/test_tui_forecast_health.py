@@ -13,8 +13,35 @@ from tui_helpers import (  # type: ignore[import-not-found]
 )
 
 
-def test_port_screen_forecast_on_demand_then_recorded(stored_llama_patch: str, tiny_pairs) -> None:
+def _effect_calibration(tmp_path, monkeypatch) -> None:
+    """A calibration on a feature that needs forward passes (whatever the shipped one reads): check can't compute it."""
+    import json
+
+    from portllm_edge.forecast import calibrate
+
+    cal = {
+        "feature": "effect_cosine",
+        "transform": "identity",
+        "intercept": 0.9,
+        "slope": -0.2,
+        "half_width": 0.15,
+        "feature_min": 0.5,
+        "feature_max": 0.99,
+        "scores": {},
+        "provenance": {"benchmark": "test"},
+        "points": [],
+    }
+    path = tmp_path / "calibration.json"
+    path.write_text(json.dumps(cal))
+    monkeypatch.setattr(calibrate, "CALIBRATION_FILE", path)
+
+
+def test_port_screen_forecast_on_demand_then_recorded(
+    stored_llama_patch: str, tiny_pairs, tmp_path, monkeypatch
+) -> None:
     from portllm_edge.history import list_runs
+
+    _effect_calibration(tmp_path, monkeypatch)
 
     new_base = str(tiny_pairs["llama"].new)
 

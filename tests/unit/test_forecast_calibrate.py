@@ -128,6 +128,28 @@ def test_constant_baselines_score_all_kept_and_the_other_tasks_mean():
     assert cal.baselines["all_kept"] == pytest.approx(0.5)
 
 
+def test_a_step_in_the_gain_is_fitted_by_the_logistic_curve():
+    """Gains that stay at 1 up to a ratio of 3 and are lost past it: the logistic curve wins, the line can't."""
+    points = [
+        {
+            "task": task,
+            "version": f"v{k}",
+            "recovered_gain": 1.0 if ratio < 3 else 0.0,
+            "features": {"drift_ratio": ratio * (1 + 0.01 * j), "projected_ratio": None},
+        }
+        for j, task in enumerate("abc")
+        for k, ratio in enumerate([0.1, 0.3, 1.0, 2.0, 5.0, 10.0, 30.0])
+    ]
+    scores = score_candidates(points)
+    assert scores["drift_ratio"]["loto_mae_logistic"] < 0.02 < 0.1 < scores["drift_ratio"]["loto_mae"]
+    cal = fit(points, {"benchmark": "test"})
+    assert (cal.feature, cal.link) == ("drift_ratio", "logistic")
+    assert forecast_from({"drift_ratio": 0.5}, cal).predicted == pytest.approx(1.0, abs=0.01)
+    assert forecast_from({"drift_ratio": 20.0}, cal).predicted == pytest.approx(0.0, abs=0.01)
+    # the step lies between the last kept (2.0) and the first lost (5.0) ratio
+    assert 2.0 < 10 ** (-cal.intercept / cal.slope) < 5.0
+
+
 def test_the_shipped_calibration_is_readable_and_has_provenance():
     cal = Calibration.load()
     assert CALIBRATION_FILE.is_file()
@@ -136,6 +158,7 @@ def test_the_shipped_calibration_is_readable_and_has_provenance():
     versions = {p["version"] for p in cal.points}
     assert len(tasks) >= 3 and len(versions) >= 6
     assert cal.feature_min < cal.feature_max and cal.half_width > 0
+    assert set(cal.baselines) == {"all_kept", "other_tasks_mean"} and cal.link in ("line", "logistic")
 
 
 @pytest.mark.parametrize(
@@ -148,6 +171,7 @@ def test_the_shipped_calibration_is_readable_and_has_provenance():
         ({"feature": "perplexity"}, "`feature` is 'perplexity'"),
         ({"transform": "exp"}, "`transform` is 'exp'; `projected_ratio` is fitted on 'log10'"),
         ({"feature_min": 5.0, "feature_max": 1.0}, "`feature_min` 5.0 is above `feature_max` 1.0"),
+        ({"link": "cubic"}, "`link` is 'cubic'; it must be one of line, logistic"),
     ],
 )
 def test_a_calibration_with_an_unusable_value_is_refused_on_load(tmp_path, change, message):
