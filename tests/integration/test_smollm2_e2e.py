@@ -142,3 +142,47 @@ def test_drift_table_and_exact_streaming_merge_on_smollm2(sst2_experiment, tmp_p
     assert rel <= 1e-4, rel
     assert torch.isfinite(got).all()
     assert res.port.ported_name == "sst2-smol@SmolLM2-135M-Instruct-sst2-smol-v2"
+
+
+def test_chain_of_two_tiny_updates_then_forecast_on_smollm2(smollm2_gguf, shared_data, tmp_path, capsys):
+    """Issue 13 on real input: `simulate-update --chain` makes v2 and v3 from SmolLM2 (one step each),
+    each recorded in the lineage; `forecast` of a patch of v1 onto v3 predicts a recovered gain with an
+    interval around it, says whether it extrapolates, and records it, so `check` shows it."""
+    import json
+
+    import factories  # type: ignore[import-not-found]
+
+    from portllm_edge.cli import main
+    from portllm_edge.forecast import Calibration
+    from portllm_edge.history import list_runs
+    from portllm_edge.training.update import read_lineage
+
+    v1 = import_gguf(smollm2_gguf, reuse=True)
+    chain = tmp_path / "chain"
+    args = ["simulate-update", str(v1), "--corpus", str(shared_data / "gutenberg" / "pg1342.txt"),
+            "--out", str(chain), "--chain", "1:1e-5,1:2e-5", "--seq-len", "32", "--batch-size", "2"]  # fmt: skip
+    assert main(args) == 0
+    assert "lineage of 3 versions" in capsys.readouterr().out
+    version, lineage = read_lineage(chain / "v3")
+    assert version == "v3" and [v.version for v in lineage] == ["v1", "v2", "v3"]
+    assert lineage[0].path == str(v1.resolve()) and lineage[1].path == str(chain / "v2")
+    updates = {
+        r.inputs["version"]: r for r in list_runs("update") if r.inputs.get("out", "").startswith(str(chain))
+    }
+    assert sorted(updates) == ["v2", "v3"] and {r.status for r in updates.values()} == {"ok"}
+
+    patch = factories.build_lora_adapter(v1, tmp_path / "patch", r=4, lora_alpha=4)
+    fargs = [str(patch), "--base", str(chain / "v3"), "--old", str(v1)]
+    assert main(["forecast", *fargs, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    fc, feats, cal = data["forecast"], data["features"], Calibration.load()
+    assert fc["feature"] == cal.feature and fc["value"] == pytest.approx(feats[cal.feature])
+    assert 0.0 <= fc["predicted"] <= 1.5, fc
+    assert fc["low"] < fc["predicted"] < fc["high"]
+    assert fc["extrapolating"] is not (cal.feature_min <= fc["value"] <= cal.feature_max)
+    # two tiny steps: the base barely moved (v7 of the calibration: 1.5%)
+    assert 0 < feats["base_drift"] < 5e-3, feats
+    (rec,) = list_runs("forecast")
+    assert rec.id == data["run_id"] and rec.status == "ok"
+    assert main(["check", *fargs, "--no-drift"]) == 0
+    assert f"recorded by run {rec.id}" in capsys.readouterr().out
