@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -281,11 +282,13 @@ def load_tokenizer(base: ResolvedBase, *, trust_remote_code: bool = False) -> An
 
 
 def _from_pretrained(path: Any, kwargs: dict[str, Any], concrete: str) -> Any:
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
     try:
         return AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+    except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as exc:
+        _check_shards(Path(path))  # a damaged shard: named with its tensor (tensorio's checks)
         raise BaseModelError(
             f"{path}: cannot load weights at {concrete} ({type(exc).__name__}: {str(exc)[:200]}).",
             hint="check the folder with `portllm-edge check`, or try another --precision",
@@ -383,13 +386,37 @@ def has_quantized_copy(
     ``quantized_copy``).
     """
     folder = quantized_copy_dir(base, precision, device, compute_dtype)
-    return folder is not None and (folder / "config.json").is_file()
+    return folder is not None and _copy_damage(folder) is None
+
+
+def _check_shards(folder: Path) -> None:
+    """Validate the header of every ``*.safetensors`` file in ``folder`` (:func:`portllm_edge.tensorio.read_safetensors_header`).
+
+    Raises:
+        BaseModelError: a file that is truncated or corrupt, named with the tensor and the fault.
+    """
+    from portllm_edge.tensorio import read_safetensors_header
+
+    for shard in sorted(folder.glob("*.safetensors")):
+        read_safetensors_header(shard, error_cls=BaseModelError)
+
+
+def _copy_damage(folder: Path) -> str | None:
+    """Why the quantized copy in ``folder`` can't be read (no config.json, a damaged shard), or None when it can."""
+    if not (folder / "config.json").is_file():
+        return f"{folder / 'config.json'} is missing"
+    if not any(folder.glob("*.safetensors")):
+        return f"{folder} holds no .safetensors file"
+    try:
+        _check_shards(folder)
+    except BaseModelError as exc:
+        return exc.message
+    return None
 
 
 def _save_quantized(model: Any, cache_dir: Path, base: ResolvedBase) -> None:
     """Save a freshly quantized model into the store's cache (atomically); a full disk only warns."""
     import shutil
-    import warnings
 
     from portllm_edge.fsutil import atomic_dir
 
@@ -477,7 +504,14 @@ def load_base_model(
     tokenizer = load_tokenizer(base, trust_remote_code=trust_remote_code)
     start = time.perf_counter()
     cache_dir = quantized_copy_dir(base, concrete, device, cdtype) if quantized_cache else None
-    from_cache = cache_dir is not None and (cache_dir / "config.json").is_file()
+    damage = _copy_damage(cache_dir) if cache_dir is not None and cache_dir.is_dir() else None
+    if damage is not None:
+        warnings.warn(
+            f"the quantized copy of {base.model_id} in the model store can't be read ({damage}); "
+            "quantizing the checkpoint again and replacing it",
+            stacklevel=2,
+        )
+    from_cache = cache_dir is not None and cache_dir.is_dir() and damage is None
     converting = qcfg is not None or keep != stored_dtype(base)
     reading = _read_checkpoint_without_mmap() if converting else contextlib.nullcontext()
     with reading:
@@ -492,8 +526,8 @@ def load_base_model(
             slicing = chunked_4bit_quantization() if concrete == "nf4" else contextlib.nullcontext()
             with slicing:  # bounded temporaries while each weight is quantized
                 model = _from_pretrained(base.path, kwargs, concrete)
-        if cache_dir is not None:
-            _save_quantized(model, cache_dir, base)  # before any forward: no CPU repacking yet
+            if cache_dir is not None:  # a copy that was read is not saved again
+                _save_quantized(model, cache_dir, base)  # before any forward: no CPU repacking yet
     model.eval()
     if offload is not None:
         from portllm_edge.porting.offload import remove_with

@@ -106,3 +106,52 @@ def test_port_record_estimate_follows_the_loads_cache_hit(tiny_pairs):
         assert (
             "loads the model store's quantized copy of the base (nothing to quantize)" in want.notes
         ) is copy
+
+
+def test_a_cache_hit_neither_rewrites_nor_warns(tiny_pairs, recwarn):
+    """The copy a load read is not saved again (transformers can't re-save a pre-quantized model)."""
+    base = str(tiny_pairs["llama"].new)
+    load_base_model(base, "nf4", device="cpu")
+    (entry,) = quantized_cache_entries()
+    stamps = {p.name: p.stat().st_mtime_ns for p in entry.iterdir()}
+    recwarn.clear()
+    hit = load_base_model(base, "nf4", device="cpu")
+    assert hit.quantization["cache"]["hit"] is True
+    assert [str(w.message) for w in recwarn if "quantized copy" in str(w.message)] == []
+    assert {p.name: p.stat().st_mtime_ns for p in entry.iterdir()} == stamps
+
+
+def test_a_truncated_cached_copy_is_quantized_again_and_replaced(tiny_pairs):
+    """A damaged copy (truncated shard) is not used: the planner says no copy, the load re-quantizes and saves."""
+    from portllm_edge.models.refs import resolve_base
+    from portllm_edge.porting.load import has_quantized_copy
+
+    base = resolve_base(str(tiny_pairs["llama"].new))
+    want = _logits(load_base_model(base, "nf4", device="cpu"))
+    (entry,) = quantized_cache_entries()
+    shard = entry / "model.safetensors"
+    size = shard.stat().st_size
+    with shard.open("r+b") as fh:
+        fh.truncate(size // 2)
+    assert not has_quantized_copy(base, "nf4", "cpu")
+    with pytest.warns(UserWarning, match=r"model\.safetensors"):
+        again = load_base_model(base, "nf4", device="cpu")
+    assert again.quantization["cache"]["hit"] is False
+    assert torch.equal(_logits(again), want)
+    assert shard.stat().st_size == size and has_quantized_copy(base, "nf4", "cpu")
+
+
+def test_a_truncated_checkpoint_is_a_base_model_error_naming_the_file(tiny_pairs, tmp_path):
+    """A base whose shard lost its tail (header intact) fails at fp32 with the file named, no SafetensorError."""
+    import shutil
+    import struct
+
+    from portllm_edge.errors import BaseModelError
+
+    folder = shutil.copytree(tiny_pairs["llama"].new, tmp_path / "truncated")
+    shard = folder / "model.safetensors"
+    raw = shard.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    shard.write_bytes(raw[: 8 + n + 100])
+    with pytest.raises(BaseModelError, match=r"model\.safetensors"):
+        load_base_model(str(folder), "fp32", device="cpu")
