@@ -18,7 +18,7 @@ import typer
 
 from portllm_edge.cli._options import OldBaseAlias, OldOpt, dest_option
 from portllm_edge.cli.app import app
-from portllm_edge.errors import CompatibilityError, ConfigError
+from portllm_edge.errors import CompatibilityError
 
 _MARK = {"pass": "PASS", "warn": "WARN", "fail": "FAIL"}
 
@@ -181,14 +181,11 @@ def drift_cmd(
 ) -> None:
     """Per target module: how far the base moved (‖W_new−W_old‖/‖W_old‖) against the patch's size (‖ΔW‖/‖W_old‖)."""
     from portllm_edge.porting.drift import compute_drift
-    from portllm_edge.workflow.resolve import resolve
+    from portllm_edge.workflow.resolve import resolve, unknown_old_base
 
     r = resolve(patch, base, old=old or old_base)  # validated: drift has no preflight to report a bad patch
     if r.old_base is None:
-        raise ConfigError(
-            "the old base is not known: the patch records no base that is in the model store.",
-            hint="pass --old with the base the patch was trained on",
-        )
+        raise unknown_old_base(r)
     report = compute_drift(r.patch.adapter_dir, r.old_base.path, r.base.path)
     typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_drift(report))
 

@@ -155,8 +155,12 @@ def _forecast_fields(
         forecast_resolved,
         recorded_forecast,
     )
+    from portllm_edge.workflow.resolve import own_base_error
 
     if r.old_base is None:
+        own = own_base_error(r)
+        if own is not None:
+            return {"forecast_note": f"forecast: {own.one_line()}"}
         return {
             "forecast_note": "forecast: needs the base the patch was trained on, which is not in the model "
             "store; import it, or name it with --old"

@@ -145,14 +145,10 @@ def forecast_key(r: Resolved, cal: Calibration, *, old_flag: str = "--old") -> F
     Raises:
         ConfigError: the old base is not known, or it holds the new base's weights.
     """
-    from portllm_edge.errors import ConfigError
-    from portllm_edge.workflow.resolve import distinct_weights
+    from portllm_edge.workflow.resolve import distinct_weights, unknown_old_base
 
     if r.old_base is None:
-        raise ConfigError(
-            "the old base is not known: the patch records no base that is in the model store.",
-            hint=f"pass {old_flag} with the base the patch was trained on",
-        )
+        raise unknown_old_base(r, old_flag=old_flag)
     old_fp, new_fp = distinct_weights(r.old_base, r.base, old_flag=old_flag)
     return ForecastKey(patch_fingerprint(r.patch), old_fp, new_fp, calibration_id(cal))
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from portllm_edge.workflow.types import OldBaseSource, PatchRef, Resolved
 
 if TYPE_CHECKING:
+    from portllm_edge.errors import ConfigError
     from portllm_edge.models.refs import ResolvedBase
 
 
@@ -114,6 +115,42 @@ def find_old_base(patch: PatchRef, new_base: ResolvedBase) -> tuple[ResolvedBase
             base, how = found
             return base, ("store: fingerprint" if how == "fingerprint" else "store: name")
     return None
+
+
+def own_base_error(r: Resolved, *, old_flag: str = "--old") -> ConfigError | None:
+    """The error when ``r`` has no old base because ``--base`` is a base the patch records, else None.
+
+    A recorded base with ``r.base``'s weight fingerprint, or a recorded folder that is ``r.base``'s
+    folder, means ``--base`` is the patch's own base: there is no update to port across.
+    """
+    from portllm_edge.errors import ConfigError
+
+    new_fp = r.base.fingerprint()
+    for name, fingerprint in _recorded_bases(r.patch):
+        same = fingerprint == new_fp
+        if not same and fingerprint is None and name and Path(name).expanduser().is_dir():
+            same = Path(name).expanduser().resolve() == r.base.path.resolve()
+        if same:
+            return ConfigError(
+                f"--base {r.base.ref} is the base the patch records ({name or fingerprint}): there is no "
+                "update to port across",
+                hint=f"pass the updated base with --base (and the base the patch was trained on with "
+                f"{old_flag} if it is not in the model store)",
+            )
+    return None
+
+
+def unknown_old_base(r: Resolved, *, old_flag: str = "--old") -> ConfigError:
+    """The error of a command that needs the old base when ``r`` has none (``drift``, ``forecast``).
+
+    :func:`own_base_error` when ``--base`` is the patch's own base, else: none of its bases is here.
+    """
+    from portllm_edge.errors import ConfigError
+
+    return own_base_error(r, old_flag=old_flag) or ConfigError(
+        "the old base is not known: the patch records no base that is in the model store.",
+        hint=f"pass {old_flag} with the base the patch was trained on",
+    )
 
 
 def resolve(

@@ -130,3 +130,17 @@ def test_check_warns_when_old_is_not_the_base_the_adapter_config_names(
     assert f"fix: pass --old {pair.new} if the patch was trained on it" in out
     assert f"set `base_model_name_or_path` in {patch / 'adapter_config.json'} to {pair.old}" in out
     assert "result: compatible (" in out
+
+
+def test_the_patchs_own_base_as_base_says_there_is_no_update_not_that_the_old_base_is_missing(
+    tiny_pairs, tiny_adapters, capsys
+):
+    """--base = the base the adapter config names: check's note, forecast and drift say so (exit 2), not 'not in the store'."""
+    args = [str(tiny_adapters["llama"]), "--base", str(tiny_pairs["llama"].old)]
+    assert main(["check", *args]) == 0
+    note = capsys.readouterr().out.strip().splitlines()[-1]
+    assert note.startswith("forecast: --base ") and "there is no update to port across" in note
+    for command in ("forecast", "drift"):
+        assert main([command, *args]) == 2
+        err = capsys.readouterr().err
+        assert "is the base the patch records" in err and "the old base is not known" not in err
