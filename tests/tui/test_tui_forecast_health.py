@@ -136,3 +136,44 @@ def test_runs_screen_draws_the_patch_health_chart() -> None:
             assert "50% [25%, 75%]" in every
 
     run(body)
+
+
+def test_port_screen_forecast_without_the_old_base_says_why_and_runs_nothing(
+    tiny_adapters, tiny_pairs, tmp_path
+) -> None:
+    """ctrl+f after a check that found no old base: a warning with the check's reason, no worker, no error."""
+    import json
+    import shutil
+
+    from portllm_edge.history import list_runs
+    from portllm_edge.patches import PatchStore
+
+    folder = shutil.copytree(tiny_adapters["llama"], tmp_path / "orphan")
+    cfg = json.loads((folder / "adapter_config.json").read_text())
+    cfg["base_model_name_or_path"] = "nowhere/model"  # a base found nowhere here
+    (folder / "adapter_config.json").write_text(json.dumps(cfg))
+    PatchStore().import_dir(folder, name="orphan", task="sst2")
+
+    async def body() -> None:
+        app = make_app(start_screen="port", read_hardware=fake_cpu_report)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot)
+            screen = app.screen
+            screen.query_one("#patch").value = "orphan"
+            screen.query_one("#base-path").value = str(tiny_pairs["llama"].new)
+            await settle(pilot)
+            await pilot.press("ctrl+t")
+            await wait_for(pilot, lambda: screen.preflight is not None, 60)
+            await settle(pilot)
+            box = screen.query_one("#forecast")
+            before = plain(box, width=400)
+            assert "needs the base the patch was trained on" in before and "ctrl+f" not in before
+            await pilot.press("ctrl+f")
+            await settle(pilot)
+            assert not screen.forecasting and plain(box, width=400) == before
+            notes = notifications(app)
+            assert [n.severity for n in notes] == ["warning"]
+            assert "needs the base the patch was trained on" in notes[0].message
+            assert list_runs("forecast") == []
+
+    run(body)

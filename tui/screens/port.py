@@ -391,6 +391,8 @@ class PortScreen(BaseScreen):
         self._cancel = threading.Event()
         self.preflight: Any = None
         self.preflight_key: tuple[str | None, str | None] | None = None
+        self.checked: Any = None
+        """The last check's :class:`~portllm_edge.workflow.check.CheckOutcome` (with ``preflight``)."""
         self.running = False
         self.summary: PortSummary | None = None
         self._phase_times: dict[str, float] = {}
@@ -569,6 +571,7 @@ class PortScreen(BaseScreen):
     def _stale(self) -> None:
         if self.preflight_key != (self.patch_name(), self.base_ref()):
             self.preflight = None
+            self.checked = None
             if not self.forecasting:  # a forecast of other inputs would mislead
                 self.query_one("#forecast", Static).display = False
 
@@ -696,6 +699,7 @@ class PortScreen(BaseScreen):
     def on_preflight_done(self, message: PreflightDone) -> None:
         report = message.report
         self.preflight = report
+        self.checked = message.check
         self.preflight_key = (self.patch_name(), self.base_ref())
         self._checked_eval = self._preflight_eval
         self.default_name = message.default_name
@@ -759,6 +763,11 @@ class PortScreen(BaseScreen):
             return
         inputs = self._inputs()
         if not inputs:
+            return
+        checked = self.checked if self.preflight is not None and self.preflight_key == inputs else None
+        if checked is not None and checked.forecast is None and not checked.can_compute_forecast:
+            # the check of these inputs already knows a forecast can't be computed: say why, run nothing
+            self.notify(checked.forecast_line(), title="No forecast", severity="warning", markup=False)
             return
         self.forecasting = True
         self.query_one("#forecast-btn", Button).disabled = True
