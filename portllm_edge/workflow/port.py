@@ -279,7 +279,7 @@ def port(
         None if offload is None else offload.to_dict(),
     )  # fmt: skip
     from portllm_edge.workflow.record import recorded
-    from portllm_edge.workflow.resolve import resolve
+    from portllm_edge.workflow.resolve import distinct_weights, resolve
 
     phases = Phases(on_phase)
     with recorded("port", req) as run, tempfile.TemporaryDirectory(prefix="portllm-port-") as tmp:
@@ -287,6 +287,8 @@ def port(
 
         check_port_name_options(req.name, save=req.save)
         resolved = resolve(req.patch, req.base, old=req.old)
+        if req.old is not None and resolved.old_base is not None:  # as `check`: a port across no update
+            distinct_weights(resolved.old_base, resolved.base, old_flag="--old")
         with phases("check"):
             prep = prepare_port(req, resolved, Path(tmp))
         run.results = {"preflight": prep.checked.preflight.to_dict(), "ported_name": prep.ported_name}

@@ -1196,6 +1196,13 @@ HOSTILE3_CASES: list[Case] = [
         ("--old {tmp}/base", "same weights", "--base"),
     ),
     Case(
+        # the port stored a patch whose lineage records a port step across no update (times ported 1)
+        "port-old-is-the-new-base",
+        _stored_patch_and_base,
+        (*PORT_MERGE, "--old", "{tmp}/base", "--name", "same"),
+        ("--old {tmp}/base", "same weights", "no update to port across"),
+    ),
+    Case(
         # --overwrite replaced the stored patch being ported with the merged model (the store lost it)
         "port-merge-to-into-the-patch-store",
         _stored_patch_and_base,
