@@ -415,14 +415,20 @@ def _copy_damage(folder: Path) -> str | None:
 
 
 def _save_quantized(model: Any, cache_dir: Path, base: ResolvedBase) -> None:
-    """Save a freshly quantized model into the store's cache (atomically); a full disk only warns."""
+    """Save a freshly quantized model into the store's cache (atomically); a full disk or an
+    unwritable store folder only warns (the load goes on without a copy)."""
     import shutil
 
     from portllm_edge.fsutil import atomic_dir
 
     need = sum(f.stat().st_size for f in base.weight_files) // 3  # 4-bit + constants + 16-bit embeddings
-    cache_dir.parent.mkdir(parents=True, exist_ok=True)
-    if shutil.disk_usage(cache_dir.parent).free < 2 * need:
+    try:
+        cache_dir.parent.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(cache_dir.parent).free
+    except OSError as exc:
+        warnings.warn(f"could not keep a quantized copy of {base.model_id}: {exc}", stacklevel=3)
+        return
+    if free < 2 * need:
         warnings.warn(
             f"{cache_dir.parent}: too little free disk to keep a quantized copy of {base.model_id}",
             stacklevel=3,

@@ -155,3 +155,12 @@ def test_a_truncated_checkpoint_is_a_base_model_error_naming_the_file(tiny_pairs
     shard.write_bytes(raw[: 8 + n + 100])
     with pytest.raises(BaseModelError, match=r"model\.safetensors"):
         load_base_model(str(folder), "fp32", device="cpu")
+
+
+def test_an_unwritable_quantized_folder_warns_and_the_load_goes_on(tiny_pairs, portllm_home):
+    """models/.quantized is a file (not a folder): the copy can't be kept, which only warns."""
+    (portllm_home / "models").mkdir()
+    (portllm_home / "models" / ".quantized").write_text("not a folder")
+    with pytest.warns(UserWarning, match=r"could not keep a quantized copy of llama-new"):
+        loaded = load_base_model(str(tiny_pairs["llama"].new), "nf4", device="cpu")
+    assert loaded.quantization["cache"]["hit"] is False and loaded.precision == "nf4"
