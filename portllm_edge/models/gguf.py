@@ -43,7 +43,6 @@ METADATA_FILE = "portllm_model.json"
 SHARD_BYTES = 2 * 1024**3
 """Size cap of one written safetensors shard, bytes (a tensor larger than the cap gets a shard of its own)."""
 _QUANT_SUFFIX = re.compile(r"[.-](Q\d[\w]*|IQ\d[\w]*|F16|F32|BF16)$", re.IGNORECASE)
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$")
 _ST_DTYPE = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
 _ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2}
 _HEADER_SLACK = 512
@@ -286,12 +285,9 @@ def import_gguf(
     """
     src = Path(path).expanduser().resolve()
     check_gguf_file(src)
-    name = name or default_name(src)
-    if not _NAME.match(name):
-        raise StoreError(
-            f"model name {name!r} is not allowed.",
-            hint="use letters, digits and . _ @ + - (no slashes), at most 128 characters",
-        )
+    from portllm_edge.models.store import model_store_name
+
+    name = model_store_name(name, default_name(src))
     choices = {"auto": None, "bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
     if dtype not in choices:
         raise StoreError(f"GGUF import dtype {dtype!r} is not known.", hint="use auto, bf16, fp16 or fp32")

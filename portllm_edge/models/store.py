@@ -26,6 +26,22 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$")
 _KEEP_SUFFIXES = (".json", ".safetensors", ".model", ".txt", ".tiktoken", ".jinja")
 
 
+def model_store_name(name: str | None, default: str) -> str:
+    """The model-store name of an import: ``name``, or ``default`` when it is None.
+
+    Raises:
+        StoreError: the name is empty, holds a slash or a line break, starts with ``.`` or is over
+            128 characters (allowed: letters, digits and ``. _ @ + -``).
+    """
+    store_name = default if name is None else name
+    if not _NAME.fullmatch(store_name):
+        raise StoreError(
+            f"model name {store_name!r} is not allowed.",
+            hint="use letters, digits and . _ @ + - (no slashes), at most 128 characters",
+        )
+    return store_name
+
+
 def import_model_folder(src: str | Path, name: str | None = None, *, force: bool = False) -> Path:
     """Copy a local Hugging Face model folder (config.json + safetensors) into the model store.
 
@@ -51,12 +67,7 @@ def import_model_folder(src: str | Path, name: str | None = None, *, force: bool
     if not folder.is_dir():
         raise BaseModelError(f"{folder}: not a folder.", hint="pass a Hugging Face model folder")
     resolved = resolve_base(str(folder))
-    store_name = name or resolved.path.name
-    if not _NAME.match(store_name):
-        raise StoreError(
-            f"model name {store_name!r} is not allowed.",
-            hint="use letters, digits and . _ @ + - (no slashes), at most 128 characters",
-        )
+    store_name = model_store_name(name, resolved.path.name)
     dest = paths.models_dir() / store_name
     if dest.exists() and not force:
         raise StoreError(

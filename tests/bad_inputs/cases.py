@@ -1196,6 +1196,20 @@ HOSTILE3_CASES: list[Case] = [
         ("--old {tmp}/base", "same weights", "--base"),
     ),
     Case(
+        # an empty --name silently imported under the folder's name (patch import and port refuse it)
+        "models-import-empty-name",
+        _base_and_corpus,
+        ("models", "import", "{tmp}/base", "--name", ""),
+        ("model name ''", "not allowed"),
+    ),
+    Case(
+        # `$` matched before a trailing newline: a store folder named 'v2\n' was created
+        "models-import-name-with-a-newline",
+        _base_and_corpus,
+        ("models", "import", "{tmp}/base", "--name", "v2\n"),
+        ("model name 'v2\\n'", "not allowed"),
+    ),
+    Case(
         # the port stored a patch whose lineage records a port step across no update (times ported 1)
         "port-old-is-the-new-base",
         _stored_patch_and_base,
