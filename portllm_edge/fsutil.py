@@ -152,7 +152,8 @@ def unwritable_reason(dest: str | os.PathLike[str], *, model_store_entry: bool =
 
     An empty path is refused (:func:`empty_path_reason`). A destination inside the patch store or
     the model store, or one that holds either, is refused: only the stores write there, so an
-    export, merge, update or report can't replace a stored patch or base model. Then walks up
+    export, merge, update or report can't replace a stored patch or base model; so is the run
+    history database (or one of its SQLite side files, ``runs.sqlite-wal`` ...). Then walks up
     to the nearest existing ancestor: it must be a folder in which a temporary entry can be
     created (the probe is removed at once). Catches a parent that is a file, a read-only or
     virtual file system and a folder without write permission, before any work is done.
@@ -182,6 +183,11 @@ def unwritable_reason(dest: str | os.PathLike[str], *, model_store_entry: bool =
             return f"it is inside the {what} {store} (written only by {writers})"
         if resolved in store.parents:
             return f"it holds the {what} {store}; replacing it would delete the {lost}"
+    history = paths.runs_db().resolve()
+    if resolved.parent == history.parent and resolved.name in {
+        history.name + side for side in ("", "-wal", "-shm", "-journal")
+    }:
+        return f"it is the run history {history} (written only by the commands that record runs)"
     probe = final.parent
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent

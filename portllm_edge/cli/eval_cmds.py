@@ -138,13 +138,15 @@ def eval_cmd(
     from portllm_edge.workflow import EvalSpec
     from portllm_edge.workflow import evaluate as run_eval
 
-    if predictions is not None and (predictions.is_dir() or predictions.parent.is_file()):
-        raise ConfigError(
-            f"--predictions {predictions}: is a folder"
-            if predictions.is_dir()
-            else f"--predictions {predictions}: its parent {predictions.parent} is a file, not a folder",
-            hint="pass a file path for the predictions, e.g. --predictions predictions.json",
-        )
+    if predictions is not None:
+        from portllm_edge.fsutil import unwritable_reason
+
+        reason = "is a folder" if predictions.is_dir() else unwritable_reason(predictions)
+        if reason is not None:  # the stores and the run history are refused as every destination's
+            raise ConfigError(
+                f"--predictions {predictions}: {reason}",
+                hint="pass a file path for the predictions, e.g. --predictions predictions.json",
+            )
     spec = EvalSpec(
         task,
         data,

@@ -775,6 +775,10 @@ JSONL_EVAL = ("eval", "--task", "jsonl", "--data", "{tmp}/d.jsonl", "--base", "{
 UPDATE_ARGV = ("simulate-update", "{tmp}/base", "--corpus", "{tmp}/corpus.txt", "--out", "{tmp}/v2")
 TRAIN_ARGV = ("train", "--base", "{tmp}/base", "--task", "sst2", "--data", "{tmp}/none.tsv", "--name", "x")
 PORT_MERGE = ("port", "sst2-llama", "--base", "{tmp}/base", "--precision", "fp32")
+EVAL_PREDICTIONS = (
+    "eval", "--base", "{tmp}/base", "--task", "sst2", "--data", "{tmp}/d.tsv", "--precision", "fp32",
+    "--no-record", "--predictions",
+)  # fmt: skip
 BENCH_ARGV = (
     "bench", "sst2-llama", "--base", "{tmp}/base", "--task", "sst2",
     "--train-data", "{tmp}/d.tsv", "--eval-data", "{tmp}/d.tsv",
@@ -1194,6 +1198,20 @@ HOSTILE3_CASES: list[Case] = [
         _forecast_inputs(),
         ("forecast", "{tmp}/adapter", "--base", "{tmp}/base", "--old", "{tmp}/base"),
         ("--old {tmp}/base", "same weights", "--base"),
+    ),
+    Case(
+        # the predictions JSON replaced the stored patch's adapter_config.json (the store lost the patch)
+        "eval-predictions-into-the-patch-store",
+        _stored_patch_and_base,
+        (*EVAL_PREDICTIONS, "{home}/patches/sst2-llama/adapter/adapter_config.json"),
+        ("--predictions", "{home}/patches/sst2-llama/adapter/adapter_config.json", "inside the patch store"),
+    ),
+    Case(
+        # the predictions JSON replaced the run history (every recorded run lost)
+        "eval-predictions-onto-the-run-history",
+        _stored_patch_and_base,
+        (*EVAL_PREDICTIONS, "{home}/runs.sqlite"),
+        ("--predictions", "{home}/runs.sqlite", "run history"),
     ),
     Case(
         # an empty --name silently imported under the folder's name (patch import and port refuse it)
