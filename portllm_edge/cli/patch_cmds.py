@@ -421,8 +421,15 @@ def convert_cmd(
         convert_pickle_to_safetensors(pickled[0], src / WEIGHTS_NAME)
         target = src
     else:
+        from portllm_edge.fsutil import unwritable_reason
+
         if out.exists():
             raise PatchError(f"{out}: already exists", hint="choose a new --out folder")
+        reason = unwritable_reason(out)  # not into the stores: `patch import` the converted copy
+        if reason is not None:
+            raise PatchError(
+                f"{out}: {reason}", hint="convert to a folder outside the stores, then `patch import` it"
+            )
         with atomic_dir(out) as tmp:
             for f in src.iterdir():
                 if f.is_file() and f not in pickled and not f.name.startswith("."):

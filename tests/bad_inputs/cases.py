@@ -1200,6 +1200,13 @@ HOSTILE3_CASES: list[Case] = [
         ("--old {tmp}/base", "same weights", "--base"),
     ),
     Case(
+        # the converted copy became a folder without a manifest inside the patch store
+        "patch-convert-out-into-the-patch-store",
+        _adapter_broken(break_pickled_only),
+        ("patch", "convert", "{tmp}/adapter", "--out", "{home}/patches/converted"),
+        ("{home}/patches/converted", "inside the patch store", "patch import"),
+    ),
+    Case(
         # the predictions JSON replaced the stored patch's adapter_config.json (the store lost the patch)
         "eval-predictions-into-the-patch-store",
         _stored_patch_and_base,
