@@ -18,7 +18,12 @@ from portllm_edge.cli.app import app
 def compare_cmd(
     patch: Annotated[str, typer.Argument(help="The patch trained on the old base (store name or folder).")],
     old: Annotated[str, typer.Option("--old", help="The old base.")],
-    new: Annotated[str, typer.Option("--new", help="The updated base.")],
+    new: Annotated[
+        str,
+        typer.Option(
+            "--new", "--base", help="The updated base (--base, as check, port and forecast spell it)."
+        ),
+    ],
     task: Annotated[str, typer.Option("--task", help="Task name.")],
     data: Annotated[Path, typer.Option("--data", help="Evaluation file (or folder).")],
     limit: Annotated[Optional[int], typer.Option("--limit", help="Seeded subsample of N examples.")] = None,

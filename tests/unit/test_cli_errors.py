@@ -122,3 +122,11 @@ def test_the_core_refuses_an_empty_destination_too(tmp_path, monkeypatch) -> Non
     with pytest.raises(PortingError, match="merge output '': the path is empty"):
         check_merge_target(tmp_path / "a", tmp_path / "b", "", dtype="auto", overwrite=True)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_compare_takes_base_as_check_and_port_spell_it(capsys, tmp_path) -> None:
+    # walkthrough: `compare PATCH --old A --base B` was "No such option: --base"; it is --new's other name
+    paths.set_home(tmp_path)
+    code, err = run(capsys, "compare", "nope", "--old", "a", "--base", "b", "--task", "sst2", "--data", "x")
+    assert code == 2
+    assert "No such option" not in err and "data file x does not exist" in err, err
