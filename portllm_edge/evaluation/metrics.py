@@ -82,7 +82,7 @@ def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, flo
         z: Standard-normal quantile (1.96 for 95 %).
 
     Returns:
-        ``(low, high)`` in [0, 1].
+        ``(low, high)`` in [0, 1], with ``low <= k/n <= high``.
 
     Raises:
         ValueError: ``n < 1`` or ``successes`` outside [0, n].
@@ -96,7 +96,9 @@ def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, flo
     denom = 1.0 + z2 / n
     centre = (p + z2 / (2 * n)) / denom
     half = z / denom * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # At k = 0 or k = n one end equals p̂ exactly; rounding left it 1e-16 past p̂ (0.9999999999999999
+    # at 48/48), an interval not containing its estimate. Clamp each end at p̂ and at [0, 1].
+    return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))
 
 
 INVALID = "[invalid]"

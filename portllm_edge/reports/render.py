@@ -297,8 +297,10 @@ def chart_accuracy(report: Report) -> bytes | None:
                 continue
             xs.append(i - 0.4 + width * (j + 0.5))
             ys.append(100 * row.accuracy)
-            lo.append(100 * (row.accuracy - row.ci_low) if row.ci_low is not None else 0.0)
-            hi.append(100 * (row.ci_high - row.accuracy) if row.ci_high is not None else 0.0)
+            # half-widths clamped at 0: a stored interval may miss its estimate by rounding
+            # (ci_high 0.9999999999999999 at 100 %) and matplotlib refuses a negative error bar
+            lo.append(max(0.0, 100 * (row.accuracy - row.ci_low)) if row.ci_low is not None else 0.0)
+            hi.append(max(0.0, 100 * (row.ci_high - row.accuracy)) if row.ci_high is not None else 0.0)
         drawn = ax.bar(xs, ys, width * 0.95, yerr=[lo, hi], capsize=3, label=config)
         ax.bar_label(drawn, labels=[f"{y:.1f}" for y in ys], fontsize=7, padding=2)
     ax.set_xticks(range(len(tasks)), tasks)
@@ -473,7 +475,10 @@ def render_charts(report: Report) -> dict[str, bytes]:
 
 
 def write_report(report: Report, out_dir: str | Path) -> list[Path]:
-    """Write ``report.md``, ``report.json`` and the PNG charts into ``out_dir`` (each file atomically).
+    """Write ``report.md``, ``report.json`` and the PNG charts into ``out_dir``.
+
+    All files are rendered first; a new ``out_dir`` is built in a temporary sibling and renamed
+    (:func:`~portllm_edge.fsutil.atomic_dir`), into an existing one each file is written atomically.
 
     Returns:
         The written paths: Markdown, JSON, then charts.
@@ -483,6 +488,7 @@ def write_report(report: Report, out_dir: str | Path) -> list[Path]:
             (:func:`~portllm_edge.fsutil.unwritable_reason`).
     """
     from portllm_edge.fsutil import (
+        atomic_dir,
         atomic_write_bytes,
         atomic_write_text,
         empty_path_reason,
@@ -502,12 +508,18 @@ def write_report(report: Report, out_dir: str | Path) -> list[Path]:
     reason = unwritable_reason(out / MARKDOWN_NAME)  # the files it writes: a folder holding the store is fine
     if reason is not None:
         raise ConfigError(f"{out}: {reason}", hint="pass --out a folder you can write to")
-    out.mkdir(parents=True, exist_ok=True)
+    # everything is rendered before anything is written: a rendering error leaves no folder behind
     charts = render_charts(report)
-    written: list[Path] = []
-    for name, png in charts.items():
-        atomic_write_bytes(out / name, png)
-        written.append(out / name)
-    atomic_write_text(out / JSON_NAME, render_json(report))
-    atomic_write_text(out / MARKDOWN_NAME, render_markdown(report, list(charts)))
-    return [out / MARKDOWN_NAME, out / JSON_NAME, *written]
+    texts = {JSON_NAME: render_json(report), MARKDOWN_NAME: render_markdown(report, list(charts))}
+    if out.exists():  # an existing folder may hold other files: replace only ours, each atomically
+        for name, png in charts.items():
+            atomic_write_bytes(out / name, png)
+        for name, text in texts.items():
+            atomic_write_text(out / name, text)
+    else:  # a new folder appears complete or not at all (built in a temporary sibling, renamed)
+        with atomic_dir(out) as tmp:
+            for name, png in charts.items():
+                (tmp / name).write_bytes(png)
+            for name, text in texts.items():
+                (tmp / name).write_text(text, encoding="utf-8")
+    return [out / MARKDOWN_NAME, out / JSON_NAME, *(out / name for name in charts)]

@@ -515,3 +515,34 @@ def test_accuracy_series_keep_runs_with_the_same_configuration_apart():
     ]
     assert series[3] == "v2 zero-shot · bbbb0001"
     assert series[6] == rep.accuracy[6].config  # the mrpc row is alone on its task: its plain label
+
+
+@pytest.mark.parametrize("correct", [48, 0])
+def test_a_100_or_0_percent_row_writes_its_chart(tmp_path, correct):
+    """48/48 stored ci_high 0.9999999999999999 < accuracy 1.0: the chart's error bar was negative,
+    matplotlib raised and `report` wrote nothing (the app left an empty folder)."""
+    from portllm_edge.evaluation.metrics import wilson_interval
+
+    low, high = wilson_interval(correct, 48)
+    assert low <= correct / 48 <= high
+    assert (low, high)[correct == 48] == correct / 48  # the end at the estimate is exact
+    raw = {"config": "v2 + ported patch (nf4)", "accuracy": correct / 48, "n": 48}
+    # the value records written before the interval was clamped hold (the case the chart must survive)
+    raw |= {"ci_low": 0.9, "ci_high": 0.9999999999999999} if correct else {"ci_low": 2.8e-17, "ci_high": 0.07}
+    run = {**COMPARE, "results": {"task": "sst2", "rows": [raw]}}
+    written = write_report(build_report([run]), tmp_path / "out")
+    png = tmp_path / "out" / "accuracy.png"
+    assert png in written and png.read_bytes().startswith(PNG_MAGIC)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary sibling left
+
+
+def test_a_failed_report_leaves_no_folder(tmp_path, monkeypatch):
+    from portllm_edge.reports import render
+
+    def boom(report):
+        raise RuntimeError("chart failed")
+
+    monkeypatch.setattr(render, "render_charts", boom)
+    with pytest.raises(RuntimeError, match="chart failed"):
+        write_report(build_report([COMPARE]), tmp_path / "reports" / "report-x")
+    assert list(tmp_path.iterdir()) == []
