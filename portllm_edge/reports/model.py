@@ -436,14 +436,20 @@ def memory_labels(phases: Sequence[MemoryPhase]) -> list[str]:
 
 
 def accuracy_series(rows: Sequence[AccuracyRow]) -> list[str]:
-    """The chart series of each accuracy row: its configuration label, with the run's
-    :func:`short_run_id` appended where the same configuration of one task comes from more than
-    one run (so two runs' rows are never merged into one bar)."""
+    """The chart series of each accuracy row: its configuration label and the number of examples
+    scored (``"v2 + ported patch (nf4) (n=192)"``: a port's 32-example quick check is not read as
+    a 192-example comparison), with the run's :func:`short_run_id` appended where the same
+    configuration of one task comes from more than one run (so two runs' rows are never merged
+    into one bar)."""
     runs: dict[tuple[str, str], set[str | None]] = {}
     for r in rows:
         runs.setdefault((r.task, r.config), set()).add(r.run_id)
     shared = {config for (_, config), ids in runs.items() if len(ids) > 1}
-    labels = [_with_run(r.config, r.run_id) if r.config in shared else r.config for r in rows]
+    sized = [f"{r.config} (n={r.n})" if r.n is not None else r.config for r in rows]
+    labels = [
+        _with_run(label, r.run_id) if r.config in shared else label
+        for r, label in zip(rows, sized, strict=True)
+    ]
     keyed = _numbered([f"{r.task}\0{label}" for r, label in zip(rows, labels, strict=True)])
     return [k.split("\0", 1)[1] for k in keyed]
 

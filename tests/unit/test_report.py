@@ -509,12 +509,14 @@ def test_accuracy_series_keep_runs_with_the_same_configuration_apart():
     bars = list(zip((r.task for r in rep.accuracy), series, strict=True))
     assert len(set(bars)) == len(bars) == 7
     assert series[:3] == [
-        "v2 zero-shot · aaaa0001",
-        "v1 + patch · aaaa0001",
-        "v2 + ported patch (nf4) · aaaa0001",
+        "v2 zero-shot (n=200) · aaaa0001",
+        "v1 + patch (n=200) · aaaa0001",
+        "v2 + ported patch (nf4) (n=200) · aaaa0001",
     ]
-    assert series[3] == "v2 zero-shot · bbbb0001"
-    assert series[6] == rep.accuracy[6].config  # the mrpc row is alone on its task: its plain label
+    assert series[3] == "v2 zero-shot (n=200) · bbbb0001"
+    assert (
+        series[6] == "v2 + mrpc-v1 (nf4) (n=100)" == f"{rep.accuracy[6].config} (n=100)"
+    )  # alone: no run id
 
 
 @pytest.mark.parametrize("correct", [48, 0])
@@ -546,3 +548,31 @@ def test_a_failed_report_leaves_no_folder(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="chart failed"):
         write_report(build_report([COMPARE]), tmp_path / "reports" / "report-x")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_accuracy_labels_carry_the_number_of_examples():
+    """A port's quick check on 32 examples sat beside the compare's 192-example rows under the
+    same kind of label: each chart series now names its n (a row without n keeps its plain label)."""
+    from portllm_edge.reports.model import accuracy_series
+
+    port = {
+        "id": "port-20250301T090000-cccc0001",
+        "kind": "port",
+        "status": "ok",
+        "started_at": "",
+        "inputs": {"patch": "sst2-v1", "base": "v2", "evaluate": {"task": "sst2"}},
+        "results": {
+            "base_id": "v2",
+            "precision": "nf4",
+            "evaluation": {"task": "sst2", "n": 32, "accuracy": 0.875, "ci_low": 0.72, "ci_high": 0.95},
+        },
+    }
+    rows = [{**r, "n": 192} if r.get("accuracy") is not None else r for r in COMPARE["results"]["rows"]]
+    compare = {**COMPARE, "results": {"task": "sst2", "rows": rows}}
+    rep = build_report([compare, port])
+    assert accuracy_series(rep.accuracy) == [
+        "v2 zero-shot (n=192)",
+        "v1 + patch (n=192)",
+        "v2 + ported patch (nf4) (n=192)",
+        "v2 + sst2-v1 (nf4), ported (n=32)",
+    ]
