@@ -19,6 +19,20 @@ console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
 
+LIST_WIDTH = 100
+"""Columns the ``list`` tables (``runs list``, ``patch list``) fit in (a terminal's own width when narrower)."""
+
+
+def list_console(width: int = LIST_WIDTH, *, at_least: int = 0) -> Console:
+    """A console ``width`` columns wide, or the terminal's width where that is narrower (off a
+    terminal rich would otherwise use 80 columns), but never under ``at_least`` columns (what a
+    table needs to show its unbreakable cells whole)."""
+    import sys
+
+    terminal = Console().width if sys.stdout.isatty() else width
+    return Console(highlight=False, width=max(min(width, terminal), at_least))
+
+
 def human_bytes(n: float | None) -> str:
     """Binary units: ``1.50 GiB``; ``n/a`` for None."""
     if n is None:

@@ -22,6 +22,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from portllm_edge.cli._options import dest_argument, dest_option
+from portllm_edge.cli._ui import list_console
 from portllm_edge.cli.app import app
 from portllm_edge.errors import PatchError, StoreError
 
@@ -34,13 +35,6 @@ patch_app = typer.Typer(
     rich_markup_mode=None,
 )
 app.add_typer(patch_app, name="patch")
-
-
-def _console() -> Any:
-    from rich.console import Console
-
-    # Off a terminal (pipes, CI logs) rich would wrap tables at 80 columns; give it room instead.
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 
 
 def _store() -> Any:
@@ -148,9 +142,26 @@ def list_cmd(
     else:
         from rich.table import Table
 
-        table = Table(title=f"Patches in {store.root}")
-        for col in ("name", "task", "r", "alpha", "targets", "source base", "times ported", "created"):
-            table.add_column(col)
+        # Fits LIST_WIDTH (as `runs list`): the name whole on one line (the field users type),
+        # the other columns wrapped down to their narrowest (targets joined with ", " so they
+        # wrap between modules); only names too long for that widen the table.
+        fixed = {"r": None, "alpha": None, "times ported": None, "created": 10}  # width; None: its own
+        name_width = max(len("name"), *(len(m.name) for m in manifests))
+        least = name_width + 1 + 5 + 12 + 10 + 3 * 6 + 2 * 7  # every column, the wrapped ones 6 wide
+        console = list_console(at_least=least)
+        table = Table(
+            title=f"Patches in {store.root}",
+            box=None,
+            pad_edge=False,
+            header_style="bold",
+            title_justify="left",
+        )
+        table.add_column("name", no_wrap=True, min_width=name_width)
+        for col in ("task", "r", "alpha", "targets", "source base", "times ported", "created"):
+            if col in fixed:
+                table.add_column(col, no_wrap=fixed[col] is None, width=fixed[col])
+            else:
+                table.add_column(col, overflow="fold")
         for m in manifests:
             ports = sum(1 for e in m.lineage if e.kind == "port")
             table.add_row(
@@ -158,12 +169,12 @@ def list_cmd(
                 m.task or "-",
                 str(m.adapter.r),
                 f"{m.adapter.lora_alpha:g}",
-                _targets(m),
+                _targets(m).replace(",", ", "),
                 m.source_base.id or "-",
                 str(ports),
                 m.created_at.strftime("%Y-%m-%d %H:%M"),
             )
-        _console().print(table)
+        console.print(table)
     if unreadable:
         print(
             f"warning: {unreadable} store entries could not be read; run `portllm-edge patch verify --all`",

@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
 from portllm_edge.cli._options import dest_option
+from portllm_edge.cli._ui import list_console
 from portllm_edge.cli.app import app
 from portllm_edge.errors import PortllmError
 
@@ -26,18 +27,6 @@ runs_app = typer.Typer(
     rich_markup_mode=None,
 )
 app.add_typer(runs_app, name="runs")
-
-
-LIST_WIDTH = 100
-"""Columns ``runs list`` fits in (a terminal's own width when narrower)."""
-
-
-def _console(width: int) -> Any:
-    """A console ``width`` columns wide, or the terminal's width where that is narrower."""
-    from rich.console import Console
-
-    terminal = Console().width if sys.stdout.isatty() else width
-    return Console(highlight=False, width=min(width, terminal))
 
 
 def _duration(seconds: float | None) -> str:
@@ -80,7 +69,7 @@ def list_cmd(
         (r.id, r.status, r.started_at[5:16].replace("T", " "), _duration(r.seconds), describe_run(r.kind, r.inputs, r.results))
         for r in runs
     ]  # fmt: skip
-    console = _console(LIST_WIDTH)
+    console = list_console()
 
     def table(summary_width: int | None) -> Table:
         t = Table(

@@ -164,10 +164,35 @@ def test_patch_list_says_what_its_port_count_counts(capsys, tiny_adapters) -> No
     assert "times ported" in head and " ports " not in head
     col = head.index("times ported")
     counts = {
-        line.split()[1]: line[col : col + 12].strip()
+        line.split()[0]: line[col : col + 12].strip()
         for line in lines
-        if line.split()[1:2] in (["p"], ["p-v2"], ["p-v3"])
+        if line.split()[:1] in (["p"], ["p-v2"], ["p-v3"])
     }
     assert counts == {"p": "0", "p-v2": "1", "p-v3": "2"}
     code, out, _ = run(capsys, "patch", "list", "--help")
     assert "times ported: the port steps in the patch's own lineage" in " ".join(out.split())
+
+
+def test_patch_list_fits_100_columns_with_every_name_whole(capsys, tiny_adapters) -> None:
+    """`patch list` was 159 columns when piped (a 100-column terminal cut the names): it now fits
+    100 columns, the name (the field users type) whole on one line, the other columns wrapped."""
+    store = PatchStore()
+    long_name = "sst2-smollm2-135m-instruct-v2-nf4-1"
+    store.import_dir(
+        tiny_adapters["llama"],
+        name=long_name,
+        task="animal-or-vehicle/dev.jsonl",
+        source_base_id="/home/someone/models/SmolLM2-135M-Instruct-demo-v1-snapshot-2026-11-30",
+    )
+    store.import_dir(tiny_adapters["mistral"], name="m1", task="sst2")
+    code, out, _ = run(capsys, "patch", "list")
+    assert code == 0
+    lines = out.splitlines()
+    assert max(len(line) for line in lines) <= 100, out
+    assert sum(line.startswith(long_name + " ") for line in lines) == 1
+    assert any(line.startswith("m1 ") and " sst2 " in line for line in lines)
+    assert "created" in next(line for line in lines if line.startswith("name"))
+    # a name too long for 100 columns widens the table rather than being cut
+    store.import_dir(tiny_adapters["llama"], name="x" * 90)
+    code, out, _ = run(capsys, "patch", "list")
+    assert sum(line.startswith("x" * 90 + " ") for line in out.splitlines()) == 1
