@@ -138,7 +138,8 @@ def resolve_target(patch: str, base: str | None = None) -> ExportTarget:
 
 
 def serve_command(fmt: str, target: ExportTarget, out: Path, report: ServingReport) -> str:
-    """The command that serves an export (see docs/serving.md)."""
+    """The command that serves an export (see docs/serving.md); for a peft archive it unpacks the
+    archive beside itself first and loads the folder inside."""
     q = shlex.quote
     if fmt == "gguf-lora":
         base = str(target.base_gguf) if target.base_gguf else "BASE.gguf"
@@ -150,10 +151,17 @@ def serve_command(fmt: str, target: ExportTarget, out: Path, report: ServingRepo
             f"vllm serve {q(base)} --enable-lora --lora-modules {q(f'{target.name}={out}')} "
             f"--max-lora-rank {rank}"
         )
+    from portllm_edge.patches.store import is_archive_path
+
     base = str(target.base_dir) if target.base_dir else "BASE"
-    return (
+    # PeftModel.from_pretrained loads a folder: an archive (members `<name>/...`, see
+    # PatchStore.export_archive) is unpacked next to itself first and the folder inside loaded
+    unpack, folder = "", out
+    if is_archive_path(out):
+        unpack, folder = f"tar -xf {q(str(out))} -C {q(str(out.parent))} && ", out.parent / target.name
+    return unpack + (
         'python -c "from peft import PeftModel; from transformers import AutoModelForCausalLM; '
-        f'PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained({base!r}), {str(out)!r})"'
+        f'PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained({base!r}), {str(folder)!r})"'
     )
 
 

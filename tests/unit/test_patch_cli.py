@@ -139,6 +139,19 @@ def test_archive_export_import_via_cli(capsys, tiny_adapters, tmp_path: Path) ->
     arc = tmp_path / "p.tar.gz"
     code, out, err = run(capsys, "patch", "export", "p", str(arc))
     assert code == 0 and arc.is_file(), err
+    # the serve line passed the tarball to PeftModel.from_pretrained, which loads a folder only:
+    # it now unpacks the archive and loads the folder inside (run here; peft reads its config)
+    import shlex
+    import subprocess
+
+    from peft import PeftConfig
+
+    serve = next(line for line in out.splitlines() if line.startswith("serve with: "))[len("serve with: ") :]
+    unpack, load = serve.split(" && ")
+    assert unpack == f"tar -xf {arc} -C {tmp_path}"
+    assert load.endswith(f'{str(tmp_path / "p")!r})"')
+    subprocess.run(shlex.split(unpack), check=True)
+    assert PeftConfig.from_pretrained(str(tmp_path / "p")).r == 4
     code, out, err = run(capsys, "patch", "import", str(arc), "--name", "p-copy")
     assert code == 0, err
     assert "from archive" in out
