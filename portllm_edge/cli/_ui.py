@@ -1,4 +1,4 @@
-"""Small CLI presentation helpers (rich): progress bars and human byte sizes. No core logic here."""
+"""Small CLI presentation helpers (rich): progress bars, the list commands' console and table, human byte sizes. No core logic here."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Table
 
 console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
@@ -31,6 +32,12 @@ def list_console(width: int = LIST_WIDTH, *, at_least: int = 0) -> Console:
 
     terminal = Console().width if sys.stdout.isatty() else width
     return Console(highlight=False, width=max(min(width, terminal), at_least))
+
+
+def list_table(title: str) -> Table:
+    """The borderless ``rich`` table of the list commands (``runs list``, ``patch list``): no box
+    or edge padding, so every column's width goes to text and the list fits :data:`LIST_WIDTH`."""
+    return Table(title=title, box=None, pad_edge=False, header_style="bold", title_justify="left")
 
 
 def human_bytes(n: float | None) -> str:

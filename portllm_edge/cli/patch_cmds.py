@@ -22,7 +22,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from portllm_edge.cli._options import dest_argument, dest_option
-from portllm_edge.cli._ui import list_console
+from portllm_edge.cli._ui import list_console, list_table
 from portllm_edge.cli.app import app
 from portllm_edge.errors import PatchError, StoreError
 
@@ -140,8 +140,6 @@ def list_cmd(
             f"no patches in {store.root}" + (f" ({unreadable} unreadable entries)" if unreadable else "")
         )
     else:
-        from rich.table import Table
-
         # Fits LIST_WIDTH (as `runs list`): the name whole on one line (the field users type),
         # the other columns wrapped down to their narrowest (targets joined with ", " so they
         # wrap between modules); only names too long for that widen the table.
@@ -149,13 +147,7 @@ def list_cmd(
         name_width = max(len("name"), *(len(m.name) for m in manifests))
         least = name_width + 1 + 5 + 12 + 10 + 3 * 6 + 2 * 7  # every column, the wrapped ones 6 wide
         console = list_console(at_least=least)
-        table = Table(
-            title=f"Patches in {store.root}",
-            box=None,
-            pad_edge=False,
-            header_style="bold",
-            title_justify="left",
-        )
+        table = list_table(f"Patches in {store.root}")
         table.add_column("name", no_wrap=True, min_width=name_width)
         for col in ("task", "r", "alpha", "targets", "source base", "times ported", "created"):
             if col in fixed:

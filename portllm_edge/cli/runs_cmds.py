@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from portllm_edge.cli._options import dest_option
-from portllm_edge.cli._ui import list_console
+from portllm_edge.cli._ui import list_console, list_table
 from portllm_edge.cli.app import app
 from portllm_edge.errors import PortllmError
 
@@ -72,13 +72,7 @@ def list_cmd(
     console = list_console()
 
     def table(summary_width: int | None) -> Table:
-        t = Table(
-            title=f"Runs in {paths.runs_db()}",
-            box=None,
-            pad_edge=False,
-            header_style="bold",
-            title_justify="left",
-        )
+        t = list_table(f"Runs in {paths.runs_db()}")
         for head in ("id", "status", "started UTC", "took"):
             t.add_column(head, no_wrap=True, justify="right" if head == "took" else "left")
         t.add_column("summary", no_wrap=True, overflow="ellipsis", width=summary_width)
